@@ -1,0 +1,67 @@
+"""Shared helpers for the benchmarks: a timer and the paper's network."""
+
+import time
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def median_time(fn, *args, repeats=20, warmup=2):
+    """Median wall-clock seconds of `fn(*args)` (blocking on the result)."""
+    for _ in range(warmup):
+        jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def interleaved_medians(fns, args, repeats=20, warmup=2):
+    """Times several functions on the same arguments, interleaving their runs so that
+    machine noise affects them equally. Returns the list of medians."""
+    for fn in fns:
+        for _ in range(warmup):
+            jax.block_until_ready(fn(*args))
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            times[i].append(time.perf_counter() - start)
+    return [float(np.median(t)) for t in times]
+
+
+class MLPLoss(eqx.Module):
+    """Negative log-likelihood of a bias-free ReLU MLP held as a list of matrices."""
+
+    x: jax.Array
+    y: jax.Array
+
+    def __call__(self, ws):
+        h = self.x
+        for w in ws[:-1]:
+            h = jax.nn.relu(h @ w.T)
+        logits = h @ ws[-1].T
+        logp = jax.nn.log_softmax(logits)
+        return -jnp.mean(jnp.take_along_axis(logp, self.y[:, None], axis=1))
+
+
+def make_problem(sizes, n_samples=1000, seed=0, dtype=jnp.float32):
+    key = jax.random.key(seed)
+    kx, ky, *kw = jax.random.split(key, 2 + len(sizes))
+    x = jax.random.normal(kx, (n_samples, sizes[0]), dtype)
+    y = jax.random.randint(ky, (n_samples,), 0, sizes[-1])
+    ws = [
+        jax.random.normal(k, (n_out, n_in), dtype) / np.sqrt(n_in)
+        for k, n_in, n_out in zip(kw, sizes[:-1], sizes[1:])
+    ]
+    vs = [0.01 * jnp.ones_like(w) for w in ws]
+    return MLPLoss(x, y), ws, vs
+
+
+def n_params(ws):
+    return sum(int(w.size) for w in ws)

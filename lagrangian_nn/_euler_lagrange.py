@@ -1,0 +1,284 @@
+"""Euler–Lagrange equations of an arbitrary Lagrangian, by automatic differentiation."""
+
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import lineax as lx
+
+from ._custom_types import Lagrangian
+from ._lagrangian import Conformal
+from ._tree import (
+    as_time,
+    check_floating_tree,
+    check_same_structure,
+    tree_all_finite,
+    tree_axpy,
+    tree_dot,
+    tree_dtype,
+    tree_max_abs,
+    tree_size,
+    tree_sub,
+)
+
+_MASS_HINT = (
+    "The Euler–Lagrange equations need the mass matrix M = ∂²L/∂q̇² to be positive "
+    "definite (a Lagrangian with no kinetic term, or a kinetic term that vanishes at "
+    "this time, has a singular M). If M is negative definite, use -L, which has the "
+    "same equations of motion."
+)
+
+
+def check_scalar_lagrangian(L, t, q, qdot, name: str = "L") -> None:
+    """Raises `ValueError` unless `L(t, q, qdot)` is a floating scalar (at trace time)."""
+    try:
+        out = jax.eval_shape(L, t, q, qdot)
+    except (TypeError, ValueError) as e:
+        raise ValueError(
+            f"Calling the Lagrangian `{name}(t, q, qdot)` failed while tracing: {e}"
+        ) from e
+    if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
+        shape = getattr(out, "shape", type(out).__name__)
+        raise ValueError(
+            f"The Lagrangian `{name}` must return a scalar; it returned {shape}. "
+            "Reduce it, e.g. with `jnp.sum`."
+        )
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise ValueError(
+            f"The Lagrangian `{name}` must return a floating scalar; got dtype "
+            f"{out.dtype}."
+        )
+
+
+def _split(L):
+    """Returns `(inner, rate)`: `L = exp(s) * inner` with `rate = ṡ` (or `None`)."""
+    if isinstance(L, Conformal):
+        return L.inner, L.rate
+    return L, None
+
+
+def _mass_operator(inner, t, q, qdot):
+    """`M = ∂²L0/∂q̇²` as a matrix-free symmetric operator (Hessian-vector products)."""
+    p_of_v = lambda v: jax.grad(inner, argnums=2)(t, q, v)
+    fn = lambda u: jax.jvp(p_of_v, (qdot,), (u,))[1]
+    structure = jax.eval_shape(lambda: qdot)
+    return lx.FunctionLinearOperator(
+        fn, structure, tags=(lx.symmetric_tag, lx.positive_semidefinite_tag)
+    )
+
+
+def _solve_dense(inner, t, q, qdot, rhs):
+    """Dense Cholesky solve, only used for small systems (`size <= dense_threshold`)."""
+    v_flat, unravel = jax.flatten_util.ravel_pytree(qdot)
+    b_flat, _ = jax.flatten_util.ravel_pytree(rhs)
+    p_flat = lambda v: jax.flatten_util.ravel_pytree(
+        jax.grad(inner, argnums=2)(t, q, unravel(v))
+    )[0]
+    M = jax.jacfwd(p_flat)(v_flat)
+    M = 0.5 * (M + M.T)
+    chol = jnp.linalg.cholesky(M)
+    diag = jnp.diagonal(chol)
+    eps = jnp.finfo(M.dtype).eps
+    scale = jnp.max(jnp.abs(jnp.diagonal(M)))
+    bad = (~jnp.all(jnp.isfinite(chol))) | (
+        jnp.min(diag) ** 2 <= 10 * M.shape[0] * eps * scale
+    )
+    bad = bad | (scale == 0)
+    chol = eqx.error_if(
+        chol,
+        bad,
+        "The mass matrix M = ∂²L/∂q̇² is singular or not positive definite "
+        "(its Cholesky factorisation failed). " + _MASS_HINT,
+    )
+    x = jax.scipy.linalg.cho_solve((chol, True), b_flat)
+    return unravel(x)
+
+
+def _cg_solve(operator, rhs, rho, rtol, atol, max_steps):
+    """Conjugate gradients for `M x = b`, given the Rayleigh quotient `rho` of M along b."""
+    dtype = tree_dtype(rhs)
+    size = tree_size(rhs)
+    # A scalar preconditioner s·I leaves CG mathematically unchanged, but lineax's
+    # breakdown test compares ⟨p, Mp⟩ with ⟨p, r⟩ in absolute units (threshold
+    # ∝ eps·size), which would reject a perfectly good float32 M of size ~1e5; with
+    # s ∝ size/ρ the test becomes relative to M's own scale.
+    scale = jnp.exp2(jnp.round(jnp.log2(20.0 * size / rho))).astype(dtype)
+    preconditioner = lx.FunctionLinearOperator(
+        lambda r: jtu.tree_map(lambda x: scale * x, r),
+        operator.in_structure(),
+        tags=(lx.symmetric_tag, lx.positive_semidefinite_tag),
+    )
+    y0 = jtu.tree_map(lambda b: (b / rho).astype(b.dtype), rhs)
+    solver = lx.CG(rtol=rtol, atol=atol, max_steps=max_steps, stabilise_every=10)
+    sol = lx.linear_solve(
+        operator,
+        rhs,
+        solver,
+        options={"preconditioner": preconditioner, "y0": y0},
+        throw=False,
+    )
+    return sol.value, sol.result != lx.RESULTS.successful
+
+
+_CG_FAILED = (
+    "Solving M q̈ = f for the acceleration with conjugate gradients failed: the mass "
+    "matrix M = ∂²L/∂q̇² is singular or not positive definite (or CG hit its step "
+    "limit). " + _MASS_HINT
+)
+
+
+def _solve_iterative(inner, t, q, qdot, rhs, rtol, atol, max_steps):
+    operator = _mass_operator(inner, t, q, qdot)
+    dtype = tree_dtype(rhs)
+    eps = float(jnp.finfo(dtype).eps)
+    rtol_ = 1000 * eps if rtol is None else rtol
+    b_norm = tree_max_abs(rhs)
+    atol_ = rtol_ * b_norm if atol is None else atol
+    # The Rayleigh quotient ρ = ⟨b, Mb⟩/⟨b, b⟩ of M along the force b is a first
+    # curvature certificate (it must be positive) and sets the scale of M. If b is an
+    # eigenvector of M (always so for M = c(t)·I, i.e. every Table-1 Lagrangian), then
+    # x = b/ρ solves M x = b exactly and no CG iteration is needed: this is checked
+    # through the residual b − Mb/ρ, not assumed.
+    Mb = operator.mv(rhs)
+    b_sq = tree_dot(rhs, rhs)
+    zero_force = b_sq == 0
+    rho = tree_dot(rhs, Mb) / jnp.where(zero_force, 1.0, b_sq)
+    bad_curvature = (~zero_force) & ~(rho > 0)
+    rho = eqx.error_if(
+        rho,
+        bad_curvature | ~jnp.isfinite(b_sq),
+        "The mass matrix M = ∂²L/∂q̇² has non-positive curvature ⟨f, Mf⟩ <= 0 along the "
+        "force f (or the force is not finite). " + _MASS_HINT,
+    )
+    rho = jnp.where(zero_force, 1.0, rho).astype(dtype)
+    res_norm = tree_max_abs(jtu.tree_map(lambda b, mb: b - mb / rho, rhs, Mb))
+    is_eigenvector = res_norm <= rtol_ * b_norm + (0.0 if atol is None else atol)
+
+    def shortcut():
+        return jtu.tree_map(lambda b: b / rho, rhs)
+
+    def iterate():
+        x, failed = _cg_solve(operator, rhs, rho, rtol_, atol_, max_steps)
+        # For positive-definite M, ⟨x, b⟩ = ⟨x, M x⟩ > 0 whenever b ≠ 0.
+        negative = (~zero_force) & ~(tree_dot(x, rhs) > 0)
+        return eqx.error_if(x, failed | ~tree_all_finite(x) | negative, _CG_FAILED)
+
+    return jax.lax.cond(is_eigenvector, shortcut, iterate)
+
+
+class EulerLagrange(eqx.Module):
+    r"""The acceleration $\ddot q(t, q, \dot q)$ defined by a Lagrangian.
+
+    Created by `lnn.euler_lagrange`; see there.
+    """
+
+    lagrangian: Lagrangian
+    dense_threshold: int = eqx.field(static=True, default=16)
+    rtol: float | None = eqx.field(static=True, default=None)
+    atol: float | None = eqx.field(static=True, default=None)
+    max_steps: int | None = eqx.field(static=True, default=None)
+
+    def force(self, t, q, qdot):
+        r"""The generalised force $f = \partial L_0/\partial q
+        - (\partial^2 L_0/\partial\dot q\,\partial q)\dot q
+        - \partial^2 L_0/\partial \dot q\,\partial t - \dot s\,\partial L_0/\partial\dot q$,
+        so that $M\ddot q = f$."""
+        inner, rate = _split(self.lagrangian)
+        dLdq = jax.grad(inner, argnums=1)(t, q, qdot)
+        p_of_tq = lambda tt, qq: jax.grad(inner, argnums=2)(tt, qq, qdot)
+        p, mixed = jax.jvp(p_of_tq, (t, q), (jnp.ones_like(t), qdot))
+        f = tree_sub(dLdq, mixed)
+        if rate is not None:
+            s_dot = jnp.asarray(rate(t), dtype=t.dtype)
+            if s_dot.shape != ():
+                raise ValueError(
+                    "`Conformal.log_weight` must be a scalar function of `t`; its rate "
+                    f"has shape {s_dot.shape}."
+                )
+            f = tree_axpy(-s_dot, p, f)
+        return f
+
+    def __call__(self, t, q, qdot):
+        check_floating_tree(q, "q")
+        check_same_structure(q, qdot, "q", "qdot")
+        dtype = tree_dtype(q)
+        t = as_time(t, dtype)
+        inner, _ = _split(self.lagrangian)
+        check_scalar_lagrangian(inner, t, q, qdot)
+        rhs = self.force(t, q, qdot)
+        # Keep the force's dtype equal to the state's (a float32 state with a float64
+        # constant in `L` would otherwise be promoted).
+        rhs = jtu.tree_map(lambda f, x: f.astype(x.dtype), rhs, q)
+        if tree_size(q) <= self.dense_threshold:
+            return _solve_dense(inner, t, q, qdot, rhs)
+        return _solve_iterative(
+            inner, t, q, qdot, rhs, self.rtol, self.atol, self.max_steps
+        )
+
+
+def euler_lagrange(
+    L: Lagrangian,
+    *,
+    dense_threshold: int = 16,
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_steps: int | None = None,
+) -> Callable:
+    r"""Derives the equations of motion of a Lagrangian by automatic differentiation.
+
+    Solves the Euler–Lagrange equations for the acceleration,
+
+    $$M\,\ddot q = \frac{\partial L}{\partial q}
+        - \frac{\partial^2 L}{\partial\dot q\,\partial q}\,\dot q
+        - \frac{\partial^2 L}{\partial\dot q\,\partial t},
+      \qquad M = \frac{\partial^2 L}{\partial\dot q^2},$$
+
+    keeping every term, so velocity-dependent potentials (magnetic fields) and explicit
+    time dependence are ordinary inputs. The mixed terms are one Jacobian-vector product.
+    $M$ is never formed for large `q`: it is applied by Hessian-vector products and
+    inverted by conjugate gradients (`lineax.CG`). For a Table-1 Lagrangian
+    ($M = c(t)\,I$) CG converges in one step and the whole evaluation costs about one
+    gradient of the loss. Systems with at most `dense_threshold` degrees of freedom
+    build $M$ densely and use a Cholesky factorisation, which also certifies that $M$ is
+    positive definite.
+
+    For `lnn.Conformal(s, L0)` the exponential weight is cancelled analytically (see
+    there), so $e^{t/\kappa}$ never overflows.
+
+    **Arguments:**
+
+    - `L`: the Lagrangian, any callable `L(t, q, qdot) -> scalar`; `q` and `qdot` are
+      pytrees of floating arrays with the same structure.
+    - `dense_threshold`: systems of at most this many scalar degrees of freedom use the
+      dense path.
+    - `rtol`, `atol`, `max_steps`: tolerances of the CG solve; by default
+      `rtol = 1000·eps` of the state's dtype and `atol = rtol·max|f|`.
+
+    **Returns:**
+
+    An `eqx.Module` `accel(t, q, qdot) -> qddot` (a pytree like `q`).
+
+    **Raises:**
+
+    `ValueError` at trace time if `L` does not return a floating scalar or `q` and
+    `qdot` differ in structure; an `eqx.error_if` runtime error naming the mass matrix
+    if $M$ is singular or not positive definite.
+
+    **Example:**
+
+    ```python
+    L = lambda t, q, v: 0.5 * jnp.sum(v**2) - 0.5 * jnp.sum(q**2)
+    accel = lnn.euler_lagrange(L)
+    accel(0.0, jnp.array([1.0]), jnp.array([0.0]))  # [-1.]
+    ```
+    """
+    if not callable(L):
+        raise ValueError(f"`L` must be a callable L(t, q, qdot); got {L!r}.")
+    if not isinstance(dense_threshold, int) or dense_threshold < 0:
+        raise ValueError(
+            f"`dense_threshold` must be a non-negative int; got {dense_threshold!r}."
+        )
+    return EulerLagrange(L, dense_threshold, rtol, atol, max_steps)
