@@ -1,0 +1,54 @@
+"""Command-line interface: `python -m experiments {list,run} ...`."""
+
+import argparse
+import sys
+import time
+
+from . import EXPERIMENTS, get
+from ._common import DEFAULT_OUT
+
+
+def _print_claims(results):
+    for c in results.get("claims", []):
+        mark = "ok " if c["holds"] else "FAIL"
+        op = "<=" if c["kind"] == "<=" else ">="
+        print(f"  [{mark}] {c['name']}: {c['measured']:.3g} {op} {c['bound']:.3g}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the experiments")
+    run = sub.add_parser("run", help="run one experiment, or `all`")
+    run.add_argument("name", help="experiment name, or `all`")
+    run.add_argument("--quick", action="store_true", help="small, fast settings")
+    run.add_argument("--out", default=DEFAULT_OUT, help="output folder")
+    run.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    if args.command == "list":
+        for name, text in EXPERIMENTS.items():
+            print(f"{name:24s} {text}")
+        return 0
+    names = list(EXPERIMENTS) if args.name == "all" else [args.name]
+    failed = []
+    for name in names:
+        try:
+            module = get(name)
+        except ValueError as e:
+            parser.error(str(e))
+        start = time.perf_counter()
+        print(f"== {name}{' (quick)' if args.quick else ''}", flush=True)
+        results = module.main(seed=args.seed, quick=args.quick, out=args.out)
+        print(f"   done in {time.perf_counter() - start:.1f} s -> {args.out}/{name}")
+        _print_claims(results)
+        if not all(c["holds"] for c in results.get("claims", [])):
+            failed.append(name)
+    if failed:
+        print(f"claims not reproduced in: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Running an optax optimiser under `lax.scan` while tracking quantities."""
+
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+
+from .._tree import check_floating_tree
+
+
+class Step(eqx.Module):
+    r"""What a tracked function sees at step $k$ (after the update).
+
+    - `k`: the step index (1 for the first update).
+    - `t`: the continuous time $t = k\,\Delta t$ (`dt` of `run`).
+    - `q_prev`, `q`: the parameters before and after the update.
+    - `grad`: the gradient that the update used.
+    - `opt_state`: the optimiser state after the update.
+    """
+
+    k: jax.Array
+    t: jax.Array
+    q_prev: optax.Params
+    q: optax.Params
+    grad: optax.Updates
+    opt_state: optax.OptState
+
+
+class RunResult(eqx.Module):
+    """The output of `lnn.optim.run`: final parameters, and the tracked quantities and
+    the losses at every step (leading axis `steps`), with their times `ts`."""
+
+    params: optax.Params
+    ts: jax.Array
+    loss: jax.Array
+    tracked: dict
+
+
+@eqx.filter_jit
+def _run(optimizer, loss, q0, steps, dt, track):
+    state0 = optimizer.init(q0)
+    dtype = jnp.result_type(*jax.tree.leaves(q0))
+
+    def body(carry, k):
+        q, state = carry
+        value, grad = jax.value_and_grad(loss)(q)
+        updates, state = optimizer.update(grad, state, q)
+        q_new = optax.apply_updates(q, updates)
+        info = Step(k, k.astype(dtype) * dt, q, q_new, grad, state)
+        out = {name: fn(info) for name, fn in track.items()}
+        return (q_new, state), (value, out)
+
+    ks = jnp.arange(1, steps + 1)
+    (q, _), (losses, tracked) = jax.lax.scan(body, (q0, state0), ks)
+    return q, ks.astype(dtype) * dt, losses, tracked
+
+
+def run(
+    optimizer: optax.GradientTransformation,
+    loss: Callable,
+    q0,
+    steps: int,
+    *,
+    track: dict[str, Callable] | None = None,
+    dt=None,
+) -> RunResult:
+    r"""Runs any optax optimiser for `steps` steps under `lax.scan`, recording tracked
+    quantities at every step.
+
+    **Arguments:**
+
+    - `optimizer`: an `optax.GradientTransformation`.
+    - `loss`: `loss(q) -> scalar`. An `eqx.Module` holding its data as arrays is traced,
+      so new data of the same shapes does not recompile.
+    - `q0`: initial parameters (pytree of floating arrays).
+    - `steps`: number of steps.
+    - `track`: `{name: fn}` with `fn(step: lnn.optim.Step) -> array`, evaluated after
+      every step.
+    - `dt`: the time of one step, for the time map $t = k\,dt$. Defaults to $\eta$ for
+      `gd` and $\sqrt\eta$ for `newtonian` and `nesterov`; required for other optimisers.
+
+    **Returns:** an `lnn.optim.RunResult` (`params`, `ts`, `loss`, `tracked`), where
+    `loss[k-1]` is the loss at the parameters *before* step `k`.
+    """
+    if not isinstance(steps, int) or steps <= 0:
+        raise ValueError(f"`steps` must be a positive int; got {steps!r}.")
+    if not callable(loss):
+        raise ValueError(f"`loss` must be a callable loss(q); got {loss!r}.")
+    check_floating_tree(q0, "q0")
+    track = {} if track is None else dict(track)
+    for name, fn in track.items():
+        if not callable(fn):
+            raise ValueError(f"`track[{name!r}]` must be callable; got {fn!r}.")
+    if dt is None:
+        dt = getattr(optimizer.update, "lnn_time_step", None)
+        if dt is None:
+            raise ValueError(
+                "`dt` is required for optimisers not built by `lnn.optim`; got None."
+            )
+    q, ts, losses, tracked = _run(optimizer, loss, q0, steps, jnp.asarray(dt), track)
+    return RunResult(q, ts, losses, tracked)

@@ -1,0 +1,143 @@
+"""GD, ND (eq. 21) and NAGD (eq. 20) as optax gradient transformations."""
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from .._lagrangian import as_positive_scalar
+
+
+def _check_lr(lr):
+    if isinstance(lr, int | float) and not lr > 0:
+        raise ValueError(f"`lr` must be > 0; got lr = {lr!r}.")
+    return as_positive_scalar(lr, "lr")
+
+
+def _tag(update_fn, time_step):
+    """Records the continuous-time step (t = k·dt) on the update function, so that
+    `lnn.optim.run` can map step k to time t without being told."""
+    update_fn.lnn_time_step = time_step
+    return update_fn
+
+
+def _sqrt(lr):
+    return math.sqrt(float(lr)) if not isinstance(lr, jax.core.Tracer) else jnp.sqrt(lr)
+
+
+def gd(lr) -> optax.GradientTransformation:
+    r"""Gradient descent $w_{k+1} = w_k - \eta\nabla L(w_k)$: gradient flow discretised
+    with time step $\eta$ ($t \approx k\eta$).
+
+    **Arguments:** `lr`: the learning rate $\eta > 0$.
+
+    **Returns:** an `optax.GradientTransformation`.
+    """
+    lr = _check_lr(lr)
+
+    def init(params):
+        del params
+        return optax.EmptyState()
+
+    def update(updates, state, params=None):
+        del params
+        return jax.tree.map(lambda g: -lr * g, updates), state
+
+    return optax.GradientTransformation(init, _tag(update, lr))
+
+
+class MomentumState(NamedTuple):
+    """`previous`: the last displacement $w_{k+1} - w_k$; `count`: the step index."""
+
+    previous: optax.Updates
+    count: jax.Array
+
+
+def newtonian(lr, *, velocity=None) -> optax.GradientTransformation:
+    r"""Newtonian dynamics discretised as eq. (21),
+
+    $$w_{k+2} = w_{k+1} + (w_{k+1} - w_k) - \eta\nabla L(w_{k+1}),$$
+
+    momentum without damping: the Störmer–Verlet (leapfrog) scheme for
+    $\ddot w = -\nabla L$ with time step $\sqrt\eta$ ($t \approx k\sqrt\eta$). It is
+    variational, so a symmetry of the loss gives an exactly conserved discrete charge
+    (e.g. $w_k \times w_{k+1}$ for rotations).
+
+    **Arguments:**
+
+    - `lr`: the learning rate $\eta > 0$.
+    - `velocity`: optional initial velocity $\dot w(0)$ (a pytree like the params); the
+      first displacement is then $w_1 - w_0 = \sqrt\eta\,\dot w(0) - \eta\nabla L(w_0)$.
+      Default: start from rest.
+    """
+    lr = _check_lr(lr)
+    h = _sqrt(lr)
+
+    def init(params):
+        if velocity is None:
+            previous = jax.tree.map(jnp.zeros_like, params)
+        else:
+            previous = jax.tree.map(
+                lambda p, v: h * jnp.asarray(v, p.dtype), params, velocity
+            )
+        return MomentumState(previous, jnp.zeros((), jnp.int32))
+
+    def update(updates, state, params=None):
+        del params
+        step = jax.tree.map(lambda m, g: m - lr * g, state.previous, updates)
+        return step, MomentumState(step, state.count + 1)
+
+    return optax.GradientTransformation(init, _tag(update, h))
+
+
+class NesterovState(NamedTuple):
+    """`w`: the current iterate $w_k$; `count`: $k$."""
+
+    w: optax.Params
+    count: jax.Array
+
+
+def nesterov(lr, *, start_step: int = 1, velocity=None) -> optax.GradientTransformation:
+    r"""Nesterov's accelerated gradient descent, eq. (20):
+
+    $$w_k = y_{k-1} - \eta\nabla L(y_{k-1}), \qquad
+      y_k = w_k + \frac{k-1}{k+2}(w_k - w_{k-1}),$$
+
+    started with $y_0 = w_0$. The optimised parameters are the look-ahead points $y_k$
+    (where the gradient is taken). Its limit is NAGF with $t \approx k\sqrt\eta$.
+
+    **Arguments:**
+
+    - `lr`: the learning rate $\eta > 0$.
+    - `start_step`: the index $k$ of the first step (default 1). Starting at
+      $k_0 = t_0/\sqrt\eta$ mimics NAGF started at $t_0 > 0$.
+    - `velocity`: optional initial velocity, which sets $w_{k_0-1} = w_0 -
+      \sqrt\eta\,\dot w(t_0)$. Default: from rest.
+    """
+    lr = _check_lr(lr)
+    h = _sqrt(lr)
+    if not isinstance(start_step, int) or start_step < 1:
+        raise ValueError(f"`start_step` must be an int >= 1; got {start_step!r}.")
+
+    def init(params):
+        if velocity is None:
+            w_prev = params
+        else:
+            w_prev = jax.tree.map(
+                lambda p, v: p - h * jnp.asarray(v, p.dtype), params, velocity
+            )
+        return NesterovState(w_prev, jnp.asarray(start_step - 1, jnp.int32))
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("`lnn.optim.nesterov` needs `params` in `update`.")
+        k = (state.count + 1).astype(jnp.result_type(lr))
+        w_new = jax.tree.map(lambda y, g: y - lr * g, params, updates)
+        coeff = (k - 1) / (k + 2)
+        y_new = jax.tree.map(lambda wn, wo: wn + coeff * (wn - wo), w_new, state.w)
+        step = jax.tree.map(lambda yn, y: yn - y, y_new, params)
+        return step, NesterovState(w_new, state.count + 1)
+
+    return optax.GradientTransformation(init, _tag(update, h))
