@@ -1,4 +1,11 @@
-"""Discrete optimisers as optax transforms, and exact discrete charge tracking."""
+"""Discrete optimisers (GD, ND eq. 21, NAGD eq. 20) as optax transforms, a scan-based
+runner that tracks quantities at every step, and their exact discrete conservation laws."""
 
+from ._accounting import (
+    corrected_quantity as corrected_quantity,
+    discrete_noether_charge as discrete_noether_charge,
+    discrete_rotation_matrix as discrete_rotation_matrix,
+    gd_quadratic_accounting as gd_quadratic_accounting,
+)
 from ._run import RunResult as RunResult, Step as Step, run as run
 from ._transforms import gd as gd, nesterov as nesterov, newtonian as newtonian
