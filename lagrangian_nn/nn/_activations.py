@@ -45,10 +45,10 @@ class LeakyReLU(AbstractActivation):
         return jnp.where(x > 0, x, self.alpha * x)
 
 
-class Polynomial(AbstractActivation):
-    """$x^p$ (for integer $p$ on all of $\\mathbb{R}$): p-homogeneous."""
+class _AbstractPower(AbstractActivation):
+    """Shared by the power activations: a degree `p > 0`."""
 
-    p: float = eqx.field(static=True, default=2.0)
+    p: eqx.AbstractVar[float]
 
     def __check_init__(self):
         if not self.p > 0:
@@ -57,6 +57,12 @@ class Polynomial(AbstractActivation):
     @property
     def degree(self):
         return float(self.p)
+
+
+class Polynomial(_AbstractPower):
+    """$x^p$ (for integer $p$ on all of $\\mathbb{R}$): p-homogeneous."""
+
+    p: float = eqx.field(static=True, default=2.0)
 
     def __call__(self, x, beta=None):
         if float(self.p).is_integer():
@@ -64,18 +70,10 @@ class Polynomial(AbstractActivation):
         return jnp.sign(x) * jnp.abs(x) ** self.p
 
 
-class RePU(AbstractActivation):
+class RePU(_AbstractPower):
     """$x^p$ for $x > 0$, 0 otherwise: p-homogeneous. `RePU(1)` is ReLU."""
 
     p: float = eqx.field(static=True, default=2.0)
-
-    def __check_init__(self):
-        if not self.p > 0:
-            raise ValueError(f"`p` must be > 0; got p = {self.p!r}.")
-
-    @property
-    def degree(self):
-        return float(self.p)
 
     def __call__(self, x, beta=None):
         return jnp.where(x > 0, jnp.maximum(x, 0.0) ** self.p, 0.0)
