@@ -9,6 +9,14 @@ import importlib
 EXPERIMENTS = {
     "rotational_orbits": "Section 6.1, Figures 3-6: orbits under rotation-symmetric data",
     "massless_limit": "Section 3: gradient flow as the massless limit of damped dynamics",
+    "relu_balance": "Section 4.1, Figure 1: ReLU layers stay balanced (GF, ND, NAGF)",
+    "repu_chain": "Section 4.2, Figure 2: RePU(2) chain, W2 against W4 with factor p^k = 4",
+    "swish_beta": "Section 4.3, Table 2 Swish row and eq. 37: trainable per-neuron beta",
+    "bias": "Section 4.4, Table 3 and eq. 36 summed across layers: ReLU with biases",
+    "linear_balance": "Section 5, Table 4: deep linear networks, eqs. 42-43",
+    "data_symmetry": "Section 6, Table 5: rotation-invariant data, eqs. 47-48",
+    "ntk_width": "Section 7, eqs. 49-51: ND velocities and displacements against width",
+    "discrete_vs_continuous": "GD/ND/NAGD against their flows, and the exact discrete laws",
 }
 
 

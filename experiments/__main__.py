@@ -24,6 +24,15 @@ def main(argv=None) -> int:
     run.add_argument("--quick", action="store_true", help="small, fast settings")
     run.add_argument("--out", default=DEFAULT_OUT, help="output folder")
     run.add_argument("--seed", type=int, default=0)
+    run.add_argument(
+        "--data",
+        choices=["digits", "kmnist"],
+        default="digits",
+        help="dataset of the network experiments (default: offline digits)",
+    )
+    run.add_argument(
+        "--data-dir", default=None, help="folder with the KMNIST .npz files"
+    )
     args = parser.parse_args(argv)
 
     if args.command == "list":
@@ -39,7 +48,10 @@ def main(argv=None) -> int:
             parser.error(str(e))
         start = time.perf_counter()
         print(f"== {name}{' (quick)' if args.quick else ''}", flush=True)
-        results = module.main(seed=args.seed, quick=args.quick, out=args.out)
+        kwargs = dict(seed=args.seed, quick=args.quick, out=args.out)
+        if getattr(module, "USES_DATA", False):
+            kwargs.update(data=args.data, data_dir=args.data_dir)
+        results = module.main(**kwargs)
         print(f"   done in {time.perf_counter() - start:.1f} s -> {args.out}/{name}")
         _print_claims(results)
         if not all(c["holds"] for c in results.get("claims", [])):

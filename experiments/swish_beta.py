@@ -1,0 +1,121 @@
+r"""Section 4.3 and eq. 37: Swish with a trainable $\beta$ per neuron.
+
+$\mathrm{Swish}_\beta(\lambda x) = \lambda\,\mathrm{Swish}_{\lambda\beta}(x)$, so scaling
+$W_h[i,:]$ by $(1+\varepsilon)$, $\beta_h[i]$ and $W_{h+1}[:,i]$ by $(1+\varepsilon)^{-1}$
+is a symmetry. Under GF, $\|W_h\|^2 - \|W_{h+1}\|^2 - \|\beta_h\|^2$ is constant (Table 2),
+and with biases $\|W_h\|^2 + \|b_h\|^2 - \|W_{h+1}\|^2 - \|\beta_h\|^2$ (eq. 37). The
+β term is necessary: without it the balance drifts.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from ._common import (
+    DEFAULT_OUT,
+    claim,
+    enable_float64,
+    figure_style,
+    load,
+    run_experiment,
+    save_figure,
+)
+from ._homogeneous import run_gf_and_gd
+from ._networks import data_config
+
+NAME = "swish_beta"
+USES_DATA = True
+
+
+def config_for(quick, seed, data="digits", data_dir=None):
+    return {
+        "seed": seed,
+        **data_config(quick, data, data_dir),
+        "hidden": [24, 24] if quick else [100, 100],
+        "lr": 0.05,
+        "gd_steps": 150 if quick else 1000,
+        "n_save": 25 if quick else 60,
+        "rtol": 1e-6,
+        "atol": 1e-9,
+    }
+
+
+def compute(cfg):
+    enable_float64()
+    from lagrangian_nn import nn
+
+    arrays, metrics, claims = {}, {}, []
+    for bias in (False, True):
+        tag = "bias" if bias else "nobias"
+        acts = [nn.Swish(), nn.Swish(), nn.Identity()]
+        _, _, a, m = run_gf_and_gd(cfg, acts, bias=bias, layers=(1, 2))
+        arrays.update({f"{tag}_{k}": v for k, v in a.items()})
+        metrics.update({f"{tag}_{k}": v for k, v in m.items()})
+        naive = a["gf_W"][:, 0] - a["gf_W"][:, 1]
+        metrics[f"{tag}_gf_without_beta_drift"] = float(
+            np.max(np.abs(naive - naive[0]))
+        )
+        beta = a["gf_beta"][:, 0]
+        metrics[f"{tag}_gf_beta_change"] = float(np.max(np.abs(beta - beta[0])))
+        eq = "Table 2 (Swish)" if not bias else "eq. 37"
+        claims.append(
+            claim(
+                f"{tag}: GF layer-1 quantity drift / |Δ‖W1‖²|",
+                eq,
+                m["gf_C1_relative_drift"],
+                1e-4,
+            )
+        )
+        claims.append(
+            claim(
+                f"{tag}: GF layer-2 quantity drift / |Δ‖W2‖²|",
+                eq,
+                m["gf_C2_relative_drift"],
+                1e-4,
+            )
+        )
+        claims.append(
+            claim(
+                f"{tag}: dropping the β term breaks the law (drift / change)",
+                "β is trainable",
+                metrics[f"{tag}_gf_without_beta_drift"] / m["gf_W1_norm_change"],
+                1e-2,
+                kind=">=",
+            )
+        )
+    return metrics, arrays, claims
+
+
+def draw(folder: Path):
+    plt = figure_style()
+    res, a = load(folder)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, tag in zip(axes, ("nobias", "bias")):
+        ts = a[f"{tag}_gf_ts"]
+        W, beta = a[f"{tag}_gf_W"], a[f"{tag}_gf_beta"]
+        ax.plot(
+            ts,
+            a[f"{tag}_gf_C1"] - a[f"{tag}_gf_C1"][0],
+            label="Δ(law with β" + (", b" if tag == "bias" else "") + ")",
+        )
+        naive = W[:, 0] - W[:, 1]
+        ax.plot(ts, naive - naive[0], "--", label="Δ(‖W1‖² − ‖W2‖²), no β")
+        ax.plot(ts, beta[:, 0] - beta[0, 0], ":", label="Δ‖β1‖²")
+        ax.set_xlabel("t")
+        ax.legend()
+        ax.set_title(
+            "Swish, "
+            + ("with biases (eq. 37)" if tag == "bias" else "no bias (Table 2)")
+        )
+    fig.tight_layout()
+    save_figure(fig, folder, "swish")
+
+
+def main(*, seed=0, quick=False, out=DEFAULT_OUT, data="digits", data_dir=None):
+    return run_experiment(
+        NAME,
+        config=config_for(quick, seed, data, data_dir),
+        compute=compute,
+        draw=draw,
+        out=out,
+    )
