@@ -50,6 +50,11 @@ def main(argv=None) -> int:
         print(f"== {name}{' (quick)' if args.quick else ''}", flush=True)
         kwargs = dict(seed=args.seed, quick=args.quick, out=args.out)
         if getattr(module, "USES_DATA", False):
+            if args.data == "kmnist" and args.data_dir is None:
+                parser.error(
+                    "`--data kmnist` needs `--data-dir DIR` (the folder with the "
+                    "official kmnist-*.npz files)."
+                )
             kwargs.update(data=args.data, data_dir=args.data_dir)
         results = module.main(**kwargs)
         print(f"   done in {time.perf_counter() - start:.1f} s -> {args.out}/{name}")

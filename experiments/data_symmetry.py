@@ -136,7 +136,9 @@ def compute(cfg):
         arrays[f"{name}_S"] = N.along(tr, S)
         arrays[f"{name}_loss"] = N.along(tr, lambda t, q, v: loss(q))
     for name, tr in (("nd", nd), ("nagf", ag), ("gf", gf)):
-        metrics[f"{name}_max_symmetry_residual_along_path"] = float(jnp.max(jnp.abs(jax.vmap(r)(tr.q))))
+        metrics[f"{name}_max_symmetry_residual_along_path"] = float(
+            jnp.max(jnp.abs(jax.vmap(r)(tr.q)))
+        )
     for name, tr in (("nd", nd), ("nagf", ag), ("gf", gf)):
         metrics[f"{name}_max_symmetry_residual_along_path"] = float(
             jnp.max(jnp.abs(jax.vmap(r)(tr.q)))

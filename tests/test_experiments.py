@@ -91,3 +91,80 @@ def test_interrupted_run_leaves_nothing_that_looks_complete(tmp_path):
 def test_unknown_experiment():
     with pytest.raises(ValueError, match="Unknown experiment"):
         experiments.get("nope")
+
+
+def _run(name, tmp_path, figures):
+    assert cli.main(["run", name, "--quick", "--out", str(tmp_path)]) == 0
+    res = _check_outputs(tmp_path / name, figures)
+    assert all(c["holds"] for c in res["claims"]), res["claims"]
+    return res["metrics"]
+
+
+def test_relu_balance(tmp_path):
+    m = _run("relu_balance", tmp_path, ["figure1", "bounds"])
+    assert m["gf_relative_drift"] < 1e-4 and m["gf_norm_change"] > 1e-2
+    assert m["gd_corrected_drift"] < 1e-12 < m["gd_difference_drift"]
+    assert m["nd_table2_residual_max_relative"] < 1e-8
+    assert m["nagf_table2_residual_max_relative"] < 1e-8
+    assert 0 < m["nd_bound_max_ratio"] <= 1
+    assert m["nagf_energy_balance_rel_error"] < 2e-2 and m["nagf_energy_monotone"]
+
+
+def test_repu_chain(tmp_path):
+    m = _run("repu_chain", tmp_path, ["figure2"])
+    assert abs(m["gf_ratio_at_end"] - 4.0) < 1e-3
+    assert m["gf_violation_relative"] < 1e-4
+
+
+def test_swish_beta(tmp_path):
+    m = _run("swish_beta", tmp_path, ["swish"])
+    for tag in ("nobias", "bias"):
+        assert m[f"{tag}_gf_C1_relative_drift"] < 1e-4
+        assert m[f"{tag}_gf_beta_change"] > 1e-3  # β really trains
+
+
+def test_bias(tmp_path):
+    m = _run("bias", tmp_path, ["bias"])
+    assert m["gf_summed_relative_drift"] < 1e-4
+    assert m["gd_C1_corrected_drift"] < 1e-12
+
+
+def test_linear_balance(tmp_path):
+    m = _run("linear_balance", tmp_path, ["linear_balance"])
+    assert m["gf_C2_max_entry_drift"] < 1e-6 * m["gf_WWt2_max_entry_change"]
+    assert m["nd_eq43_identity_error"] < 1e-8 and m["nd_trace_bound_max_ratio"] <= 1
+
+
+def test_data_symmetry(tmp_path):
+    m = _run("data_symmetry", tmp_path, ["data_symmetry"])
+    assert m["symmetry_residual_relative"] < 1e-10
+    assert m["nd_S_relative_drift"] < 1e-8 and m["gf_S_max_abs"] < 1e-9
+    assert abs(m["nagf_S_decay_slope"] + 3) < 1e-6
+
+
+def test_ntk_width(tmp_path):
+    m = _run("ntk_width", tmp_path, ["ntk_width"])
+    assert m["max_speed_over_bound"] <= 1
+    assert m["mean_speed_slope"] < 0 and m["max_disp_slope"] < 0
+
+
+def test_discrete_vs_continuous(tmp_path):
+    m = _run("discrete_vs_continuous", tmp_path, ["discrete_vs_continuous"])
+    assert abs(m["gd_raw_drift_slope"] - 1) < 0.15
+    assert max(m["nd_discrete_charge_drift"]) < 1e-10
+    assert m["nagd_drift_slope"] > 0.3
+
+
+def test_kmnist_option_needs_a_folder(tmp_path):
+    with pytest.raises(SystemExit):
+        cli.main(
+            [
+                "run",
+                "relu_balance",
+                "--data",
+                "kmnist",
+                "--quick",
+                "--out",
+                str(tmp_path),
+            ]
+        )
