@@ -15,6 +15,28 @@ def _print_claims(results):
         print(f"  [{mark}] {c['name']}: {c['measured']:.3g} {op} {c['bound']:.3g}")
 
 
+def claims_table(out) -> str:
+    """A Markdown table "paper's claim → measured number" from saved results."""
+    import json
+    from pathlib import Path
+
+    lines = [
+        "| experiment | paper | claim | measured | bound | holds |",
+        "| --- | --- | --- | ---: | ---: | :-: |",
+    ]
+    for name in EXPERIMENTS:
+        path = Path(out) / name / "results.json"
+        if not path.exists():
+            continue
+        for c in json.loads(path.read_text())["claims"]:
+            op = "≤" if c["kind"] == "<=" else "≥"
+            lines.append(
+                f"| `{name}` | {c['paper']} | {c['name']} | {c['measured']:.3g} | "
+                f"{op} {c['bound']:.3g} | {'yes' if c['holds'] else '**no**'} |"
+            )
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -33,7 +55,15 @@ def main(argv=None) -> int:
     run.add_argument(
         "--data-dir", default=None, help="folder with the KMNIST .npz files"
     )
+    table = sub.add_parser(
+        "table", help="print the claims of finished runs as Markdown"
+    )
+    table.add_argument("--out", default=DEFAULT_OUT, help="output folder of the runs")
     args = parser.parse_args(argv)
+
+    if args.command == "table":
+        print(claims_table(args.out))
+        return 0
 
     if args.command == "list":
         for name, text in EXPERIMENTS.items():

@@ -34,7 +34,7 @@ def config_for(quick, seed, data="digits", data_dir=None):
         "hidden": [24, 24, 24, 24] if quick else [200, 200, 200, 200],
         "activations": ["ReLU", "RePU(2)", "RePU(2)", "ReLU", "Identity"],
         "lr": 0.01,
-        "gd_steps": 150 if quick else 1000,
+        "gd_steps": 150 if quick else 300,
         "n_save": 25 if quick else 60,
         "rtol": 1e-6,
         "atol": 1e-9,

@@ -7,7 +7,13 @@ any generator.
 
 import importlib.metadata
 
-from . import data as data, dynamics as dynamics, nn as nn, optim as optim
+from . import (
+    data as data,
+    dynamics as dynamics,
+    nn as nn,
+    optim as optim,
+    symmetry as symmetry,
+)
 from ._euler_lagrange import (
     EulerLagrange as EulerLagrange,
     euler_lagrange as euler_lagrange,

@@ -155,7 +155,7 @@ def test_discrete_vs_continuous(tmp_path):
     assert m["nagd_drift_slope"] > 0.3
 
 
-def test_kmnist_option_needs_a_folder(tmp_path):
+def test_kmnist_option(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(
             [
@@ -168,3 +168,24 @@ def test_kmnist_option_needs_a_folder(tmp_path):
                 str(tmp_path),
             ]
         )
+    assert "--data-dir" in capsys.readouterr().err
+    # the network experiments read KMNIST through lnn.data when given a folder
+    from test_data import _write_kmnist
+
+    from experiments import _networks
+
+    _write_kmnist(tmp_path, n_train=300)
+    cfg = {"seed": 0, **_networks.data_config(True, "kmnist", tmp_path)}
+    x, y = _networks.load_data(cfg)
+    assert x.shape == (200, 784) and y.shape == (200,)
+
+
+def test_claims_table(tmp_path, capsys):
+    def compute(cfg):
+        return {}, {"a": np.zeros(1)}, [_common.claim("c", "eq. 1", 0.5, 1.0)]
+
+    _common.run_experiment(
+        "relu_balance", config={}, compute=compute, draw=lambda f: None, out=tmp_path
+    )
+    assert cli.main(["table", "--out", str(tmp_path)]) == 0
+    assert "| `relu_balance` | eq. 1 | c | 0.5 | ≤ 1 | yes |" in capsys.readouterr().out
