@@ -17,6 +17,7 @@ EXPERIMENTS = {
     "data_symmetry": "Section 6, Table 5: rotation-invariant data, eqs. 47-48",
     "ntk_width": "Section 7, eqs. 49-51: ND velocities and displacements against width",
     "discrete_vs_continuous": "GD/ND/NAGD against their flows, and the exact discrete laws",
+    "symmetry_discovery": "Discover the symmetries and print the conservation laws (Tables 2-3)",
 }
 
 

@@ -12,7 +12,9 @@ def _print_claims(results):
     for c in results.get("claims", []):
         mark = "ok " if c["holds"] else "FAIL"
         op = "<=" if c["kind"] == "<=" else ">="
-        print(f"  [{mark}] {c['name']}: {c['measured']:.3g} {op} {c['bound']:.3g}")
+        print(
+            f"  [{mark}] {c['name']}: {float(c['measured']):.3g} {op} {c['bound']:.3g}"
+        )
 
 
 def claims_table(out) -> str:

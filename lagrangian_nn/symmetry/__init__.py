@@ -8,3 +8,9 @@ from ._families import (
     rescaling_family as rescaling_family,
     rotation_family as rotation_family,
 )
+from ._table import (
+    ConservationTable as ConservationTable,
+    Law as Law,
+    conservation_table as conservation_table,
+    is_gradient_field as is_gradient_field,
+)

@@ -6,6 +6,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 from .._noether import Generator
 from .._tree import check_floating_tree, tree_dot
@@ -69,19 +70,21 @@ class Discovery:
 
 
 def _sample_states(q, key, samples):
+    """`samples` Gaussian states with the per-leaf RMS scale of `q`, stacked on axis 0.
+
+    Drawn with NumPy (seeded from `key`): one `jax.random` call per leaf shape would
+    compile a kernel per shape, which dominates the cost for small networks."""
+    seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
     leaves, tree = jax.tree.flatten(q)
-    scales = [jnp.sqrt(jnp.mean(x**2)) + 1e-3 for x in leaves]
-    keys = jax.random.split(key, samples * len(leaves)).reshape(samples, len(leaves))
-    return [
-        jax.tree.unflatten(
-            tree,
-            [
-                s * jax.random.normal(k, x.shape, x.dtype)
-                for k, s, x in zip(ks, scales, leaves)
-            ],
+    out = []
+    for x in leaves:
+        x = np.asarray(x)
+        scale = np.sqrt(np.mean(x**2)) + 1e-3
+        out.append(
+            jnp.asarray(scale * rng.standard_normal((samples, *x.shape)), x.dtype)
         )
-        for ks in keys
-    ]
+    return jax.tree.unflatten(tree, out)
 
 
 def _rref(N, tol=1e-9):
@@ -103,6 +106,44 @@ def _rref(N, tol=1e-9):
         r += 1
     A[np.abs(A) < tol] = 0.0
     return A[:r]
+
+
+def _kernel(G, rel=1e-10):
+    evals, evecs = np.linalg.eigh(G)
+    return evecs[:, evals <= rel * max(evals.max(), 1e-300)].T
+
+
+def _null_space(M, G, threshold):
+    """Null space of M within the range of the Gram matrix G (combinations whose field
+    vanishes identically, such as "all outgoing weights of layer h" minus "all incoming
+    weights of layer h+1", are not symmetries). Returns (rref basis, singular values,
+    gap)."""
+    n = M.shape[1]
+    evals, evecs = np.linalg.eigh(G)
+    Qr = evecs[:, evals > 1e-10 * max(evals.max(), 1e-300)]
+    r = Qr.shape[1]
+    _, S, Vt = np.linalg.svd(M @ Qr, full_matrices=True)
+    sv = np.zeros(r)
+    sv[: min(len(S), r)] = S[:r]
+    null = sv <= threshold
+    kept, zero = sv[~null], sv[null]
+    gap = (
+        float(kept.min() / max(zero.max(), 1e-300))
+        if len(zero) and len(kept)
+        else float("inf")
+    )
+    basis = Vt[null] @ Qr.T
+    return (_rref(basis) if len(basis) else np.zeros((0, n))), sv, gap
+
+
+def _complement(B, span, tol=1e-8):
+    """Rows spanning span(B) modulo span(`span`)."""
+    if len(span) == 0:
+        return B
+    Q, _ = np.linalg.qr(span.T)
+    R = B - (B @ Q) @ Q.T
+    U, S, Vt = np.linalg.svd(R, full_matrices=False)
+    return Vt[S > tol * max(1.0, S.max() if len(S) else 1.0)]
 
 
 def discover(
@@ -141,33 +182,34 @@ def discover(
         raise ValueError(f"`samples` must be a positive int; got {samples!r}.")
     states = _sample_states(q, key, samples)
     grad = jax.grad(loss)
-    if family.kind == "diagonal":
-        masks = family.masks
+    if family.segments is not None:
+        seg = np.asarray(family.segments)
+        seg_j = family.segments
 
-        @jax.jit
         def row(qs):
-            g = grad(qs)
-            gw = jax.tree.map(jnp.multiply, g, qs)
-            q2 = jax.tree.map(jnp.square, qs)
-            values = jnp.stack([tree_dot(m, gw) for m in masks])
-            field_sq = jnp.stack([tree_dot(m, q2) for m in masks])
-            return values, jnp.sqrt(tree_dot(g, g) * jnp.max(field_sq))
+            g, _ = ravel_pytree(grad(qs))
+            w, _ = ravel_pytree(qs)
+            gw, w2 = g * w, w * w
+            values = jnp.zeros(n, gw.dtype)
+            field_sq = jnp.zeros(n, gw.dtype)
+            for k in range(2):
+                ids = jnp.where(seg_j[:, k] >= 0, seg_j[:, k], n)
+                values = values + jax.ops.segment_sum(gw, ids, n + 1)[:n]
+                field_sq = field_sq + jax.ops.segment_sum(w2, ids, n + 1)[:n]
+            return values, jnp.sqrt(jnp.dot(g, g) * jnp.max(field_sq))
 
-        @jax.jit
         def gram(qs):
-            q2 = jax.tree.map(jnp.square, qs)
-            return jnp.stack(
-                [
-                    jnp.stack(
-                        [tree_dot(jax.tree.map(jnp.multiply, a, b), q2) for b in masks]
-                    )
-                    for a in masks
-                ]
-            )
+            w2 = np.asarray(ravel_pytree(qs)[0]) ** 2
+            G = np.zeros((n, n))
+            for a in range(2):
+                for b in range(2):
+                    ok = (seg[:, a] >= 0) & (seg[:, b] >= 0)
+                    np.add.at(G, (seg[ok, a], seg[ok, b]), w2[ok])
+            return G
+
     else:
         fields = family.fields
 
-        @jax.jit
         def row(qs):
             g = grad(qs)
             xs = [f(qs) for f in fields]
@@ -180,29 +222,30 @@ def discover(
             xs = [f(qs) for f in fields]
             return jnp.stack([jnp.stack([tree_dot(a, b) for b in xs]) for a in xs])
 
-    rows = [row(s) for s in states]
+    values, scales = jax.jit(jax.vmap(row))(states)
     # Each row is scaled by |∇L(q_s)|·max_a|ξ_a(q_s)|, so entries are at most 1 in size
     # and an exact symmetry gives entries at the level of rounding.
-    M = np.stack([np.asarray(v) / max(float(sc), 1e-300) for v, sc in rows])
-    # Combinations whose field vanishes identically (e.g. "all outgoing weights of layer
-    # h" equals "all incoming weights of layer h+1") are not symmetries: work in the
-    # range of the fields' Gram matrix.
-    G = sum(np.asarray(gram(s)) for s in states[:2])
-    evals, evecs = np.linalg.eigh(G)
-    Qr = evecs[:, evals > 1e-10 * max(evals.max(), 1e-300)]
-    _, S, Vt = np.linalg.svd(M @ Qr, full_matrices=True)
-    r = Qr.shape[1]
-    sv = np.zeros(r)
-    sv[: len(S)] = S[:r]
-    threshold = tol * np.sqrt(samples)
-    null = sv <= threshold
-    kept, zero = sv[~null], sv[null]
-    gap = (
-        float(kept.min() / max(zero.max(), 1e-300))
-        if len(zero) and len(kept)
-        else float("inf")
+    M = np.asarray(values) / np.maximum(np.asarray(scales), 1e-300)[:, None]
+    G = sum(
+        np.asarray(gram(jax.tree.map(lambda x, i=i: x[i], states))) for i in range(2)
     )
-    basis = Vt[null] @ Qr.T
-    coeffs = _rref(basis) if len(basis) else np.zeros((0, n))
+    threshold = tol * np.sqrt(samples)
+    coeffs, sv, gap = _null_space(M, G, threshold)
+    if family.groups is not None and len(coeffs):
+        # Sparse laws first: the null space within each group (e.g. one neuron) ...
+        local = []
+        for group in family.groups:
+            idx = np.asarray(group)
+            c, _, _ = _null_space(M[:, idx], G[np.ix_(idx, idx)], threshold)
+            for row_ in c:
+                full = np.zeros(n)
+                full[idx] = row_
+                local.append(full)
+        local = np.asarray(local).reshape(-1, n)
+        # ... then whatever the groups do not explain, modulo fields that vanish.
+        trivial = _kernel(G)
+        span = np.concatenate([local, trivial]) if len(trivial) else local
+        extra = _complement(coeffs, span)
+        coeffs = np.concatenate([local, _rref(extra)]) if len(extra) else local
     gens = [Generator(_Combination(family.fields, jnp.asarray(c))) for c in coeffs]
     return Discovery(gens, coeffs, family.names, sv, tol, gap)

@@ -5,6 +5,8 @@ from collections.abc import Callable, Sequence
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
 
 from .._noether import Generator
 from ..nn._mlp import MLP
@@ -15,25 +17,38 @@ class Family(eqx.Module):
 
     - `fields`: callables `xi_a(q) -> pytree like q`.
     - `names`: a readable name per field.
-    - `kind`: `"diagonal"` when every field is $D_a q$ with $D_a$ a diagonal 0/1 mask
-      (then the whole family is evaluated with one gradient per sample), else
-      `"general"`.
+    - `segments`: for diagonal families only, an int array `(m, 2)` giving for each
+      flattened parameter the (at most two) fields that scale it (`-1` for none), so
+      that $\xi_a(q) = D_a q$ with $D_a$ the 0/1 diagonal of field $a$. The whole family
+      is then evaluated with one gradient per sample and no per-field arrays.
+    - `groups`: optionally, tuples of field indices (e.g. one per neuron). `discover`
+      reports the laws found within each group first, which keeps them sparse.
     """
 
     fields: tuple
     names: tuple = eqx.field(static=True)
-    kind: str = eqx.field(static=True, default="general")
-    masks: tuple | None = None
+    segments: object = None
+    groups: tuple | None = eqx.field(static=True, default=None)
 
     def __len__(self):
-        return len(self.fields)
+        return len(self.names)
 
 
-class _Masked(eqx.Module):
-    mask: object
+class Diagonal(eqx.Module):
+    r"""$\xi(q) = \mathrm{diag}(\sum_a c_a D_a)\,q$ for a diagonal family."""
+
+    segments: jax.Array
+    coefficients: jax.Array
 
     def __call__(self, q):
-        return jax.tree.map(lambda m, x: m * x, self.mask, q)
+        flat, unravel = ravel_pytree(q)
+        c = jnp.concatenate(
+            [self.coefficients.astype(flat.dtype), jnp.zeros((1,), flat.dtype)]
+        )
+        scale = (
+            c[self.segments[:, 0]] + c[self.segments[:, 1]]
+        )  # index -1 is the 0 at the end
+        return unravel(scale * flat)
 
 
 def _zeros_mask(model):
@@ -41,49 +56,62 @@ def _zeros_mask(model):
 
 
 def rescaling_family(model: MLP, *, per_neuron: bool = True) -> Family:
-    r"""Diagonal rescalings across all layers: for every layer $h$ (and every neuron $i$
-    when `per_neuron`), the fields "scale the incoming weights $W_h[i,:]$", "scale the
-    bias $b_h[i]$", "scale the outgoing weights $W_{h+1}[:,i]$" and "scale $\beta_h[i]$"
-    (Swish). A symmetry is a combination with $\langle\nabla L, \xi\rangle \equiv 0$, e.g.
-    in + bias − p·out for a p-homogeneous neuron."""
+    r"""Diagonal rescalings across all layers.
+
+    With `per_neuron=True`, for every hidden neuron $i$ of layer $h$ the fields "scale
+    its incoming weights $W_h[i,:]$", "scale its bias $b_h[i]$", "scale $\beta_h[i]$"
+    (Swish) and "scale its outgoing weights $W_{h+1}[:,i]$", grouped per neuron. With
+    `per_neuron=False`, one field per whole tensor: $W_h$, $b_h$, $\beta_h$ for every
+    layer. A symmetry is a combination with $\langle\nabla L, \xi\rangle \equiv 0$, e.g.
+    in + bias − p·out for a p-homogeneous neuron (eq. 28)."""
     if not isinstance(model, MLP):
         raise ValueError(
             f"`model` must be an `lnn.nn.MLP`; got {type(model).__name__}."
         )
-    masks, names = [], []
-    K = model.depth
-
-    def add(where, value, name):
-        m = eqx.tree_at(where, _zeros_mask(model), value)
-        masks.append(m)
-        names.append(name)
-
-    for h in range(K):
-        d = model.weights[h].shape[0]
-        units = range(d) if per_neuron else [None]
-        for i in units:
-            sel = jnp.ones((d,)) if i is None else jnp.zeros((d,)).at[i].set(1.0)
-            tag = f"{h + 1}" if i is None else f"{h + 1}[{i}]"
-            W = model.weights[h]
-            add(
-                lambda m, h=h: m.weights[h],
-                jnp.broadcast_to(sel[:, None], W.shape).astype(W.dtype),
-                f"in{tag}",
-            )
-            if model.biases is not None:
-                add(lambda m, h=h: m.biases[h], sel.astype(W.dtype), f"bias{tag}")
-            if model.betas[h] is not None:
-                add(lambda m, h=h: m.betas[h], sel.astype(W.dtype), f"beta{tag}")
-            if h + 1 < K:
-                Wn = model.weights[h + 1]
-                add(
-                    lambda m, h=h: m.weights[h + 1],
-                    jnp.broadcast_to(sel[None, :], Wn.shape).astype(Wn.dtype),
-                    f"out{tag}",
-                )
-    return Family(
-        tuple(_Masked(m) for m in masks), tuple(names), "diagonal", tuple(masks)
+    flat, unravel = ravel_pytree(model)
+    m = flat.size
+    idx = jax.tree.map(
+        lambda x: np.asarray(x).astype(np.int64),
+        unravel(jnp.arange(m, dtype=flat.dtype)),
     )
+    seg = np.full((m, 2), -1, dtype=np.int64)
+    names, groups = [], []
+
+    def add(indices, name):
+        a = len(names)
+        indices = np.asarray(indices, dtype=np.int64).ravel()
+        if np.any(seg[indices, 1] != -1):
+            raise AssertionError("a parameter is scaled by more than two fields")
+        slot = (seg[indices, 0] != -1).astype(np.int64)
+        seg[indices, slot] = a
+        names.append(name)
+        return a
+
+    K = model.depth
+    if per_neuron:
+        for h in range(K - 1):
+            W, Wn = idx.weights[h], idx.weights[h + 1]
+            for i in range(W.shape[0]):
+                tag = f"{h + 1}[{i}]"
+                group = [add(W[i, :], f"in{tag}")]
+                if model.biases is not None:
+                    group.append(add(idx.biases[h][i], f"bias{tag}"))
+                if model.betas[h] is not None:
+                    group.append(add(idx.betas[h][i], f"beta{tag}"))
+                group.append(add(Wn[:, i], f"out{tag}"))
+                groups.append(tuple(group))
+    else:
+        for h in range(K):
+            add(idx.weights[h], f"W{h + 1}")
+            if model.biases is not None:
+                add(idx.biases[h], f"b{h + 1}")
+            if model.betas[h] is not None:
+                add(idx.betas[h], f"beta{h + 1}")
+    segments = jnp.asarray(seg)
+    n = len(names)
+    eye = np.eye(n)
+    fields = tuple(Diagonal(segments, jnp.asarray(eye[a])) for a in range(n))
+    return Family(fields, tuple(names), segments, tuple(groups) if per_neuron else None)
 
 
 class _GLField(eqx.Module):
