@@ -189,3 +189,15 @@ def test_claims_table(tmp_path, capsys):
     )
     assert cli.main(["table", "--out", str(tmp_path)]) == 0
     assert "| `relu_balance` | eq. 1 | c | 0.5 | ≤ 1 | yes |" in capsys.readouterr().out
+
+
+def test_symmetry_discovery(tmp_path):
+    m = _run("symmetry_discovery", tmp_path, [])
+    assert abs(m["figure2_W2_to_W4_factor"] - 4) < 1e-6
+    assert (
+        m["relu_all_counts_match"]
+        and m["linear_all_counts_match"]
+        and m["tanh_count"] == 0
+    )
+    assert any("beta1" in law for law in m["swish_laws"])
+    assert (tmp_path / "symmetry_discovery" / "laws.md").exists()
