@@ -32,6 +32,10 @@ def claims_table(out) -> str:
             continue
         for c in json.loads(path.read_text())["claims"]:
             op = "≤" if c["kind"] == "<=" else "≥"
+            c = {
+                k: (v.replace("|", "\\|") if isinstance(v, str) else v)
+                for k, v in c.items()
+            }
             lines.append(
                 f"| `{name}` | {c['paper']} | {c['name']} | {c['measured']:.3g} | "
                 f"{op} {c['bound']:.3g} | {'yes' if c['holds'] else '**no**'} |"

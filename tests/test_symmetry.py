@@ -102,3 +102,29 @@ def test_conservation_table_and_custom_family():
     assert "‖" in table.markdown() and "GF" in table.text()
     with pytest.raises(ValueError, match="`family`"):
         sy.discover(LOSS, m, [nn.rescale(m, 1)], key=jax.random.key(0))
+
+
+def test_gl_integrated_laws_are_the_balance_matrix_entries():
+    """For the discovered gl(d_h) generators, the symmetric combinations A = E_ij + E_ji
+    are gradient fields whose integrated GF law ⟨w, ξ_A(w)⟩ is 2 (W_hW_hᵀ − W_h+1ᵀW_h+1)_ij,
+    while the skew ones are not integrable."""
+    m = _model([4, 3, 3], [nn.Identity(), nn.Identity()])
+    fam = sy.gl_family(m, 1)
+    d = sy.discover(LOSS, m, fam, key=jax.random.key(5))
+    C = nn.linear_quantity(m, 1)
+    index = {name: a for a, name in enumerate(d.names)}
+    for i, j in [(0, 0), (0, 1), (1, 2)]:
+        coeff = np.zeros(len(fam))
+        coeff[index[f"E1[{i},{j}]"]] += 1.0
+        coeff[index[f"E1[{j},{i}]"]] += 1.0
+        gen = lnn.Generator(sy._discover._Combination(fam.fields, jnp.asarray(coeff)))
+        assert sy.is_gradient_field(gen, m)
+        value = lnn._tree.tree_dot(m, gen.xi(0.0, m))
+        assert abs(float(value) - 2 * float(C[i, j])) < 1e-12 * (
+            1 + abs(float(C[i, j]))
+        )
+    skew = np.zeros(len(fam))
+    skew[index["E1[0,1]"]], skew[index["E1[1,0]"]] = 1.0, -1.0
+    assert not sy.is_gradient_field(
+        lnn.Generator(sy._discover._Combination(fam.fields, jnp.asarray(skew))), m
+    )
