@@ -8,18 +8,6 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def median_time(fn, *args, repeats=20, warmup=2):
-    """Median wall-clock seconds of `fn(*args)` (blocking on the result)."""
-    for _ in range(warmup):
-        jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
 def interleaved_medians(fns, args, repeats=20, warmup=2):
     """Times several functions on the same arguments, interleaving their runs so that
     machine noise affects them equally. Returns the list of medians."""

@@ -42,12 +42,6 @@ def build(sizes, activations, *, bias=False, seed=0):
     )
 
 
-def at(tree, i):
-    import jax
-
-    return jax.tree.map(lambda x: x[i], tree)
-
-
 def along(traj, fn):
     """`fn(t, q, qdot)` at every saved time, as a NumPy array."""
     return np.asarray(traj.evaluate(fn))

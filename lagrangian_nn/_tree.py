@@ -11,7 +11,6 @@ import operator
 import equinox as eqx
 import jax.numpy as jnp
 import jax.tree_util as jtu
-from jax.flatten_util import ravel_pytree
 
 
 def tree_dot(a, b):
@@ -22,25 +21,13 @@ def tree_dot(a, b):
     return ft.reduce(operator.add, leaves)
 
 
-def tree_add(a, b):
-    return jtu.tree_map(operator.add, a, b)
-
-
 def tree_sub(a, b):
     return jtu.tree_map(operator.sub, a, b)
-
-
-def tree_scale(c, a):
-    return jtu.tree_map(lambda x: c * x, a)
 
 
 def tree_axpy(c, x, y):
     """Returns `c * x + y`."""
     return jtu.tree_map(lambda xi, yi: c * xi + yi, x, y)
-
-
-def tree_zeros_like(a):
-    return jtu.tree_map(jnp.zeros_like, a)
 
 
 def tree_size(a) -> int:
@@ -121,8 +108,3 @@ def as_time(t, dtype):
     if t.shape != ():
         raise ValueError(f"The time `t` must be a scalar; got shape {t.shape}.")
     return t.astype(dtype)
-
-
-def ravel(a):
-    """Flattens a pytree into one vector; returns the vector and the inverse map."""
-    return ravel_pytree(a)
