@@ -14,6 +14,7 @@ from . import (
     optim as optim,
     symmetry as symmetry,
 )
+from ._ensemble import simulate_ensemble as simulate_ensemble
 from ._euler_lagrange import (
     EulerLagrange as EulerLagrange,
     euler_lagrange as euler_lagrange,
