@@ -67,6 +67,32 @@ def make_data(cfg):
     return x, np.repeat(labels, cfg["n_rotations"])
 
 
+def make_problem(cfg):
+    """The rotation-invariant loss, a tanh network and a random initial velocity
+    (shared with `discrete_vs_continuous`). Returns `(x, y, loss, model, v0)`."""
+    import jax
+    import jax.numpy as jnp
+
+    from lagrangian_nn import nn
+
+    x, y = make_data(cfg)
+    loss = nn.make_loss(jnp.asarray(x), jnp.asarray(y))
+    acts = [nn.Tanh()] * len(cfg["hidden"]) + [nn.Identity()]
+    model = N.build(
+        [2, *cfg["hidden"], cfg["classes"]], acts, bias=False, seed=cfg["seed"]
+    )
+    leaves, tree = jax.tree.flatten(model)
+    keys = jax.random.split(jax.random.key(cfg["seed"] + 1), len(leaves))
+    v0 = jax.tree.unflatten(
+        tree,
+        [
+            cfg["velocity_scale"] * jax.random.normal(k, z.shape)
+            for k, z in zip(keys, leaves)
+        ],
+    )
+    return x, y, loss, model, v0
+
+
 def compute(cfg):
     enable_float64()
     import jax
@@ -75,12 +101,7 @@ def compute(cfg):
     import lagrangian_nn as lnn
     from lagrangian_nn import dynamics, nn
 
-    x, y = make_data(cfg)
-    loss = nn.make_loss(jnp.asarray(x), jnp.asarray(y))
-    acts = [nn.Tanh()] * len(cfg["hidden"]) + [nn.Identity()]
-    model = N.build(
-        [2, *cfg["hidden"], cfg["classes"]], acts, bias=False, seed=cfg["seed"]
-    )
+    x, y, loss, model, v0 = make_problem(cfg)
     P = jnp.array([[0.0, 1.0], [-1.0, 0.0]])
     gen = nn.rotate_inputs(model, P)
     r = lnn.symmetry_residual(loss, gen)
@@ -91,15 +112,6 @@ def compute(cfg):
         / jnp.sqrt(lnn._tree.tree_dot(g, g) * lnn._tree.tree_dot(xi, xi))
     )
     metrics = {"symmetry_residual_relative": rel, "n_samples": int(x.shape[0])}
-    leaves, tree = jax.tree.flatten(model)
-    keys = jax.random.split(jax.random.key(cfg["seed"] + 1), len(leaves))
-    v0 = jax.tree.unflatten(
-        tree,
-        [
-            cfg["velocity_scale"] * jax.random.normal(k, z.shape)
-            for k, z in zip(keys, leaves)
-        ],
-    )
     tol = dict(rtol=cfg["rtol"], atol=cfg["atol"], max_steps=500_000)
     n = cfg["n_save"]
     nd = lnn.simulate(

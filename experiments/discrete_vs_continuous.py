@@ -52,12 +52,11 @@ def config_for(quick, seed):
 
 def compute(cfg):
     enable_float64()
-    import jax
     import jax.numpy as jnp
 
     from lagrangian_nn import nn, optim
 
-    from .data_symmetry import config_for as rot_config, make_data
+    from .data_symmetry import config_for as rot_config, make_problem
 
     metrics, arrays, claims = {}, {}, []
     # GD on a ReLU network
@@ -108,19 +107,7 @@ def compute(cfg):
         )
     )
     # ND and NAGD on rotation-invariant data
-    rc = rot_config(True, cfg["seed"])
-    xr, yr = make_data(rc)
-    rloss = nn.make_loss(jnp.asarray(xr), jnp.asarray(yr))
-    rmodel = N.build(
-        [2, *rc["hidden"], rc["classes"]],
-        [nn.Tanh()] * len(rc["hidden"]) + [nn.Identity()],
-        seed=cfg["seed"],
-    )
-    leaves, tree = jax.tree.flatten(rmodel)
-    keys = jax.random.split(jax.random.key(cfg["seed"] + 1), len(leaves))
-    v0 = jax.tree.unflatten(
-        tree, [0.3 * jax.random.normal(k, z.shape) for k, z in zip(keys, leaves)]
-    )
+    _, _, rloss, rmodel, v0 = make_problem(rot_config(True, cfg["seed"]))
     nd_d, nagd_d = [], []
     for lr in progress(cfg["rot_lrs"], desc="ND/NAGD step sizes"):
         h = float(np.sqrt(lr))
