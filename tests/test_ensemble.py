@@ -65,3 +65,52 @@ def test_progress_is_refused():
             t1=1.0,
             progress=True,
         )
+
+
+def _flow_batch(**kw):
+    return lnn.simulate_ensemble(
+        dynamics.gradient_flow(LOSS), t0=0.0, t1=1.0, batch_system=False, **kw
+    )
+
+
+def test_bad_batches_are_refused():
+    with pytest.raises(ValueError, match="scalar array"):
+        lnn.simulate_ensemble(
+            dynamics.damped(LOSS, 0.5), W0, V0, batch_q0=False, t0=0.0, t1=1.0
+        )
+    with pytest.raises(ValueError, match=r"share one leading batch size.*\[2, 3\]"):
+        lnn.simulate_ensemble(
+            lambda t, q, v: 0.5 * jnp.sum(v[0] ** 2) - LOSS(q[0]),
+            (jnp.zeros((2, 3)), jnp.zeros((3, 3))),
+            (jnp.zeros((2, 3)), jnp.zeros((3, 3))),
+            batch_system=False,
+            t0=0.0,
+            t1=1.0,
+        )
+    with pytest.raises(ValueError, match=r"disagree on the batch size.*'q0': 2"):
+        lnn.simulate_ensemble(
+            dynamics.nesterov(LOSS),
+            jnp.stack([W0, W0]),
+            jnp.stack([V0, V0, V0]),
+            batch_system=False,
+            t0=1.0,
+            t1=2.0,
+        )
+    with pytest.raises(ValueError, match="Nothing is batched"):
+        _flow_batch(q0=W0, batch_q0=False)
+
+
+def test_bad_mesh_arguments_are_refused():
+    starts = jnp.stack([W0, 2 * W0])
+    with pytest.raises(ValueError, match="`mesh` must be a jax.sharding.Mesh"):
+        _flow_batch(q0=starts, mesh="gpu")
+    mesh = jax.make_mesh((1,), ("batch",))
+    with pytest.raises(ValueError, match=r"`axis_name` must be one of .*'model'"):
+        _flow_batch(q0=starts, mesh=mesh, axis_name="model")
+    mesh2 = jax.make_mesh((1, 1), ("batch", "model"))
+    with pytest.raises(ValueError, match="`axis_name` is required"):
+        _flow_batch(q0=starts, mesh=mesh2)
+    # a one-device mesh is valid and changes nothing
+    ref = _flow_batch(q0=starts)
+    one = _flow_batch(q0=starts, mesh=mesh2, axis_name="batch")
+    assert float(jnp.max(jnp.abs(one.q - ref.q))) == 0.0
