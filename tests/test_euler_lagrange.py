@@ -97,6 +97,25 @@ def test_dense_and_iterative_agree_on_non_identity_mass():
     assert rel_err(A @ a_dense, f) < 1e-13
 
 
+@pytest.mark.parametrize(
+    "diag, force",
+    [
+        ([2.0, 2.0, 5.0], [1.0, -1.0, 0.0]),  # M00 = eigenvalue of f: x = f/M00 exact
+        ([2.0, 2.0, 5.0], [1.0, -1.0, 3.0]),  # M00 right for part of f only
+        ([2.0, 5.0, 5.0], [0.0, 1.0, -2.0]),  # f an eigenvector, but not for M00
+        ([3.0, 3.0, 3.0], [0.0, 0.0, 0.0]),  # no force
+    ],
+)
+def test_scalar_mass_shortcut_is_only_taken_when_it_solves(diag, force):
+    """The matrix-free path first tries a = f / M00; it must fall back to CG whenever
+    that is not the solution."""
+    d, f = jnp.array(diag), jnp.array(force)
+    L = lambda t, q, v: 0.5 * jnp.sum(d * v**2) + jnp.sum(f * q)
+    q, v = jnp.array([0.1, 0.2, 0.3]), jnp.array([1.0, -1.0, 0.5])
+    a = lnn.euler_lagrange(L, dense_threshold=0)(0.0, q, v)
+    assert float(jnp.max(jnp.abs(a - f / d))) < 1e-13
+
+
 def test_float32():
     L, _ = harmonic_oscillator(omega=1.3, m=0.7)
     q = jnp.array([0.3, -1.2, 2.0], jnp.float32)
