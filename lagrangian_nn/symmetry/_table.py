@@ -4,7 +4,6 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from .._noether import Generator
 from .._tree import tree_dot
@@ -154,7 +153,10 @@ def conservation_table(
         rtol=rtol,
         atol=atol,
     )
-    accel = lnn.euler_lagrange(L)
+    # The ND accelerations once for all laws (the expensive, compiled part), then each
+    # law's generator along the same path.
+    accel = nd.evaluate(lnn.euler_lagrange(L))
+    accel_norm = jnp.sqrt(jax.vmap(lambda a: tree_dot(a, a))(accel))
     laws = []
     norm2 = jax.vmap(lambda z: tree_dot(z, z))(gf.q)
     for expr, gen in zip(discovery.describe(), discovery.generators):
@@ -164,18 +166,15 @@ def conservation_table(
             drift = float(jnp.max(jnp.abs(C - C[0])) / (jnp.abs(C[0]) + jnp.ptp(norm2)))
             gf_form = _quadratic_form(expr)
         else:
-            vals = gf.evaluate(lambda t, z, v: tree_dot(gen.xi(t, z), v))
+            vals = jax.vmap(lambda t, z, v: tree_dot(gen.xi(t, z), v))(
+                gf.ts, gf.q, gf.qdot
+            )
             drift = float(jnp.max(jnp.abs(vals)) / jnp.sqrt(jnp.max(norm2)))
             gf_form = "⟨ξ(w), ẇ⟩ = 0"
-
-        def nd_rel(t, z, v):
-            a = accel(t, z, v)
-            x = gen.xi(t, z)
-            return jnp.abs(tree_dot(x, a)) / (
-                jnp.sqrt(tree_dot(x, x) * tree_dot(a, a)) + 1e-300
-            )
-
-        nd_res = float(np.max(np.asarray(nd.evaluate(nd_rel))))
+        xi = jax.vmap(gen.xi)(nd.ts, nd.q)
+        overlap = jnp.abs(jax.vmap(tree_dot)(xi, accel))
+        xi_norm = jnp.sqrt(jax.vmap(lambda x: tree_dot(x, x))(xi))
+        nd_res = float(jnp.max(overlap / (xi_norm * accel_norm + 1e-300)))
         laws.append(
             Law(
                 expr,
