@@ -9,8 +9,13 @@ import numpy as np
 
 
 def interleaved_medians(fns, args, repeats=20, warmup=2):
+    """Medians of `interleaved_times`."""
+    return interleaved_times(fns, args, repeats, warmup)[0]
+
+
+def interleaved_times(fns, args, repeats=20, warmup=2):
     """Times several functions on the same arguments, interleaving their runs so that
-    machine noise affects them equally. Returns the list of medians."""
+    machine noise affects them equally. Returns (medians, minima)."""
     for fn in fns:
         for _ in range(warmup):
             jax.block_until_ready(fn(*args))
@@ -20,7 +25,7 @@ def interleaved_medians(fns, args, repeats=20, warmup=2):
             start = time.perf_counter()
             jax.block_until_ready(fn(*args))
             times[i].append(time.perf_counter() - start)
-    return [float(np.median(t)) for t in times]
+    return [float(np.median(t)) for t in times], [float(np.min(t)) for t in times]
 
 
 class MLPLoss(eqx.Module):
@@ -53,3 +58,40 @@ def make_problem(sizes, n_samples=1000, seed=0, dtype=jnp.float32):
 
 def n_params(ws):
     return sum(int(w.size) for w in ws)
+
+
+def peak_bytes(lowered) -> int:
+    """Memory footprint of a compiled program from XLA's own buffer assignment:
+    arguments + outputs + the temporary arena (XLA allocates all temporaries of a
+    program as one arena sized for its peak), less aliased buffers. Deterministic, no
+    sampling. `lowered` is a `jax.jit(...).lower(...)` or an
+    `eqx.filter_jit(...).lower(...)` result."""
+    compiled = lowered.compile()
+    compiled = getattr(compiled, "compiled", compiled)  # unwrap equinox's wrapper
+    m = compiled.memory_analysis()
+    return int(
+        m.argument_size_in_bytes
+        + m.output_size_in_bytes
+        + m.temp_size_in_bytes
+        - m.alias_size_in_bytes
+    )
+
+
+def row(id_, what, size, ours, baseline, ratio=None, target=None, ratio_min=None):
+    """One line of the results table. `ratio` is a ratio of medians, `ratio_min` the
+    same ratio of minima; `target` is an upper bound on `ratio`."""
+    return dict(
+        ratio_min=ratio_min,
+        row=id_,
+        what=what,
+        size=size,
+        ours=ours,
+        baseline=baseline,
+        ratio=ratio,
+        target=target,
+        ok=None if target is None or ratio is None else bool(ratio <= target),
+    )
+
+
+def ms(seconds: float) -> str:
+    return f"{1e3 * seconds:.2f} ms"

@@ -195,13 +195,16 @@ def _solve_iterative(inner, t, q, qdot, rhs, rtol, atol, max_steps):
     # The checks run outside the `cond`, so that they raise the same error whether
     # or not the caller is jitted.
     x, bad_curvature, cg_failed = jax.lax.cond(use_shortcut, shortcut, iterate)
-    x = eqx.error_if(
+    return eqx.branched_error_if(
         x,
-        bad_curvature,
-        "The mass matrix M = ∂²L/∂q̇² has non-positive curvature ⟨f, Mf⟩ <= 0 along "
-        "the force f (or the force is not finite). " + _MASS_HINT,
+        bad_curvature | cg_failed,
+        jnp.where(bad_curvature, 0, 1),
+        [
+            "The mass matrix M = ∂²L/∂q̇² has non-positive curvature ⟨f, Mf⟩ <= 0 "
+            "along the force f (or the force is not finite). " + _MASS_HINT,
+            _CG_FAILED,
+        ],
     )
-    return eqx.error_if(x, cg_failed, _CG_FAILED)
 
 
 class EulerLagrange(eqx.Module):

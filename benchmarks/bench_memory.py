@@ -1,0 +1,99 @@
+"""Row (d): peak memory against the number of parameters.
+
+XLA's buffer assignment gives the peak memory of a compiled program exactly (no
+sampling, so the numbers are reproducible). We compile one `euler_lagrange` evaluation
+and one `lnn.simulate` call (Tsit5, adaptive) of `lnn.dynamics.nesterov` on one-hidden-
+layer ReLU networks 784-w-10 (256 samples) whose parameter count m grows by 4x per
+step, and report the log-log slope of the footprint against m between the two largest
+sizes: 1 means linear (no m x m matrix anywhere), 2 quadratic. The dense velocity-Hessian approach is shown for contrast at the
+sizes where it compiles.
+
+Usage: python benchmarks/bench_memory.py [--quick]
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import diffrax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import make_problem, n_params, peak_bytes, row  # noqa: E402
+from bench_euler_lagrange import dense_pinv, ours  # noqa: E402
+
+import lagrangian_nn as lnn  # noqa: E402
+from lagrangian_nn._simulate import _solve  # noqa: E402
+
+
+def _simulate_lowered(loss, w, v):
+    f32 = lambda x: jnp.asarray(x, jnp.float32)
+    return _solve.lower(
+        lnn.dynamics.nesterov(loss),
+        (w, v),
+        f32(1.0),
+        f32(1.5),
+        f32([1.0, 1.5]),
+        diffrax.Tsit5(),
+        diffrax.PIDController(rtol=1e-5, atol=1e-7),
+        None,
+        100_000,
+        False,
+        True,
+    )
+
+
+def _slope(params, peaks):
+    """Log-log slope between the two largest sizes: -> 1 for memory a + b·m (the
+    fixed part, mostly the data, fades), -> 2 if an m x m matrix is formed."""
+    return float(np.log(peaks[-1] / peaks[-2]) / np.log(params[-1] / params[-2]))
+
+
+def rows(quick: bool = False):
+    t = jnp.asarray(1.5, jnp.float32)
+    widths = [64, 256, 1024] if quick else [64, 256, 1024, 4096]
+    params, el_peaks, sim_peaks = [], [], []
+    for width in widths:
+        loss, w, v = make_problem([784, width, 10], n_samples=256)
+        params.append(n_params(w))
+        el_peaks.append(peak_bytes(ours(loss).lower(t, w, v)))
+        sim_peaks.append(peak_bytes(_simulate_lowered(loss, w, v)))
+    dense_params, dense_peaks = [], []
+    for width in [16, 32] if quick else [16, 32, 64, 128]:
+        loss, w, v = make_problem([16, width, 10], n_samples=256)
+        dense_params.append(n_params(w))
+        dense_peaks.append(peak_bytes(dense_pinv(loss).lower(t, w, v)))
+    sizes = f"{params[0]:,}-{params[-1]:,} params"
+    out = []
+    for name, peaks in (("euler_lagrange", el_peaks), ("simulate", sim_peaks)):
+        out.append(
+            row(
+                "d",
+                f"memory of {name}: log-log slope vs params, largest two sizes",
+                sizes,
+                f"{peaks[0] / 2**20:.1f}-{peaks[-1] / 2**20:.1f} MiB, "
+                f"{peaks[-1] / params[-1]:.0f} B/param",
+                f"{4 * params[-1] / 2**20:.1f} MiB = one f32 copy of q",
+                _slope(params, peaks),
+                1.10,
+            )
+        )
+    out.append(
+        row(
+            "d",
+            "memory of dense velocity-Hessian + pinv: same slope",
+            f"{dense_params[0]:,}-{dense_params[-1]:,} params",
+            f"{dense_peaks[-1] / 2**20:.1f} MiB at {dense_params[-1]:,} params",
+            "",
+            _slope(dense_params, dense_peaks),
+        )
+    )
+    return out
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    for r in rows(parser.parse_args().quick):
+        print(r)
