@@ -3,9 +3,11 @@ across devices (the batch axis sharded with `NamedSharding`)."""
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import jax.tree_util as jtu
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from ._lagrangian import AbstractLagrangian
 from ._simulate import simulate
 from ._trajectory import Trajectory
 
@@ -132,6 +134,12 @@ def simulate_ensemble(
 
     batched = eqx.if_array(0)
     axes = tuple(batched if flags[name] else None for name in ("system", "q0", "qdot0"))
+    if isinstance(system, AbstractLagrangian):  # while t0, t1 are still concrete
+        system.check_time_span(kwargs.get("t0"), kwargs.get("t1"))
+    # Times as arrays, so that new values are traced data, not new programs.
+    for key in ("t0", "t1", "dt0"):
+        if kwargs.get(key) is not None and not eqx.is_array(kwargs[key]):
+            kwargs[key] = jnp.asarray(kwargs[key])
     member = _Member(kwargs)
     if mesh is None:
         return _vmapped(member, axes, system, q0, qdot0)

@@ -6,6 +6,7 @@ import pytest
 
 import lagrangian_nn as lnn
 from lagrangian_nn import dynamics
+from lagrangian_nn._ensemble import _vmapped
 
 LOSS = lambda q: 0.25 * (jnp.sum(q**2) - 1.0) ** 2 + 0.3 * q[0]
 W0, V0 = jnp.array([0.1, 0.4, -0.2]), jnp.zeros(3)
@@ -53,6 +54,16 @@ def test_batch_of_initial_conditions_and_compile_once():
         **kw,
     )
     assert len(traces) == n  # new data of the same shapes: no retracing
+    # A new end time reuses the whole compiled batch program, not only the inner solve.
+    programs = _vmapped._cached._cache_size()
+    lnn.simulate_ensemble(
+        dynamics.gradient_flow(Counting(jnp.asarray(2.0))),
+        starts,
+        batch_system=False,
+        **dict(kw, t1=2.5),
+    )
+    assert len(traces) == n
+    assert _vmapped._cached._cache_size() == programs
 
 
 def test_progress_is_refused():
@@ -98,6 +109,18 @@ def test_bad_batches_are_refused():
         )
     with pytest.raises(ValueError, match="Nothing is batched"):
         _flow_batch(q0=W0, batch_q0=False)
+
+
+def test_nesterov_time_span_is_checked_for_a_batch():
+    with pytest.raises(ValueError, match="t > 0"):
+        lnn.simulate_ensemble(
+            dynamics.nesterov(LOSS),
+            jnp.stack([W0, W0]),
+            jnp.stack([V0, V0]),
+            batch_system=False,
+            t0=0.0,
+            t1=1.0,
+        )
 
 
 def test_bad_mesh_arguments_are_refused():
