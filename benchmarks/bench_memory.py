@@ -15,33 +15,15 @@ import argparse
 import sys
 from pathlib import Path
 
-import diffrax
 import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import make_problem, n_params, peak_bytes, row  # noqa: E402
 from bench_euler_lagrange import dense_pinv, ours  # noqa: E402
+from bench_simulate import solve_args  # noqa: E402
 
-import lagrangian_nn as lnn  # noqa: E402
 from lagrangian_nn._simulate import _solve  # noqa: E402
-
-
-def _simulate_lowered(loss, w, v):
-    f32 = lambda x: jnp.asarray(x, jnp.float32)
-    return _solve.lower(
-        lnn.dynamics.nesterov(loss),
-        (w, v),
-        f32(1.0),
-        f32(1.5),
-        f32([1.0, 1.5]),
-        diffrax.Tsit5(),
-        diffrax.PIDController(rtol=1e-5, atol=1e-7),
-        None,
-        100_000,
-        False,
-        True,
-    )
 
 
 def _slope(params, peaks):
@@ -58,7 +40,7 @@ def rows(quick: bool = False):
         loss, w, v = make_problem([784, width, 10], n_samples=256)
         params.append(n_params(w))
         el_peaks.append(peak_bytes(ours(loss).lower(t, w, v)))
-        sim_peaks.append(peak_bytes(_simulate_lowered(loss, w, v)))
+        sim_peaks.append(peak_bytes(_solve.lower(*solve_args(loss, w, v))))
     dense_params, dense_peaks = [], []
     for width in [16, 32] if quick else [16, 32, 64, 128]:
         loss, w, v = make_problem([16, width, 10], n_samples=256)

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import interleaved_times, make_problem, ms, n_params, row  # noqa: E402
+from bench_euler_lagrange import hand_accel  # noqa: E402
 
 import lagrangian_nn as lnn  # noqa: E402
 from lagrangian_nn._simulate import _solve  # noqa: E402
@@ -39,12 +40,32 @@ T0, T1, RTOL, ATOL = 1.0, 1.5, 1e-5, 1e-7
 
 
 def hand_rhs(loss):
+    accel = hand_accel(loss)
+
     def rhs(t, y, args):
         w, v = y
-        g = jax.grad(loss)(w)
-        return v, jax.tree.map(lambda vi, gi: -3.0 / t * vi - gi, v, g)
+        return v, accel(t, w, v)
 
     return rhs
+
+
+def solve_args(loss, w, v):
+    """The arguments with which `lnn.simulate` calls its compiled `_solve` for this
+    benchmark's integration (Tsit5, the PID controller, default `ts`)."""
+    f32 = lambda x: jnp.asarray(x, jnp.float32)
+    return (
+        lnn.dynamics.nesterov(loss),
+        (w, v),
+        f32(T0),
+        f32(T1),
+        f32([T0, T1]),
+        diffrax.Tsit5(),
+        diffrax.PIDController(rtol=RTOL, atol=ATOL),
+        None,
+        100_000,
+        False,
+        True,
+    )
 
 
 LOOP = 50
@@ -121,20 +142,7 @@ def rows_b(quick: bool = False):
         kw = dict(t0=T0, t1=T1, rtol=RTOL, atol=ATOL)
         simulate = lambda w, v: lnn.simulate(system, w, v, **kw).q
         # our number of steps, through the same compiled function `simulate` calls
-        y0 = (w, v)
-        _, steps = _solve(
-            system,
-            y0,
-            jnp.asarray(T0, jnp.float32),
-            jnp.asarray(T1, jnp.float32),
-            jnp.asarray([T0, T1], jnp.float32),
-            diffrax.Tsit5(),
-            diffrax.PIDController(rtol=RTOL, atol=ATOL),
-            None,
-            100_000,
-            False,
-            True,
-        )
+        _, steps = _solve(*solve_args(loss, w, v))
         hand_evaluations, hand_steps = count_evaluations(loss, w, v)
         # The two runs take the same steps unless rounding flips a step decision;
         # then scale the count (evaluations per step are fixed for Tsit5).
