@@ -31,6 +31,7 @@ from ._noether import (
     symmetry_residual as symmetry_residual,
 )
 from ._simulate import simulate as simulate
+from ._solver import FusedTsit5 as FusedTsit5
 from ._trajectory import Trajectory as Trajectory
 
 try:

@@ -1,0 +1,172 @@
+"""`lnn.FusedTsit5`: the same method as `diffrax.Tsit5` (steps, solution, interpolant,
+gradients), fifth order, in float64 and float32, batched and differentiated."""
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import rel_err
+
+import lagrangian_nn as lnn
+
+SOLVERS = [lnn.FusedTsit5(), lnn.FusedTsit5(unroll_stages=True)]
+IDS = ["loop", "unrolled"]
+
+
+def kepler_field(t, y, args):
+    """A pytree state ({position, velocity}) with a nonlinear, time-dependent force."""
+    q, v = y["q"], y["v"]
+    r = jnp.linalg.norm(q)
+    return {"q": v, "v": -q / r**3 - 0.05 * jnp.sin(t) * v}
+
+
+Y0 = {"q": jnp.array([1.0, 0.0]), "v": jnp.array([0.0, 1.2])}
+
+
+def solve(solver, t0, t1, ts, y0=Y0, field=kepler_field, **kw):
+    kw.setdefault("stepsize_controller", diffrax.PIDController(rtol=1e-9, atol=1e-11))
+    return diffrax.diffeqsolve(
+        diffrax.ODETerm(field),
+        solver,
+        t0,
+        t1,
+        None,
+        y0,
+        saveat=diffrax.SaveAt(ts=ts, dense=True),
+        max_steps=100_000,
+        **kw,
+    )
+
+
+@pytest.mark.parametrize("solver", SOLVERS, ids=IDS)
+@pytest.mark.parametrize("direction", [1, -1], ids=["forward", "backward"])
+def test_same_steps_and_solution_as_diffrax_tsit5(solver, direction):
+    t0, t1 = (0.0, 12.0) if direction == 1 else (12.0, 0.0)
+    ts = jnp.linspace(t0, t1, 37)  # save times fall inside steps: the interpolant
+    ours = solve(solver, t0, t1, ts)
+    ref = solve(diffrax.Tsit5(), t0, t1, ts)
+    for key in ("num_steps", "num_accepted_steps", "num_rejected_steps"):
+        assert int(ours.stats[key]) == int(ref.stats[key]), key
+    assert int(ours.stats["num_rejected_steps"]) > 0  # the controller was exercised
+    assert rel_err(ours.ys, ref.ys) < 1e-11
+    # dense output between save times
+    t_mid = 0.5 * (ts[10] + ts[11])
+    assert rel_err(ours.evaluate(t_mid), ref.evaluate(t_mid)) < 1e-11
+
+
+@pytest.mark.parametrize("solver", SOLVERS, ids=IDS)
+def test_fifth_order_convergence(solver):
+    """A forced nonlinear pendulum with constant steps: the global error falls at least
+    as dt^5 (Tsit5's sixth-order terms still show at these step sizes, as they do for
+    `diffrax.Tsit5`, whose errors ours match step size by step size)."""
+    field = lambda t, y, args: (y[1], -jnp.sin(y[0]) - 0.3 * jnp.cos(t) * y[0] ** 2)
+    y0, t1 = (jnp.array(2.5), jnp.array(0.0)), 4.0
+    exact = solve(
+        diffrax.Tsit5(),
+        0.0,
+        t1,
+        jnp.array([t1]),
+        y0,
+        field,
+        stepsize_controller=diffrax.PIDController(rtol=1e-14, atol=1e-14),
+    ).ys[0][-1]
+
+    def final_error(solver, dt):
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(field),
+            solver,
+            0.0,
+            t1,
+            jnp.asarray(dt),  # an array, so that the step sizes share one compilation
+            y0,
+            stepsize_controller=diffrax.ConstantStepSize(),
+        )
+        return abs(float(sol.ys[0][-1] - exact))
+
+    dts = np.array([0.2, 0.1, 0.05, 0.025])
+    errors = np.array([final_error(solver, float(dt)) for dt in dts])
+    slope = np.polyfit(np.log(dts), np.log(errors), 1)[0]
+    assert 4.8 < slope < 6.2, (slope, errors)
+    reference = np.array([final_error(diffrax.Tsit5(), float(dt)) for dt in dts[:3]])
+    np.testing.assert_allclose(errors[:3], reference, rtol=0, atol=1e-13)
+
+
+def test_restarts_after_a_jump():
+    solver = lnn.FusedTsit5()
+    """With `jump_ts` the first stage is recomputed after the discontinuity."""
+    field = lambda t, y, args: jnp.where(t < 3.0, -1.0, 0.5) * y
+    y0 = jnp.array([1.0, 2.0])
+    controller = diffrax.ClipStepSizeController(
+        diffrax.PIDController(rtol=1e-10, atol=1e-12), jump_ts=[3.0]
+    )
+    ts = jnp.array([2.0, 3.0, 5.0])
+    ours = solve(solver, 0.0, 5.0, ts, y0, field, stepsize_controller=controller)
+    exact = y0 * jnp.exp(jnp.where(ts < 3.0, -ts, -3.0 + 0.5 * (ts - 3.0)))[:, None]
+    assert rel_err(ours.ys, exact) < 1e-9
+    ref = solve(
+        diffrax.Tsit5(), 0.0, 5.0, ts, y0, field, stepsize_controller=controller
+    )
+    assert int(ours.stats["num_steps"]) == int(ref.stats["num_steps"])
+
+
+def test_gradient_and_vmap_against_closed_form():
+    """y' = -k cos(t) y has y(T) = y0 exp(-k sin T), so dy(T)/dk = -sin(T) y(T)."""
+    solver = lnn.FusedTsit5()
+    field = lambda t, y, k: -k * jnp.cos(t) * y
+    T = 2.0
+
+    def final(k, y0):
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(field),
+            solver,
+            0.0,
+            T,
+            None,
+            y0,
+            args=k,
+            stepsize_controller=diffrax.PIDController(rtol=1e-10, atol=1e-12),
+        )
+        return sol.ys[-1]
+
+    k, y0 = 0.7, 1.3
+    exact = y0 * np.exp(-k * np.sin(T))
+    grad = jax.grad(final)(k, y0)
+    assert abs(float(grad) - (-np.sin(T) * exact)) < 1e-8 * abs(exact)
+    y0s = jnp.array([0.5, 1.0, -2.0])
+    batched = jax.vmap(final, in_axes=(None, 0))(k, y0s)
+    assert rel_err(batched, y0s * np.exp(-k * np.sin(T))) < 1e-9
+
+
+def test_float32():
+    solver = lnn.FusedTsit5()
+    y0 = jax.tree.map(lambda x: x.astype(jnp.float32), Y0)
+    ts = jnp.linspace(0.0, 6.0, 7, dtype=jnp.float32)
+    controller = diffrax.PIDController(rtol=1e-5, atol=1e-7)
+    t0, t1 = jnp.float32(0.0), jnp.float32(6.0)
+    ours = solve(solver, t0, t1, ts, y0, stepsize_controller=controller)
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(ours.ys))
+    ref = solve(diffrax.Tsit5(), 0.0, 6.0, ts, Y0, stepsize_controller=controller)
+    assert rel_err(ours.ys, ref.ys) < 1e-4
+
+
+def test_simulate_uses_it_and_agrees_with_diffrax_tsit5():
+    L = lambda t, q, v: t**3 * (0.5 * jnp.sum(v**2) - jnp.sum(jnp.cos(q) * q**2))
+    q0, v0 = jnp.array([0.3, -1.0, 2.0]), jnp.array([0.1, 0.0, -0.4])
+    kw = dict(t0=1.0, t1=5.0, ts=jnp.linspace(1.0, 5.0, 9), rtol=1e-9, atol=1e-11)
+    default = lnn.simulate(L, q0, v0, **kw)
+    stock = lnn.simulate(L, q0, v0, solver=diffrax.Tsit5(), **kw)
+    assert rel_err(default.q, stock.q) < 1e-10
+    assert rel_err(default.qdot, stock.qdot) < 1e-10
+
+
+def test_rejects_terms_that_are_not_an_ode():
+    bm = diffrax.VirtualBrownianTree(
+        0.0, 1.0, tol=1e-3, shape=(), key=jax.random.key(0)
+    )
+    sde = diffrax.MultiTerm(
+        diffrax.ODETerm(lambda t, y, a: -y),
+        diffrax.ControlTerm(lambda t, y, a: 0.1, bm),
+    )
+    with pytest.raises(ValueError, match="term"):
+        diffrax.diffeqsolve(sde, lnn.FusedTsit5(), 0.0, 1.0, 0.1, jnp.array(1.0))
