@@ -28,9 +28,17 @@ def test_four_devices(measured):
     assert measured["devices"] == 4
 
 
+# Each member runs the same arithmetic on whichever device, but XLA vectorises the fused
+# elementwise stage arithmetic of `lnn.FusedTsit5` over the whole batch it is given
+# (8 members unsharded, 2 per device sharded), and the vector loop and its scalar tail
+# may round differently (fused multiply-add): a batch of 8 differs from batches of 2 in
+# the last bit even on one device, while batches of 2 equal single runs exactly. So
+# sharded and unsharded runs agree to a few units in the last place (states are O(1)).
+ROUNDING = 8 * 2.0**-52
+
+
 def test_ensemble_of_initial_conditions_is_split_and_equal(measured):
-    # Each member's arithmetic is the same on whichever device it runs: bit-identical.
-    assert measured["ic_diff"] == 0.0
+    assert measured["ic_diff"] <= ROUNDING
     assert measured["ic_spec"] == "P('batch',)"
     assert measured["ic_devices"] == 4
 
@@ -41,7 +49,7 @@ def test_sharded_ensemble_compiles_once(measured):
 
 
 def test_kappa_sweep_sharded_equals_unsharded(measured):
-    assert measured["kappa_diff"] == 0.0
+    assert measured["kappa_diff"] <= ROUNDING
 
 
 @pytest.mark.parametrize("case", ["dp_sim", "mp_sim", "dp_run", "mp_run"])
