@@ -150,16 +150,6 @@ def test_float32():
     assert rel_err(ours.ys, ref.ys) < 1e-4
 
 
-def test_simulate_uses_it_and_agrees_with_diffrax_tsit5():
-    L = lambda t, q, v: t**3 * (0.5 * jnp.sum(v**2) - jnp.sum(jnp.cos(q) * q**2))
-    q0, v0 = jnp.array([0.3, -1.0, 2.0]), jnp.array([0.1, 0.0, -0.4])
-    kw = dict(t0=1.0, t1=5.0, ts=jnp.linspace(1.0, 5.0, 9), rtol=1e-9, atol=1e-11)
-    default = lnn.simulate(L, q0, v0, **kw)
-    stock = lnn.simulate(L, q0, v0, solver=diffrax.Tsit5(), **kw)
-    assert rel_err(default.q, stock.q) < 1e-10
-    assert rel_err(default.qdot, stock.qdot) < 1e-10
-
-
 def test_rejects_terms_that_are_not_an_ode():
     bm = diffrax.VirtualBrownianTree(
         0.0, 1.0, tol=1e-3, shape=(), key=jax.random.key(0)
