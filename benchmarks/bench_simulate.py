@@ -15,6 +15,10 @@ compile time.
     compiled loop (Euler steps), divided by 50.
 (e) compile time of `lnn.simulate` for the paper's network, in a fresh process:
     first call minus second call.
+(g) the solver's own cost per step: `lnn.FusedTsit5` (both settings) against
+    `diffrax.Tsit5` with a right-hand side that costs almost nothing
+    (`(w, v) -> (v, -(3/t) v - 0.1 w)`), 200 constant steps on the state of the paper's
+    network (2 x 238,800 floats).
 
 Usage: python benchmarks/bench_simulate.py [--quick]
 """
@@ -218,8 +222,57 @@ def rows_e(quick: bool = False):
     ]
 
 
+def rows_g(quick: bool = False):
+    n = 238_800
+    w, v = jnp.ones(n, jnp.float32), jnp.zeros(n, jnp.float32)
+    steps = 200
+
+    def cheap(t, y, args):
+        w, v = y
+        return v, -(3 / t) * v - 0.1 * w
+
+    def integrate(solver):
+        @jax.jit
+        def run(w, v):
+            sol = diffrax.diffeqsolve(
+                diffrax.ODETerm(cheap),
+                solver,
+                1.0,
+                3.0,
+                2.0 / steps,
+                (w, v),
+                stepsize_controller=diffrax.ConstantStepSize(),
+            )
+            return sol.ys
+
+        return run
+
+    solvers = {
+        "lnn.FusedTsit5()": lnn.FusedTsit5(),
+        "lnn.FusedTsit5(unroll_stages=True)": lnn.FusedTsit5(unroll_stages=True),
+        "diffrax.Tsit5()": diffrax.Tsit5(),
+    }
+    medians, minima = interleaved_times(
+        [integrate(s) for s in solvers.values()], (w, v), repeats=3 if quick else 10
+    )
+    names = list(solvers)
+    return [
+        row(
+            "g",
+            f"solver cost per step, trivial RHS: {names[i]} vs diffrax.Tsit5()",
+            f"{2 * n:,} floats",
+            ms(medians[i] / steps),
+            ms(medians[-1] / steps),
+            medians[i] / medians[-1],
+            None,
+            minima[i] / minima[-1],
+        )
+        for i in range(2)
+    ]
+
+
 def rows(quick: bool = False):
-    return rows_b(quick) + rows_e(quick)
+    return rows_b(quick) + rows_e(quick) + rows_g(quick)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,15 @@ Rows (see each module's docstring):
 - (d) peak memory against parameter count (`bench_memory.py`);
 - (e) compile time of `simulate` for the paper's network (`bench_simulate.py`);
 - (f) `euler_lagrange` vs the dense velocity-Hessian pseudo-inverse
-  (`bench_euler_lagrange.py`).
+  (`bench_euler_lagrange.py`);
+- (g) the solver's own cost per step, `lnn.FusedTsit5` vs `diffrax.Tsit5`
+  (`bench_simulate.py`).
 
 "ratio" is ours / baseline, a ratio of medians (in brackets: the same ratio of the
 fastest runs); for (d) it is the log-log slope of memory against the number of
 parameters. Writes `benchmarks/results/latest.json` and `latest.md`.
 
-Usage: python benchmarks/run.py [--quick] [--rows abcdef]
+Usage: python benchmarks/run.py [--quick] [--rows abcdefg]
 """
 
 import argparse
@@ -47,6 +49,7 @@ PARTS = {
     "d": bench_memory.rows,
     "e": bench_simulate.rows_e,
     "f": bench_euler_lagrange.rows_f,
+    "g": bench_simulate.rows_g,
 }
 
 
@@ -70,10 +73,10 @@ def markdown(rows, header) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(quick: bool = False, parts: str = "abcdef"):
+def main(quick: bool = False, parts: str = "abcdefg"):
     unknown = set(parts) - set(PARTS)
     if unknown:
-        raise SystemExit(f"--rows: unknown rows {sorted(unknown)}; choose from abcdef")
+        raise SystemExit(f"--rows: unknown rows {sorted(unknown)}; choose from abcdefg")
     rows = []
     start = time.perf_counter()
     for key in tqdm(parts, desc="benchmark rows"):
@@ -100,6 +103,6 @@ def main(quick: bool = False, parts: str = "abcdef"):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
-    parser.add_argument("--rows", default="abcdef", help="which rows, e.g. 'ab'")
+    parser.add_argument("--rows", default="abcdefg", help="which rows, e.g. 'ab'")
     args = parser.parse_args()
     main(quick=args.quick, parts=args.rows)
