@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 
 from ._custom_types import PyTree
+from ._tree import tree_size
 
 _TABLEAU = diffrax.Tsit5.tableau
 # The stage loop below relies on these two properties of Tsitouras' tableau: the first
@@ -20,6 +21,7 @@ assert _TABLEAU.fsal and _TABLEAU.ssal
 _A = tuple(tuple(float(a) for a in row) for row in _TABLEAU.a_lower)
 _C = tuple(float(c) for c in _TABLEAU.c)
 _B_ERROR = tuple(float(b) for b in _TABLEAU.b_error)
+_UNROLL_FROM = 2**16  # state size from which `unroll_stages=None` unrolls
 
 
 def _combine(y0, coefficients, fs, dt):
@@ -79,12 +81,14 @@ class FusedTsit5(diffrax.AbstractAdaptiveSolver):
 
     **Arguments:**
 
-    - `unroll_stages`: if `False` (default), the stages run in a loop that holds one
-      copy of the vector field, so the compile time is that of `diffrax.Tsit5`. If
-      `True`, the six stages are written out one after the other: the compiled program
-      holds six copies of the vector field and takes about twice as long to compile,
-      and for a large network each step is a few percent faster. Worth it for long
-      integrations of large networks.
+    - `unroll_stages`: if `False`, the stages run in a loop that holds one copy of the
+      vector field, so the compile time is that of `diffrax.Tsit5`. If `True`, the six
+      stages are written out one after the other: the program holds six copies of the
+      vector field and takes about twice as long to compile, and each step is faster
+      (for the paper's 238,800-parameter network, `lnn.simulate` took 1.66 s against
+      2.07 s looped and 2.49 s with `diffrax.Tsit5`; 2-core CPU). The default `None`
+      unrolls when the state holds at least 65,536 numbers, where the arithmetic
+      dominates, and loops below, where compile time does.
 
     For ODEs (`diffrax.ODETerm`) only. Differentiable and batched by `vmap` like any
     diffrax solver.
@@ -97,7 +101,7 @@ class FusedTsit5(diffrax.AbstractAdaptiveSolver):
     ```
     """
 
-    unroll_stages: bool = eqx.field(default=False, static=True)
+    unroll_stages: bool | None = eqx.field(default=None, static=True)
 
     term_structure: ClassVar = diffrax.ODETerm
     interpolation_cls: ClassVar[Callable[..., _StagewiseInterpolation]] = (
@@ -120,7 +124,10 @@ class FusedTsit5(diffrax.AbstractAdaptiveSolver):
         # `t1 - t0` advances diffrax's internal time, which always increases.
         dt = terms.contr(t0, t1)
         h = t1 - t0
-        if self.unroll_stages:
+        unroll = self.unroll_stages
+        if unroll is None:
+            unroll = tree_size(y0) >= _UNROLL_FROM
+        if unroll:
             fs = [f0]
             for a, c in zip(_A, _C):
                 yi = _combine(y0, a, fs, dt)

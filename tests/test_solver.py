@@ -10,7 +10,7 @@ from helpers import rel_err
 
 import lagrangian_nn as lnn
 
-SOLVERS = [lnn.FusedTsit5(), lnn.FusedTsit5(unroll_stages=True)]
+SOLVERS = [lnn.FusedTsit5(unroll_stages=False), lnn.FusedTsit5(unroll_stages=True)]
 IDS = ["loop", "unrolled"]
 
 
@@ -148,6 +148,38 @@ def test_float32():
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(ours.ys))
     ref = solve(diffrax.Tsit5(), 0.0, 6.0, ts, Y0, stepsize_controller=controller)
     assert rel_err(ours.ys, ref.ys) < 1e-4
+
+
+def test_unroll_stages_default_follows_state_size():
+    """Unrolled stages trace the vector field once per stage, looped ones once per loop
+    body; the default unrolls from 65,536 numbers on."""
+
+    def traces(size, unroll):
+        count = []
+
+        def field(t, y, args):
+            count.append(1)
+            return -y
+
+        jax.eval_shape(
+            lambda y: (
+                diffrax.diffeqsolve(
+                    diffrax.ODETerm(field),
+                    lnn.FusedTsit5(unroll_stages=unroll),
+                    0.0,
+                    1.0,
+                    0.1,
+                    y,
+                    stepsize_controller=diffrax.ConstantStepSize(),
+                ).ys
+            ),
+            jnp.ones(size),
+        )
+        return len(count)
+
+    assert traces(10, True) > traces(10, False)
+    assert traces(2**16 - 1, None) == traces(2**16 - 1, False)
+    assert traces(2**16, None) == traces(2**16, True)
 
 
 def test_rejects_terms_that_are_not_an_ode():
