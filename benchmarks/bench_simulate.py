@@ -248,7 +248,7 @@ def rows_g(quick: bool = False):
         return run
 
     solvers = {
-        "lnn.FusedTsit5()": lnn.FusedTsit5(),
+        "lnn.FusedTsit5(unroll_stages=False)": lnn.FusedTsit5(unroll_stages=False),
         "lnn.FusedTsit5(unroll_stages=True)": lnn.FusedTsit5(unroll_stages=True),
         "diffrax.Tsit5()": diffrax.Tsit5(),
     }

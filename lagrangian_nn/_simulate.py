@@ -104,8 +104,8 @@ def simulate(
     - `t0`, `t1`: the time interval.
     - `ts`: times at which to save the state (within `[t0, t1]`, non-decreasing).
       Defaults to `[t0, t1]`; pass e.g. `jnp.linspace(t0, t1, 200)` for curves.
-    - `solver`: any diffrax solver; default `lnn.FusedTsit5()` (the steps and solution
-      of `diffrax.Tsit5()`, with less arithmetic per step). Use an implicit solver
+    - `solver`: any diffrax solver; default `lnn.FusedTsit5()` (the method, steps and
+      solution of `diffrax.Tsit5()`, without its per-stage copies of the state). Use an implicit solver
       (e.g. `diffrax.Kvaerno5()`) for stiff systems such as `damped` with small
       $\kappa$. Implicit solvers build a dense Jacobian of the state, so they are for
       small `q` only.
