@@ -93,8 +93,8 @@ def test_fifth_order_convergence(solver):
 
 
 def test_restarts_after_a_jump():
-    solver = lnn.FusedTsit5()
     """With `jump_ts` the first stage is recomputed after the discontinuity."""
+    solver = lnn.FusedTsit5()
     field = lambda t, y, args: jnp.where(t < 3.0, -1.0, 0.5) * y
     y0 = jnp.array([1.0, 2.0])
     controller = diffrax.ClipStepSizeController(
