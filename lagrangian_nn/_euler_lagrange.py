@@ -130,7 +130,7 @@ _CG_FAILED = (
 )
 
 
-def _first_diagonal_entry(operator, like):
+def _first_diagonal_entry(matvec, like):
     """`M[0, 0]` for the first scalar of the first non-empty leaf, by one
     Hessian-vector product with a one-hot vector. When `M = c(t)·I` (every Table-1
     Lagrangian) the compiler reduces this to computing `c(t)`: only one entry of the
@@ -139,72 +139,131 @@ def _first_diagonal_entry(operator, like):
     index = next(i for i, leaf in enumerate(leaves) if leaf.size > 0)
     probe = [jnp.zeros_like(leaf) for leaf in leaves]
     probe[index] = probe[index].reshape(-1).at[0].set(1).reshape(leaves[index].shape)
-    product = operator.mv(jtu.tree_unflatten(treedef, probe))
+    product = matvec(jtu.tree_unflatten(treedef, probe))
     return jtu.tree_leaves(product)[index].reshape(-1)[0]
 
 
-def _solve_iterative(inner, t, q, qdot, rhs, rtol, atol, max_steps):
-    operator = _mass_operator(inner, t, q, qdot)
+_CURVATURE_FAILED = (
+    "The mass matrix M = ∂²L/∂q̇² has non-positive curvature ⟨f, Mf⟩ <= 0 along the "
+    "force f (or the force is not finite). " + _MASS_HINT
+)
+
+
+def _cg_with_checks(operator, rhs, rtol, atol, max_steps):
+    """CG for `M x = b`, with `(bad_curvature, failed)` flags for the error checks."""
     dtype = tree_dtype(rhs)
-    eps = float(jnp.finfo(dtype).eps)
-    rtol_ = 1000 * eps if rtol is None else rtol
-    atol_shortcut = 0.0 if atol is None else atol
+    atol_ = rtol * tree_max_abs(rhs) if atol is None else atol
+    # The Rayleigh quotient ρ = ⟨b, Mb⟩/⟨b, b⟩ of M along the force b is a curvature
+    # certificate (it must be positive) and sets the scale of M for CG.
+    Mb = operator.mv(rhs)
+    b_sq = tree_dot(rhs, rhs)
+    zero_force = b_sq == 0
+    rho = tree_dot(rhs, Mb) / jnp.where(zero_force, 1.0, b_sq)
+    bad_curvature = ((~zero_force) & ~(rho > 0)) | ~jnp.isfinite(b_sq)
+    rho = jnp.where(zero_force | bad_curvature, 1.0, rho).astype(dtype)
+    x, failed = _cg_solve(operator, rhs, rho, rtol, atol_, max_steps)
+    # For positive-definite M, ⟨x, b⟩ = ⟨x, M x⟩ > 0 whenever b ≠ 0.
+    negative = (~zero_force) & ~(tree_dot(x, rhs) > 0)
+    return x, bad_curvature, failed | ~tree_all_finite(x) | negative
 
-    # Shortcut: if M = c·I (always so for a Table-1 Lagrangian), x = b/c solves
-    # M x = b. Guess c = M[0, 0] (free in that case, see above) and accept x = b/c only
-    # if c > 0 and the residual passes, element by element, |b − M b/c| <= rtol·|b| +
-    # atol: this is checked, not assumed, and costs one pass over b. Anything else,
-    # including a b that is merely an eigenvector of a non-scalar M, goes to CG.
-    c = _first_diagonal_entry(operator, rhs)
-    c_ok = jnp.isfinite(c) & (c > 0)
-    c_safe = jnp.where(c_ok, c, 1.0).astype(dtype)
-    x_short = jtu.tree_map(lambda b: b / c_safe, rhs)
-    residual_ok = jtu.tree_reduce(
-        jnp.logical_and,
-        jtu.tree_map(
-            lambda b, mx: jnp.all(
-                jnp.abs(b - mx) <= rtol_ * jnp.abs(b) + atol_shortcut
-            ),
-            rhs,
-            operator.mv(x_short),
-        ),
-    )
-    use_shortcut = c_ok & residual_ok
 
-    no_error = jnp.asarray(False)
-
-    def shortcut():
-        return x_short, no_error, no_error
-
-    def iterate():
-        b_norm = tree_max_abs(rhs)
-        atol_ = rtol_ * b_norm if atol is None else atol
-        # The Rayleigh quotient ρ = ⟨b, Mb⟩/⟨b, b⟩ of M along the force b is a
-        # curvature certificate (it must be positive) and sets the scale of M for CG.
-        Mb = operator.mv(rhs)
-        b_sq = tree_dot(rhs, rhs)
-        zero_force = b_sq == 0
-        rho = tree_dot(rhs, Mb) / jnp.where(zero_force, 1.0, b_sq)
-        bad_curvature = ((~zero_force) & ~(rho > 0)) | ~jnp.isfinite(b_sq)
-        rho = jnp.where(zero_force | bad_curvature, 1.0, rho).astype(dtype)
-        x, failed = _cg_solve(operator, rhs, rho, rtol_, atol_, max_steps)
-        # For positive-definite M, ⟨x, b⟩ = ⟨x, M x⟩ > 0 whenever b ≠ 0.
-        negative = (~zero_force) & ~(tree_dot(x, rhs) > 0)
-        return x, bad_curvature, failed | ~tree_all_finite(x) | negative
-
-    # The checks run outside the `cond`, so that they raise the same error whether
-    # or not the caller is jitted.
-    x, bad_curvature, cg_failed = jax.lax.cond(use_shortcut, shortcut, iterate)
+def _raise_if(x, bad_curvature, cg_failed):
     return eqx.branched_error_if(
         x,
         bad_curvature | cg_failed,
         jnp.where(bad_curvature, 0, 1),
-        [
-            "The mass matrix M = ∂²L/∂q̇² has non-positive curvature ⟨f, Mf⟩ <= 0 "
-            "along the force f (or the force is not finite). " + _MASS_HINT,
-            _CG_FAILED,
-        ],
+        [_CURVATURE_FAILED, _CG_FAILED],
     )
+
+
+def _shortcut_or_cg(matvec, rhs, rtol, atol, max_steps, raise_inside):
+    """Solves `M x = b`, returning `(x, (bad_curvature, cg_failed))`.
+
+    First `x = b / M00`. It is accepted only if it solves the system, checked element
+    by element: `|c·x − M x| <= rtol·|c·x| + atol` with `c = M00 > 0` (and `c·x = b`
+    up to one rounding). For a Table-1 Lagrangian (`M = c(t)·I`) this always holds;
+    anything else, including a `b` that is merely an eigenvector of a non-scalar M,
+    goes to conjugate gradients.
+
+    The fallback is a `while_loop` that runs zero times or once, not a `lax.cond`: a
+    `cond` whose branch returns `b / M00` makes XLA copy the whole state into the
+    `cond`'s output buffer, while a loop that does not run hands its input through.
+    Under `vmap` the loop also runs CG only if some batch member needs it (a batched
+    `cond` would run both branches for all). If `raise_inside`, the CG checks raise in
+    the loop body, so the fast path carries no error check at all.
+    """
+    dtype = tree_dtype(rhs)
+    eps = float(jnp.finfo(dtype).eps)
+    rtol_ = 1000 * eps if rtol is None else rtol
+    atol_shortcut = 0.0 if atol is None else atol
+    operator = lx.FunctionLinearOperator(
+        matvec,
+        jax.eval_shape(lambda: rhs),
+        tags=(lx.symmetric_tag, lx.positive_semidefinite_tag),
+    )
+    c = _first_diagonal_entry(matvec, rhs)
+    c_ok = jnp.isfinite(c) & (c > 0)
+    c_safe = jnp.where(c_ok, c, 1.0).astype(dtype)
+    x0 = jtu.tree_map(lambda b: b / c_safe, rhs)
+
+    def solves(x):
+        mx = matvec(x)
+        ok = jtu.tree_map(
+            lambda x, mx: jnp.all(
+                jnp.abs(c_safe * x - mx) <= rtol_ * jnp.abs(c_safe * x) + atol_shortcut
+            ),
+            x,
+            mx,
+        )
+        return c_ok & jtu.tree_reduce(jnp.logical_and, ok)
+
+    def needs_cg(carry):
+        # After CG has run (`done`) this re-checks its result once more (one more
+        # product with M, on the rare CG path) rather than adding a `cond` to the
+        # fast path.
+        x, done, _, _ = carry
+        return ~done & ~solves(x)
+
+    def run_cg(carry):
+        # b = c·x, exactly when c is not accepted (c = 1) and to one rounding
+        # otherwise (far below CG's tolerance): the loop does not hold on to b, so
+        # the force need not be kept in memory for a branch that rarely runs.
+        b = jtu.tree_map(lambda x: c_safe * x, carry[0])
+        x, bad_curvature, cg_failed = _cg_with_checks(
+            operator, b, rtol_, atol, max_steps
+        )
+        if raise_inside:
+            x = _raise_if(x, bad_curvature, cg_failed)
+            bad_curvature = cg_failed = jnp.asarray(False)
+        return x, jnp.asarray(True), bad_curvature, cg_failed
+
+    false = jnp.asarray(False)
+    x, _, bad_curvature, cg_failed = jax.lax.while_loop(
+        needs_cg, run_cg, (x0, false, false, false)
+    )
+    return x, (bad_curvature, cg_failed)
+
+
+def _solve_iterative(inner, t, q, qdot, rhs, rtol, atol, max_steps):
+    operator = _mass_operator(inner, t, q, qdot)
+    # Called eagerly, the CG checks must raise outside every compiled loop so that
+    # they are ordinary `EquinoxRuntimeError`s; under tracing they raise inside the
+    # rarely-run CG branch (see `_shortcut_or_cg`).
+    traced = any(
+        isinstance(leaf, jax.core.Tracer) for leaf in jtu.tree_leaves((t, q, qdot))
+    )
+    solve = lambda matvec, b: _shortcut_or_cg(
+        matvec, b, rtol, atol, max_steps, raise_inside=traced
+    )
+    # `custom_linear_solve` differentiates x = M⁻¹b implicitly (dx = M⁻¹(db − dM·x),
+    # with M's dependence on (t, q, q̇) through `operator.mv`), so derivatives never
+    # pass through the loop or CG.
+    x, (bad_curvature, cg_failed) = jax.lax.custom_linear_solve(
+        operator.mv, rhs, solve, symmetric=True, has_aux=True
+    )
+    if traced:
+        return x
+    return _raise_if(x, bad_curvature, cg_failed)
 
 
 class EulerLagrange(eqx.Module):
@@ -284,6 +343,11 @@ def euler_lagrange(
     `benchmarks/`). Systems with at most `dense_threshold` degrees of freedom
     build $M$ densely and use a Cholesky factorisation, which also certifies that $M$ is
     positive definite.
+
+    The acceleration can be differentiated (`jax.grad`, `jax.jvp`) and batched
+    (`jax.vmap`): the matrix-free solve is a `jax.lax.custom_linear_solve`, so derivatives
+    follow the implicit function theorem, $d\ddot q = M^{-1}(df - dM\,\ddot q)$, and
+    never pass through CG's iterations.
 
     For `lnn.Conformal(s, L0)` the exponential weight is cancelled analytically (see
     there), so $e^{t/\kappa}$ never overflows.

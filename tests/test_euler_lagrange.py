@@ -163,3 +163,36 @@ def test_no_recompilation_of_accel():
     )
     for x in (1.0, 2.0, 3.0):
         accel(jnp.asarray(x), jnp.array([x, 1.0]), jnp.array([0.0, x]))
+
+
+@pytest.mark.parametrize("threshold", PATHS)
+@pytest.mark.parametrize("scalar_mass", [True, False], ids=["scalar-M", "full-M"])
+def test_derivatives_through_the_solve(threshold, scalar_mass):
+    """Reverse- and forward-mode derivatives of the acceleration with respect to a
+    parameter of `L` and to the state, and `vmap` over states, against the closed form
+    of L = ½ vᵀAv − ½ k qᵀq + k vᵀBq (A = 2I, taking the f/M00 shortcut, or a full
+    SPD A, taking CG): a = A⁻¹((Bᵀ − B)v·k − k q)."""
+    A = (
+        2.0 * jnp.eye(3)
+        if scalar_mass
+        else jnp.array([[2.0, 0.3, 0.0], [0.3, 1.0, 0.2], [0.0, 0.2, 0.5]])
+    )
+    B = jnp.array([[0.0, 0.5, -0.2], [0.1, 0.0, 0.4], [0.3, -0.6, 0.0]])
+    S = B.T - B
+
+    def accel(k, q, v):
+        L = lambda t, q, v: 0.5 * v @ A @ v - 0.5 * k * q @ q + k * v @ B @ q
+        return lnn.euler_lagrange(L, dense_threshold=threshold)(0.0, q, v)
+
+    exact = lambda k, q, v: jnp.linalg.solve(A, k * (S @ v - q))
+    k, q, v = 1.7, jnp.array([0.4, -0.3, 1.2]), jnp.array([0.7, 1.1, -0.5])
+    w = jnp.array([1.0, -2.0, 0.5])  # a fixed linear functional of a
+    scalar = lambda f: lambda k, q: w @ f(k, q, v)
+    for argnums in (0, 1):
+        got = jax.grad(scalar(accel), argnums)(k, q)
+        assert rel_err(got, jax.grad(scalar(exact), argnums)(k, q)) < 1e-10
+    tangent = jax.jvp(lambda q: accel(k, q, v), (q,), (w,))[1]
+    assert rel_err(tangent, jnp.linalg.solve(A, -k * w)) < 1e-10
+    qs = jnp.stack([q, 2 * q, -q])
+    batched = jax.vmap(lambda q: accel(k, q, v))(qs)
+    assert rel_err(batched, jax.vmap(lambda q: exact(k, q, v))(qs)) < 1e-10
