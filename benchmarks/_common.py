@@ -28,6 +28,36 @@ def interleaved_times(fns, args, repeats=20, warmup=2):
     return [float(np.median(t)) for t in times], [float(np.min(t)) for t in times]
 
 
+def paired_times(fns, args, rounds=30, min_batch_s=0.02, warmup=2):
+    """Times `fns[1:]` against `fns[0]` on the same arguments, in rounds. In each round
+    every function runs a batch of back-to-back calls (each call waited for; the batch
+    is long enough, about `min_batch_s`, that timer resolution does not matter), and the
+    order of the functions alternates between rounds. A slow spell on the machine then
+    slows all functions of a round alike, and the per-round ratios cancel it.
+
+    Returns `(medians, ratios, ratios_min)`: the median time per call of each function,
+    the median over rounds of each function's per-round ratio to `fns[0]`, and the ratio
+    of the fastest batches."""
+    for fn in fns:
+        for _ in range(warmup):
+            jax.block_until_ready(fn(*args))
+    start = time.perf_counter()
+    jax.block_until_ready(fns[0](*args))
+    calls = max(1, int(min_batch_s / max(time.perf_counter() - start, 1e-6)))
+    times = np.zeros((rounds, len(fns)))
+    for r in range(rounds):
+        order = range(len(fns)) if r % 2 == 0 else reversed(range(len(fns)))
+        for i in order:
+            start = time.perf_counter()
+            for _ in range(calls):
+                jax.block_until_ready(fns[i](*args))
+            times[r, i] = (time.perf_counter() - start) / calls
+    medians = np.median(times, axis=0)
+    ratios = np.median(times / times[:, :1], axis=0)
+    minima = times.min(axis=0)
+    return medians.tolist(), ratios.tolist(), (minima / minima[0]).tolist()
+
+
 class MLPLoss(eqx.Module):
     """Negative log-likelihood of a bias-free ReLU MLP held as a list of matrices."""
 

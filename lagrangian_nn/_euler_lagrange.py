@@ -11,6 +11,7 @@ import lineax as lx
 
 from ._custom_types import Lagrangian
 from ._lagrangian import Conformal
+from ._mass import diagonal_mass
 from ._tree import (
     as_time,
     check_floating_tree,
@@ -244,6 +245,36 @@ def _shortcut_or_cg(matvec, rhs, rtol, atol, max_steps, raise_inside):
     return x, (bad_curvature, cg_failed)
 
 
+_DIAGONAL_FAILED = (
+    "The mass matrix M = ∂²L/∂q̇² is diagonal here, and one of its diagonal entries is "
+    "not positive (or not finite). " + _MASS_HINT
+)
+
+
+def _diagonal_coefficients(inner, t, q, qdot):
+    """The diagonal of M, one coefficient per leaf (see `_mass.diagonal_mass`), if
+    the traced Hessian-vector product shows that M is diagonal; else `None`."""
+    operator = _mass_operator(inner, t, q, qdot)
+    leaves, treedef = jtu.tree_flatten(qdot)
+    flat_mv = lambda *u: jtu.tree_leaves(operator.mv(jtu.tree_unflatten(treedef, u)))
+    return diagonal_mass(jax.make_jaxpr(flat_mv)(*leaves), leaves)
+
+
+def _solve_diagonal(coeffs, rhs):
+    """`x = b / diag(M)`, after checking that every diagonal entry is positive. The
+    check is threaded onto the coefficients (scalars, for a Table-1 Lagrangian), not
+    onto the state."""
+    ok = jtu.tree_reduce(
+        jnp.logical_and,
+        [jnp.all(jnp.isfinite(c) & (c > 0)) for c in coeffs],
+    )
+    coeffs = eqx.error_if(coeffs, ~ok, _DIAGONAL_FAILED)
+    leaves, treedef = jtu.tree_flatten(rhs)
+    return jtu.tree_unflatten(
+        treedef, [b / c for b, c in zip(leaves, coeffs, strict=True)]
+    )
+
+
 def _solve_iterative(inner, t, q, qdot, rhs, rtol, atol, max_steps):
     operator = _mass_operator(inner, t, q, qdot)
     # Called eagerly, the CG checks must raise outside every compiled loop so that
@@ -311,6 +342,9 @@ class EulerLagrange(eqx.Module):
         rhs = jtu.tree_map(lambda f, x: f.astype(x.dtype), rhs, q)
         if tree_size(q) <= self.dense_threshold:
             return _solve_dense(inner, t, q, qdot, rhs)
+        coeffs = _diagonal_coefficients(inner, t, q, qdot)
+        if coeffs is not None:
+            return _solve_diagonal(coeffs, rhs)
         return _solve_iterative(
             inner, t, q, qdot, rhs, self.rtol, self.atol, self.max_steps
         )

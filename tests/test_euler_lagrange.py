@@ -8,10 +8,20 @@ from hypothesis import given, settings, strategies as st
 
 import lagrangian_nn as lnn
 
-PATHS = [pytest.param(16, id="dense"), pytest.param(0, id="iterative")]
+
+@pytest.fixture(params=["dense", "diagonal", "runtime"])
+def threshold(request, monkeypatch):
+    """The three solve paths, as `dense_threshold`: dense Cholesky (16); matrix-free
+    (0), where a mass matrix read as diagonal from the jaxpr is divided out; and
+    matrix-free with that reading switched off, so the run-time f/M00 test and CG
+    are exercised on the same problems."""
+    if request.param == "runtime":
+        monkeypatch.setattr(
+            lnn._euler_lagrange, "_diagonal_coefficients", lambda *args: None
+        )
+    return 16 if request.param == "dense" else 0
 
 
-@pytest.mark.parametrize("threshold", PATHS)
 def test_harmonic_oscillator_acceleration(threshold):
     L, _ = harmonic_oscillator(omega=1.3, m=0.7)
     q = jnp.array([0.3, -1.2, 2.0])
@@ -20,7 +30,6 @@ def test_harmonic_oscillator_acceleration(threshold):
     assert rel_err(a, -(1.3**2) * q) < 1e-13
 
 
-@pytest.mark.parametrize("threshold", PATHS)
 def test_magnetic_field_mixed_term(threshold):
     """The velocity-dependent potential exercises ∂²L/∂q̇∂q: m a = e v × B."""
     L, _, _ = charged_particle(charge=1.5, field=0.8, m=1.2)
@@ -31,7 +40,6 @@ def test_magnetic_field_mixed_term(threshold):
     assert rel_err(a, expected) < 1e-13
 
 
-@pytest.mark.parametrize("threshold", PATHS)
 def test_explicit_time_dependence(threshold):
     """L = e^{γt}(½m v² − ½k q²) has a time-dependent mass: the ∂²L/∂q̇∂t term gives
     the damping q̈ = −γ q̇ − (k/m) q."""
@@ -45,7 +53,6 @@ def test_explicit_time_dependence(threshold):
     assert rel_err(a, -gamma * v - k / m * q) < 1e-13
 
 
-@pytest.mark.parametrize("threshold", PATHS)
 def test_pytree_positions(threshold):
     """Dicts and lists of arrays, with a coupling between leaves."""
 
@@ -106,9 +113,12 @@ def test_dense_and_iterative_agree_on_non_identity_mass():
         ([3.0, 3.0, 3.0], [0.0, 0.0, 0.0]),  # no force
     ],
 )
-def test_scalar_mass_shortcut_is_only_taken_when_it_solves(diag, force):
-    """The matrix-free path first tries a = f / M00; it must fall back to CG whenever
-    that is not the solution."""
+def test_scalar_mass_shortcut_is_only_taken_when_it_solves(diag, force, monkeypatch):
+    """Without the static reading of a diagonal M, the matrix-free path first tries
+    a = f / M00; it must fall back to CG whenever that is not the solution."""
+    monkeypatch.setattr(
+        lnn._euler_lagrange, "_diagonal_coefficients", lambda *args: None
+    )
     d, f = jnp.array(diag), jnp.array(force)
     L = lambda t, q, v: 0.5 * jnp.sum(d * v**2) + jnp.sum(f * q)
     q, v = jnp.array([0.1, 0.2, 0.3]), jnp.array([1.0, -1.0, 0.5])
@@ -116,14 +126,13 @@ def test_scalar_mass_shortcut_is_only_taken_when_it_solves(diag, force):
     assert float(jnp.max(jnp.abs(a - f / d))) < 1e-13
 
 
-def test_float32():
+def test_float32(threshold):
     L, _ = harmonic_oscillator(omega=1.3, m=0.7)
     q = jnp.array([0.3, -1.2, 2.0], jnp.float32)
     v = jnp.array([1.0, 0.5, -0.1], jnp.float32)
-    for threshold in (16, 0):
-        a = lnn.euler_lagrange(L, dense_threshold=threshold)(0.4, q, v)
-        assert a.dtype == jnp.float32
-        assert rel_err(a, -(1.3**2) * q) < 1e-5
+    a = lnn.euler_lagrange(L, dense_threshold=threshold)(0.4, q, v)
+    assert a.dtype == jnp.float32
+    assert rel_err(a, -(1.3**2) * q) < 1e-5
 
 
 # --- Property-based: random quadratic Lagrangians. ------------------------------------
@@ -165,7 +174,6 @@ def test_no_recompilation_of_accel():
         accel(jnp.asarray(x), jnp.array([x, 1.0]), jnp.array([0.0, x]))
 
 
-@pytest.mark.parametrize("threshold", PATHS)
 @pytest.mark.parametrize("scalar_mass", [True, False], ids=["scalar-M", "full-M"])
 def test_derivatives_through_the_solve(threshold, scalar_mass):
     """Reverse- and forward-mode derivatives of the acceleration with respect to a

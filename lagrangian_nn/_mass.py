@@ -1,0 +1,180 @@
+"""Static detection of a diagonal mass matrix, by reading the jaxpr of `u ↦ M u`.
+
+Every Table-1 Lagrangian has `M = c(t)·I`, and many others a diagonal `M` (a mass per
+parameter, per layer, or a magnetic term linear in q̇). If the traced Hessian-vector
+product is, operation by operation, "each leaf of u times a coefficient that does not
+depend on u", then M is that diagonal exactly, and the Euler–Lagrange solve is a
+division with no run-time test and no control flow: the acceleration then costs what a
+hand-written ODE costs, and the compiler can fuse it into whatever consumes it.
+
+The reading is deliberately narrow. Only these operations may touch u: `mul` or `div`
+by a u-independent value, `dot_general` with a u-independent scalar and no contraction,
+`neg`, `add`/`add_any`/`sub` of two multiples of the same leaf, reshapes, dtype-preserving
+converts, `copy`, and calls (`jit`, `custom_jvp_call`) whose bodies obey the same rules.
+Anything else (a contraction, a transpose, a select, a loop, ...) makes the reader give
+up, and the caller falls back to its general solver. Values that do not depend on u are
+computed by binding their primitives as usual, on demand.
+"""
+
+import jax.numpy as jnp
+import numpy as np
+from jax.extend import core as jex_core
+
+_RESHAPES = frozenset({"reshape", "squeeze", "expand_dims"})
+_IDENTITIES = frozenset({"copy", "copy_p"})
+_ZERO_PRESERVING = frozenset(
+    {"broadcast_in_dim", "reshape", "squeeze", "expand_dims", "convert_element_type"}
+)
+_CALLS = frozenset({"jit", "pjit", "closed_call", "core_call", "custom_jvp_call"})
+
+
+class _Unsupported(Exception):
+    pass
+
+
+class _Multiple:
+    """The value `reshape(coeff * u[leaf], shape)`; `coeff` is a scalar or an array of
+    `u[leaf]`'s shape that does not depend on u."""
+
+    def __init__(self, leaf, coeff, shape):
+        self.leaf, self.coeff, self.shape = leaf, coeff, tuple(shape)
+
+    def scaled(self, factor, leaf_shape, op):
+        factor = jnp.asarray(factor)
+        if factor.shape not in ((), self.shape):
+            raise _Unsupported
+        if factor.shape != ():
+            factor = factor.reshape(leaf_shape)
+        return _Multiple(self.leaf, op(self.coeff, factor), self.shape)
+
+
+def _sub_jaxpr(eqn):
+    jaxpr = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
+    if jaxpr is None:
+        raise _Unsupported
+    return jaxpr
+
+
+class _Reader:
+    def __init__(self, leaf_shapes):
+        self.leaf_shapes = leaf_shapes
+
+    def run(self, closed, args):
+        """Interprets `closed` on `args` (each a `_Multiple` or a u-independent
+        value), returning its outputs in the same form. Only the equations the
+        outputs need are evaluated."""
+        jaxpr = closed.jaxpr
+        env = dict(zip(jaxpr.constvars, closed.consts, strict=True))
+        env.update(zip(jaxpr.invars, args, strict=True))
+        needed = {v for v in jaxpr.outvars if not isinstance(v, jex_core.Literal)}
+        kept = []
+        for eqn in reversed(jaxpr.eqns):
+            if any(out in needed for out in eqn.outvars):
+                kept.append(eqn)
+                needed.update(
+                    v for v in eqn.invars if not isinstance(v, jex_core.Literal)
+                )
+        read = lambda v: v.val if isinstance(v, jex_core.Literal) else env[v]
+        # Variables known to be exactly zero: AD instantiates a zero tangent as a
+        # broadcast literal 0 and adds it to the rest (e.g. for a term linear in q̇).
+        zeros = set()
+
+        def is_zero(v):
+            if isinstance(v, jex_core.Literal):
+                return bool(np.all(np.asarray(v.val) == 0))
+            return v in zeros
+
+        for eqn in reversed(kept):
+            if eqn.effects:
+                raise _Unsupported
+            values = [read(v) for v in eqn.invars]
+            flags = [is_zero(v) for v in eqn.invars]
+            if eqn.primitive.name in _ZERO_PRESERVING and all(flags):
+                zeros.update(eqn.outvars)
+            outs = self.evaluate(eqn, values, flags)
+            env.update(zip(eqn.outvars, outs, strict=True))
+        return [read(v) for v in jaxpr.outvars]
+
+    def evaluate(self, eqn, values, zero_flags):
+        name = eqn.primitive.name
+        if not any(isinstance(v, _Multiple) for v in values):
+            # As `jax.core.eval_jaxpr` does; older JAX returns (subfuns, params).
+            params = eqn.primitive.get_bind_params(eqn.params)
+            subfuns, params = params if isinstance(params, tuple) else ((), params)
+            with eqn.ctx.manager:
+                out = eqn.primitive.bind(*subfuns, *values, **params)
+            return out if eqn.primitive.multiple_results else [out]
+        if name in _CALLS:
+            return self.run(_sub_jaxpr(eqn), values)
+        if name in ("add", "add_any", "sub") and any(zero_flags):
+            # multiple ± 0, or 0 − multiple
+            (i,) = [i for i, v in enumerate(values) if isinstance(v, _Multiple)]
+            if not zero_flags[1 - i]:
+                raise _Unsupported
+            kept = values[i]
+            shape = tuple(eqn.outvars[0].aval.shape)
+            if kept.shape != shape:
+                raise _Unsupported
+            if name == "sub" and i == 1:
+                return [_Multiple(kept.leaf, -kept.coeff, shape)]
+            return [kept]
+        return [self.linear(eqn, name, values)]
+
+    def linear(self, eqn, name, values):
+        shape = tuple(eqn.outvars[0].aval.shape)
+        multiples = [v for v in values if isinstance(v, _Multiple)]
+        first = multiples[0]
+        leaf_shape = self.leaf_shapes[first.leaf]
+        if name in _RESHAPES or (
+            name == "convert_element_type"
+            and eqn.params["new_dtype"] == eqn.invars[0].aval.dtype
+        ):
+            if name == "reshape" and eqn.params.get("dimensions") is not None:
+                raise _Unsupported
+            return _Multiple(first.leaf, first.coeff, shape)
+        if name in _IDENTITIES:
+            return first
+        if name == "neg":
+            return _Multiple(first.leaf, -first.coeff, shape)
+        if name in ("add", "add_any", "sub"):
+            if len(multiples) != 2 or multiples[0].leaf != multiples[1].leaf:
+                raise _Unsupported
+            a, b = multiples
+            if a.shape != b.shape:
+                raise _Unsupported
+            coeff = a.coeff - b.coeff if name == "sub" else a.coeff + b.coeff
+            return _Multiple(a.leaf, coeff, shape)
+        if name not in ("mul", "div", "dot_general") or len(values) != 2:
+            raise _Unsupported
+        if len(multiples) != 1:
+            raise _Unsupported  # a product of two multiples of u is not linear
+        other = values[1] if values[0] is first else values[0]
+        if name == "mul":
+            return first.scaled(other, leaf_shape, lambda c, f: c * f)
+        if name == "div" and values[0] is first:
+            return first.scaled(other, leaf_shape, lambda c, f: c / f)
+        if name == "dot_general":
+            (contract, batch) = eqn.params["dimension_numbers"]
+            if any(contract) or any(batch) or jnp.shape(other) != ():
+                raise _Unsupported
+            return first.scaled(other, leaf_shape, lambda c, f: c * f)
+        raise _Unsupported
+
+
+def diagonal_mass(closed_jaxpr, leaves):
+    """Reads the diagonal of M from the jaxpr of `u ↦ M u` (flat leaves in, flat
+    leaves out). Returns one coefficient per leaf (a scalar or an array of the leaf's
+    shape, cast to its dtype) such that `(M u)_i = coeff_i * u_i` for every u, or
+    `None` if the jaxpr is not of that form."""
+    shapes = [tuple(leaf.shape) for leaf in leaves]
+    args = [_Multiple(i, 1.0, s) for i, s in enumerate(shapes)]
+    try:
+        outs = _Reader(shapes).run(closed_jaxpr, args)
+    except _Unsupported:
+        return None
+    coeffs = []
+    for i, (out, leaf) in enumerate(zip(outs, leaves, strict=True)):
+        if not isinstance(out, _Multiple) or out.leaf != i or out.shape != shapes[i]:
+            return None
+        coeffs.append(jnp.asarray(out.coeff).astype(leaf.dtype))
+    return coeffs
