@@ -369,14 +369,21 @@ def euler_lagrange(
 
     keeping every term, so velocity-dependent potentials (magnetic fields) and explicit
     time dependence are ordinary inputs. The mixed terms are one Jacobian-vector product.
-    $M$ is never formed for large `q`: it is applied by Hessian-vector products and
-    inverted by conjugate gradients (`lineax.CG`). First, $\ddot q = f / M_{00}$ is tried
-    and accepted only if its residual passes element by element: for a Table-1
-    Lagrangian ($M = c(t)\,I$) it always does, no CG iteration runs, and the whole
-    evaluation costs about one gradient of the loss (measured within a few percent, see
-    `benchmarks/`). Systems with at most `dense_threshold` degrees of freedom
-    build $M$ densely and use a Cholesky factorisation, which also certifies that $M$ is
-    positive definite.
+    $M$ is never formed for large `q`. Three cases, from cheapest:
+
+    - *$M$ diagonal, read from the program.* The traced Hessian-vector product
+      $u \mapsto Mu$ is read operation by operation; if it is provably "each leaf of
+      $u$ times a coefficient that does not depend on $u$" (every Table-1 Lagrangian,
+      where $M = c(t)\,I$; per-parameter or per-layer masses; magnetic terms), then
+      $\ddot q = f / \mathrm{diag}(M)$, with no run-time test and no control flow. The
+      evaluation then costs one gradient of the loss, like a hand-written ODE (see
+      `benchmarks/`). Non-positive diagonal entries raise an error.
+    - *Otherwise, $\ddot q = f / M_{00}$ is tried at run time* and accepted only if
+      $M\ddot q = f$ holds element by element to `rtol`.
+    - *Otherwise, conjugate gradients* (`lineax.CG`) with Hessian-vector products.
+
+    Systems with at most `dense_threshold` degrees of freedom build $M$ densely and use
+    a Cholesky factorisation, which also certifies that $M$ is positive definite.
 
     The acceleration can be differentiated (`jax.grad`, `jax.jvp`) and batched
     (`jax.vmap`): the matrix-free solve is a `jax.lax.custom_linear_solve`, so derivatives
