@@ -70,7 +70,7 @@ def solve_args(loss, w, v):
         (w, v),
         f32(T0),
         f32(T1),
-        f32([T0, T1]),
+        None,
         lnn.FusedTsit5(),
         diffrax.PIDController(rtol=RTOL, atol=ATOL),
         None,
