@@ -16,6 +16,8 @@ up, and the caller falls back to its general solver. Values that do not depend o
 computed by binding their primitives as usual, on demand.
 """
 
+import contextlib
+
 import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jex_core
@@ -52,6 +54,8 @@ def _sub_jaxpr(eqn):
     jaxpr = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
     if jaxpr is None:
         raise _Unsupported
+    if not hasattr(jaxpr, "consts"):  # an open `Jaxpr`
+        jaxpr = jex_core.ClosedJaxpr(jaxpr, ())
     return jaxpr
 
 
@@ -101,7 +105,10 @@ class _Reader:
             # As `jax.core.eval_jaxpr` does; older JAX returns (subfuns, params).
             params = eqn.primitive.get_bind_params(eqn.params)
             subfuns, params = params if isinstance(params, tuple) else ((), params)
-            with eqn.ctx.manager:
+            ctx = getattr(
+                getattr(eqn, "ctx", None), "manager", contextlib.nullcontext()
+            )
+            with ctx:
                 out = eqn.primitive.bind(*subfuns, *values, **params)
             return out if eqn.primitive.multiple_results else [out]
         if name in _CALLS:
