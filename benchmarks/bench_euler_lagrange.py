@@ -116,6 +116,22 @@ def in_a_loop(accel, evaluations=20):
     return run
 
 
+def _row_a(fns, args, rounds, what, w, per_call=1, target=1.05):
+    """A row (a) line: `fns = [hand-written, ours]` timed by `paired_times`; times are
+    reported per evaluation (`per_call` evaluations per call)."""
+    (hand, mine), (_, ratio), (_, ratio_min) = paired_times(fns, args, rounds=rounds)
+    return row(
+        "a",
+        what,
+        f"{n_params(w):,} params",
+        ms(mine / per_call),
+        ms(hand / per_call),
+        ratio,
+        target,
+        ratio_min,
+    )
+
+
 def rows_a(quick: bool = False):
     out = []
     t = jnp.asarray(1.5, jnp.float32)
@@ -127,39 +143,23 @@ def rows_a(quick: bool = False):
         scale = max(float(jnp.max(jnp.abs(x))) for x in fns[0](t, w, wdot))
         if not err <= 1e-5 * scale:
             raise AssertionError(f"{name}: accelerations disagree by {err:.2e}")
-        (hand, mine), (_, ratio), (_, ratio_min) = paired_times(
-            fns, (t, w, wdot), rounds=4 if quick else 60
-        )
         out.append(
-            row(
-                "a",
+            _row_a(
+                fns,
+                (t, w, wdot),
+                4 if quick else 60,
                 f"euler_lagrange(Table-1 L) vs hand ODE, {name}",
-                f"{n_params(w):,} params",
-                ms(mine),
-                ms(hand),
-                ratio,
-                1.05,
-                ratio_min,
+                w,
             )
         )
         loops = [
             in_a_loop(hand_accel(loss)),
             in_a_loop(lnn.euler_lagrange(Table1Nesterov(loss))),
         ]
-        (hand, mine), (_, ratio), (_, ratio_min) = paired_times(
-            loops, (t, w, wdot), rounds=4 if quick else 30
-        )
+        what = f"(reference) the same, 20 evaluations in one compiled loop, {name}"
+        rounds = 4 if quick else 30
         out.append(
-            row(
-                "a",
-                f"(reference) the same, 20 evaluations in one compiled loop, {name}",
-                f"{n_params(w):,} params",
-                ms(mine / 20),
-                ms(hand / 20),
-                ratio,
-                None,
-                ratio_min,
-            )
+            _row_a(loops, (t, w, wdot), rounds, what, w, per_call=20, target=None)
         )
     return out
 

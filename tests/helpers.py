@@ -25,6 +25,16 @@ def rel_err(a, b):
     return diff / max(scale, 1e-300)
 
 
+def without_diagonal_reading(monkeypatch):
+    """Switches off `euler_lagrange`'s static reading of a diagonal mass matrix, so
+    the run-time f/M00 test and CG run instead."""
+    import lagrangian_nn as lnn
+
+    monkeypatch.setattr(
+        lnn._euler_lagrange, "_diagonal_coefficients", lambda *args: None
+    )
+
+
 # --- Named problems: each has a Lagrangian and an exact solution. ---------------------
 
 

@@ -3,7 +3,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import charged_particle, harmonic_oscillator, rel_err, tree_allclose
+from helpers import (
+    charged_particle,
+    harmonic_oscillator,
+    rel_err,
+    tree_allclose,
+    without_diagonal_reading,
+)
 from hypothesis import given, settings, strategies as st
 
 import lagrangian_nn as lnn
@@ -16,9 +22,7 @@ def threshold(request, monkeypatch):
     matrix-free with that reading switched off, so the run-time f/M00 test and CG
     are exercised on the same problems."""
     if request.param == "runtime":
-        monkeypatch.setattr(
-            lnn._euler_lagrange, "_diagonal_coefficients", lambda *args: None
-        )
+        without_diagonal_reading(monkeypatch)
     return 16 if request.param == "dense" else 0
 
 
@@ -116,9 +120,7 @@ def test_dense_and_iterative_agree_on_non_identity_mass():
 def test_scalar_mass_shortcut_is_only_taken_when_it_solves(diag, force, monkeypatch):
     """Without the static reading of a diagonal M, the matrix-free path first tries
     a = f / M00; it must fall back to CG whenever that is not the solution."""
-    monkeypatch.setattr(
-        lnn._euler_lagrange, "_diagonal_coefficients", lambda *args: None
-    )
+    without_diagonal_reading(monkeypatch)
     d, f = jnp.array(diag), jnp.array(force)
     L = lambda t, q, v: 0.5 * jnp.sum(d * v**2) + jnp.sum(f * q)
     q, v = jnp.array([0.1, 0.2, 0.3]), jnp.array([1.0, -1.0, 0.5])

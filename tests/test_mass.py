@@ -9,7 +9,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import pytest
-from helpers import rel_err
+from helpers import rel_err, without_diagonal_reading
 
 import lagrangian_nn as lnn
 from lagrangian_nn._euler_lagrange import _diagonal_coefficients, _split
@@ -109,9 +109,7 @@ def test_reads_the_diagonal(name):
 def test_diagonal_and_general_solves_agree(name, monkeypatch):
     L, q, v, _ = DIAGONAL[name]
     fast = lnn.euler_lagrange(L, dense_threshold=0)(T, q, v)
-    monkeypatch.setattr(
-        lnn._euler_lagrange, "_diagonal_coefficients", lambda *args: None
-    )
+    without_diagonal_reading(monkeypatch)
     general = lnn.euler_lagrange(L, dense_threshold=0)(T, q, v)
     assert rel_err(fast, general) < 1e-12
 
