@@ -8,38 +8,75 @@ from . import EXPERIMENTS, get
 from ._common import DEFAULT_OUT
 
 
+def _control_text(c) -> str:
+    ctrl = c.get("control")
+    if ctrl is None:
+        return ""
+    verdict = "misses" if ctrl["missed"] else "DOES NOT miss"
+    return (
+        f" | control ({ctrl['description']}): {float(ctrl['measured']):.3g}, "
+        f"{verdict} by {ctrl['margin']:g}x"
+    )
+
+
 def _print_claims(results):
     for c in results.get("claims", []):
         mark = "ok " if c["holds"] else "FAIL"
         op = "<=" if c["kind"] == "<=" else ">="
         print(
             f"  [{mark}] {c['name']}: {float(c['measured']):.3g} {op} {c['bound']:.3g}"
+            f" [{c.get('basis', '?')}]{_control_text(c)}"
         )
 
 
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|")
+
+
 def claims_table(out) -> str:
-    """A Markdown table "paper's claim → measured number" from saved results."""
+    """A Markdown table "paper's claim → measured number → negative control" from
+    saved results. Runs made with `--quick` are marked, and so are claims that are
+    only consequences of others (basis `consequence`, no control)."""
     import json
     from pathlib import Path
 
     lines = [
-        "| experiment | paper | claim | measured | bound | holds |",
-        "| --- | --- | --- | ---: | ---: | :-: |",
+        "| experiment | paper | claim | basis | measured | bound | negative control "
+        "(must miss the bound) | control value | holds |",
+        "| --- | --- | --- | --- | ---: | ---: | --- | ---: | :-: |",
     ]
+    quick = []
     for name in EXPERIMENTS:
         path = Path(out) / name / "results.json"
         if not path.exists():
             continue
-        for c in json.loads(path.read_text())["claims"]:
+        results = json.loads(path.read_text())
+        label = f"`{name}`"
+        if results.get("quick"):
+            label += " (quick)"
+            quick.append(name)
+        for c in results["claims"]:
             op = "≤" if c["kind"] == "<=" else "≥"
-            c = {
-                k: (v.replace("|", "\\|") if isinstance(v, str) else v)
-                for k, v in c.items()
-            }
+            ctrl = c.get("control")
+            if ctrl is None:
+                ctrl_text, ctrl_value = "none (a consequence)", ""
+            else:
+                ctrl_text = _cell(ctrl["description"])
+                ctrl_value = f"{ctrl['measured']:.3g}" + (
+                    "" if ctrl["missed"] else " (**does not miss**)"
+                )
             lines.append(
-                f"| `{name}` | {c['paper']} | {c['name']} | {c['measured']:.3g} | "
-                f"{op} {c['bound']:.3g} | {'yes' if c['holds'] else '**no**'} |"
+                f"| {label} | {_cell(c['paper'])} | {_cell(c['name'])} | "
+                f"{c.get('basis', '?')} | {c['measured']:.3g} | {op} {c['bound']:.3g} | "
+                f"{ctrl_text} | {ctrl_value} | {'yes' if c['holds'] else '**no**'} |"
             )
+    if quick:
+        lines.append("")
+        lines.append(
+            "Quick runs (small settings, not the paper's): "
+            + ", ".join(f"`{n}`" for n in quick)
+            + "."
+        )
     return "\n".join(lines)
 
 

@@ -60,17 +60,79 @@ def versions() -> dict:
     }
 
 
-def claim(name: str, paper: str, measured: float, bound: float, *, kind="<=") -> dict:
-    """A paper's claim checked against a measured number."""
+BASES = {
+    "trajectory": "a law measured along a computed trajectory",
+    "fit": "a scaling fitted over several runs",
+    "count": "a count of laws or architectures",
+    "pointwise": "checked at sampled states, not along a trajectory",
+    "consequence": "follows from another claim; reported, not counted as evidence",
+}
+CONTROL_MARGIN = 100.0
+
+
+def control(description: str, measured: float, *, margin: float = CONTROL_MARGIN):
+    """A negative control for a claim: the same measurement on a case where the law
+    must break (a wrong coefficient, a term left out, a broken symmetry). It must miss
+    the claim's bound by the factor `margin` (100 by default: two orders of magnitude;
+    fitted slopes, which cannot miss by 100x, pass a smaller margin)."""
+    if not margin > 1:
+        raise ValueError(f"`margin` must be > 1; got {margin!r}.")
+    return {"description": description, "measured": float(measured), "margin": margin}
+
+
+def _misses(ctrl: dict, bound: float, kind: str) -> bool:
+    value, margin = ctrl["measured"], ctrl["margin"]
+    if not np.isfinite(value):
+        return False  # a control that blew up is no evidence either way
+    if kind == "<=":
+        return value > margin * bound if bound > 0 else value > 0
+    return value < bound / margin
+
+
+def claim(
+    name: str,
+    paper: str,
+    measured: float,
+    bound: float,
+    *,
+    kind="<=",
+    basis: str = "trajectory",
+    control: dict | None = None,
+) -> dict:
+    """A paper's claim checked against a measured number.
+
+    - `kind`: `"<="` or `">="` (how `measured` must compare with `bound`).
+    - `basis`: how the number is obtained, one of `BASES`. Every basis except
+      `"consequence"` needs a `control` (see `control`): the same measurement where the
+      law must break, which must miss the bound by the control's margin. A claim holds
+      only if its measurement meets the bound and its control misses it.
+    """
+    if kind not in ("<=", ">="):
+        raise ValueError(f"`kind` must be '<=' or '>='; got {kind!r}.")
+    if basis not in BASES:
+        raise ValueError(f"`basis` must be one of {sorted(BASES)}; got {basis!r}.")
+    if basis != "consequence" and control is None:
+        raise ValueError(
+            f"claim {name!r}: basis {basis!r} needs a negative control (`control=`); "
+            "only basis 'consequence' may go without."
+        )
+    measured = float(measured)
     ok = measured <= bound if kind == "<=" else measured >= bound
-    return {
+    ok = ok and bool(np.isfinite(measured))
+    out = {
         "name": name,
         "paper": paper,
-        "measured": float(measured),
+        "measured": measured,
         "bound": float(bound),
         "kind": kind,
-        "holds": bool(ok),
+        "basis": basis,
     }
+    if control is not None:
+        missed = _misses(control, bound, kind)
+        out["control"] = {**control, "missed": bool(missed)}
+        ok = ok and missed
+    out["holds"] = bool(ok)
+    return out
 
 
 def run_experiment(
@@ -80,8 +142,12 @@ def run_experiment(
     compute: Callable[[dict], tuple[dict, dict, list]],
     draw: Callable[[Path], None],
     out: str | os.PathLike = DEFAULT_OUT,
+    quick: bool = False,
 ) -> dict:
     """Runs `compute(config) -> (metrics, arrays, claims)`, saves, then draws.
+
+    `quick` is recorded in `results.json` (quick runs use small settings; the claims
+    table marks them).
 
     Returns the results dictionary (also saved as `results.json`).
     """
@@ -95,6 +161,7 @@ def run_experiment(
         elapsed = time.perf_counter() - start
         results = {
             "experiment": name,
+            "quick": bool(quick),
             "config": _jsonable(config),
             "metrics": _jsonable(metrics),
             "claims": _jsonable(claims),

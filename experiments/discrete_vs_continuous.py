@@ -205,5 +205,10 @@ def draw(folder: Path):
 
 def main(*, seed=0, quick=False, out=DEFAULT_OUT):
     return run_experiment(
-        NAME, config=config_for(quick, seed), compute=compute, draw=draw, out=out
+        NAME,
+        config=config_for(quick, seed),
+        compute=compute,
+        draw=draw,
+        out=out,
+        quick=quick,
     )

@@ -185,4 +185,5 @@ def main(*, seed=0, quick=False, out=DEFAULT_OUT, data="digits", data_dir=None):
         compute=compute,
         draw=draw,
         out=out,
+        quick=quick,
     )

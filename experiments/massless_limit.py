@@ -213,5 +213,10 @@ def draw(folder: Path):
 
 def main(*, seed: int = 0, quick: bool = False, out=DEFAULT_OUT) -> dict:
     return run_experiment(
-        NAME, config=config_for(quick, seed), compute=compute, draw=draw, out=out
+        NAME,
+        config=config_for(quick, seed),
+        compute=compute,
+        draw=draw,
+        out=out,
+        quick=quick,
     )

@@ -248,7 +248,12 @@ def draw(folder: Path):
 
 def main(*, seed=0, quick=False, out=DEFAULT_OUT):
     results = run_experiment(
-        NAME, config=config_for(quick, seed), compute=compute, draw=draw, out=out
+        NAME,
+        config=config_for(quick, seed),
+        compute=compute,
+        draw=draw,
+        out=out,
+        quick=quick,
     )
     for name, text in results["metrics"]["tables_text"].items():
         print(f"\n{name}\n{text}")

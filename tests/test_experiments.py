@@ -182,13 +182,63 @@ def test_kmnist_option(tmp_path, capsys):
 
 def test_claims_table(tmp_path, capsys):
     def compute(cfg):
-        return {}, {"a": np.zeros(1)}, [_common.claim("c", "eq. 1", 0.5, 1.0)]
+        return (
+            {},
+            {"a": np.zeros(1)},
+            [
+                _common.claim(
+                    "c", "eq. 1", 0.5, 1.0, control=_common.control("wrong term", 300.0)
+                ),
+                _common.claim("d", "eq. 2", 2e-3, 1e-2, basis="consequence"),
+            ],
+        )
 
     _common.run_experiment(
-        "relu_balance", config={}, compute=compute, draw=lambda f: None, out=tmp_path
+        "relu_balance",
+        config={},
+        compute=compute,
+        draw=lambda f: None,
+        out=tmp_path,
+        quick=True,
     )
     assert cli.main(["table", "--out", str(tmp_path)]) == 0
-    assert "| `relu_balance` | eq. 1 | c | 0.5 | ≤ 1 | yes |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert (
+        "| `relu_balance` (quick) | eq. 1 | c | trajectory | 0.5 | ≤ 1 | wrong term | "
+        "300 | yes |" in out
+    )
+    assert "| d | consequence | 0.002 | ≤ 0.01 | none (a consequence) |  | yes |" in out
+    assert "Quick runs (small settings, not the paper's): `relu_balance`." in out
+
+
+@pytest.mark.parametrize(
+    "measured, bound, kind, ctrl, holds, missed",
+    [
+        (1e-9, 1e-6, "<=", 1e-3, True, True),  # control 1000x above the bound
+        (1e-9, 1e-6, "<=", 5e-5, False, False),  # control only 50x above: no evidence
+        (2e-6, 1e-6, "<=", 1e-3, False, True),  # the law itself fails
+        (float("nan"), 1e-6, "<=", 1e-3, False, True),  # NaN never holds
+        (0.5, 0.1, ">=", 1e-4, True, True),
+        (0.5, 0.1, ">=", 0.01, False, False),
+        (0.0, 0.0, "<=", 3.0, True, True),  # counts: bound 0, control any miss
+        (0.0, 0.0, "<=", 0.0, False, False),
+    ],
+)
+def test_claim_needs_a_control_that_misses(measured, bound, kind, ctrl, holds, missed):
+    c = _common.claim(
+        "x", "p", measured, bound, kind=kind, control=_common.control("broken", ctrl)
+    )
+    assert c["holds"] is holds
+    assert c["control"]["missed"] is missed
+
+
+def test_claim_rejects_missing_control_and_bad_basis():
+    with pytest.raises(ValueError, match="needs a negative control"):
+        _common.claim("x", "p", 0.0, 1.0)
+    with pytest.raises(ValueError, match="`basis` must be one of"):
+        _common.claim("x", "p", 0.0, 1.0, basis="identity")
+    with pytest.raises(ValueError, match="`margin` must be > 1"):
+        _common.control("c", 1.0, margin=1.0)
 
 
 def test_symmetry_discovery(tmp_path):
