@@ -4,10 +4,18 @@ The loss $L(w) = (\|w\|^2 - 1)^2$ on $w \in \mathbb{R}^3$ is invariant under eve
 rotation, as the loss of a linear model on rotation-symmetric data is. Noether's theorem
 (eq. 45) then fixes the angular momentum $w \times \dot w$:
 
-- ND ($\ddot w = -\nabla L$) conserves it, so the orbit stays in the plane $y = z$
-  normal to $w_0 \times \dot w_0 = (0, -3/2, 3/2)$;
+- ND ($\ddot w = -\nabla L$) conserves it, so the orbit stays in the plane through the
+  origin normal to $w_0 \times \dot w_0$ (for the paper's start, the plane $y = z$;
+  that one also follows from the start's reflection symmetry $y \leftrightarrow z$, so
+  the plane is checked from a generic start as well);
 - NAGF conserves $t^3\, w \times \dot w$ (eq. 46): the same plane, damped;
-- GF has zero angular momentum: a radial segment.
+- GF has zero angular momentum: a radial segment (an identity for a radial loss,
+  reported as a consequence).
+
+Every conservation law has a negative control: the same measurement for the loss
+$(w^\top D w - 1)^2$ with $D = \mathrm{diag}(1, 1.5, 0.6)$, which no rotation leaves
+invariant, the undamped charge under NAGF, or the energy function of the time-dependent
+NAGF Lagrangian.
 
 The discrete algorithms (GD; ND by eq. 21; NAGD by eq. 20) are run from the same starts
 and overlaid with the time maps $t = k\eta$ (GD) and $t = k\sqrt\eta$ (ND, NAGD). For
@@ -15,12 +23,15 @@ eq. 21 the discrete angular momentum $w_k \times w_{k+1}/\sqrt\eta$ is exactly c
 """
 
 from pathlib import Path
+from typing import Any
 
+import equinox as eqx
 import numpy as np
 
 from ._common import (
     DEFAULT_OUT,
     claim,
+    control,
     enable_float64,
     figure_style,
     load,
@@ -38,6 +49,13 @@ def config_for(quick: bool, seed: int) -> dict:
         "gf_w0": [0.1, 0.1, 0.1],
         "nd_w0": [0.5, 0.5, 0.5],
         "nd_v0": [-2.0, 1.0, 1.0],
+        # a start with no symmetry (y0 != z0): the plane of the orbit is then fixed
+        # by the conserved angular momentum alone, not by a reflection of the start
+        "generic_w0": [0.7, -0.2, 0.4],
+        "generic_v0": [0.3, 1.2, -0.9],
+        # the negative control: (w^T D w - 1)^2, invariant under no rotation
+        "control_loss": "(w^T diag(d) w - 1)^2",
+        "control_diag": [1.0, 1.5, 0.6],
         "nagf_t0": 0.5,
         "t1": 6.0 if quick else 20.0,
         "gf_t1": 3.0 if quick else 6.0,
@@ -49,10 +67,31 @@ def config_for(quick: bool, seed: int) -> dict:
     }
 
 
-def _loss(w):
-    import jax.numpy as jnp
+class _Quartic(eqx.Module):
+    r"""$(w^\top \mathrm{diag}(d)\, w - 1)^2$; rotation invariant iff all $d_i$ are
+    equal. A module, so that the symmetric loss and the control share compilations."""
 
-    return (jnp.sum(w**2) - 1.0) ** 2
+    d: Any
+
+    def __call__(self, w):
+        import jax.numpy as jnp
+
+        return (jnp.sum(self.d * w**2) - 1.0) ** 2
+
+
+def _rel_drift(x, ref=None):
+    """max_t |x(t) − x(0)| / |x(0)| for a curve of vectors (rows)."""
+    x = np.asarray(x)
+    ref = x[0] if ref is None else np.asarray(ref)
+    return float(np.max(np.linalg.norm(x - ref, axis=-1)) / np.linalg.norm(ref))
+
+
+def _off_plane(q, L0):
+    """max_t |⟨w(t), L̂0⟩| / |w(t)|: how far the orbit leaves the plane through the
+    origin orthogonal to the initial angular momentum L0."""
+    q, L0 = np.asarray(q), np.asarray(L0)
+    n = L0 / np.linalg.norm(L0)
+    return float(np.max(np.abs(q @ n) / np.linalg.norm(q, axis=1)))
 
 
 def compute(cfg: dict):
@@ -64,22 +103,34 @@ def compute(cfg: dict):
     from lagrangian_nn import dynamics
 
     tol = dict(rtol=cfg["rtol"], atol=cfg["atol"], max_steps=1_000_000)
+    iso = _Quartic(jnp.ones(3))
+    aniso = _Quartic(jnp.array(cfg["control_diag"]))
     w0_gf = jnp.array(cfg["gf_w0"])
     w0, v0 = jnp.array(cfg["nd_w0"]), jnp.array(cfg["nd_v0"])
+    gw0, gv0 = jnp.array(cfg["generic_w0"]), jnp.array(cfg["generic_v0"])
     t1, t0n = cfg["t1"], cfg["nagf_t0"]
     n = cfg["n_save"]
     ang = lambda t, q, v: jnp.cross(q, v)
 
     ts_gf = jnp.linspace(0.0, cfg["gf_t1"], n)
     gf = lnn.simulate(
-        dynamics.gradient_flow(_loss), w0_gf, t0=0.0, t1=cfg["gf_t1"], ts=ts_gf, **tol
+        dynamics.gradient_flow(iso), w0_gf, t0=0.0, t1=cfg["gf_t1"], ts=ts_gf, **tol
     )
     ts_nd = jnp.linspace(0.0, t1, n)
-    L_nd = dynamics.newtonian(_loss)
-    nd = lnn.simulate(L_nd, w0, v0, t0=0.0, t1=t1, ts=ts_nd, progress=True, **tol)
     ts_ag = jnp.linspace(t0n, t1, n)
-    L_ag = dynamics.nesterov(_loss)
-    ag = lnn.simulate(L_ag, w0, v0, t0=t0n, t1=t1, ts=ts_ag, progress=True, **tol)
+    L_nd, L_ag = dynamics.newtonian(iso), dynamics.nesterov(iso)
+    runs = {}  # (dynamics, loss, start) -> trajectory
+    for loss_name, loss in (("iso", iso), ("aniso", aniso)):
+        for start, (q0, qd0) in (("paper", (w0, v0)), ("generic", (gw0, gv0))):
+            if loss_name == "aniso" and start == "paper":
+                continue  # the control runs from the generic start only
+            runs["nd", loss_name, start] = lnn.simulate(
+                dynamics.newtonian(loss), q0, qd0, t0=0.0, t1=t1, ts=ts_nd, **tol
+            )
+            runs["nagf", loss_name, start] = lnn.simulate(
+                dynamics.nesterov(loss), q0, qd0, t0=t0n, t1=t1, ts=ts_ag, **tol
+            )
+    nd, ag = runs["nd", "iso", "paper"], runs["nagf", "iso", "paper"]
 
     # Noether charges from the library's generators (three rotations of R^3)
     def rotation(axis):
@@ -88,24 +139,37 @@ def compute(cfg: dict):
         J = J.at[i, j].set(-1.0).at[j, i].set(1.0)
         return lnn.Generator(lambda t, q, J=J: J @ q)
 
-    nd_charge = jnp.stack(
-        [nd.evaluate(lnn.noether_charge(L_nd, rotation(a))) for a in range(3)], -1
-    )
-    ag_charge = jnp.stack(
-        [ag.evaluate(lnn.noether_charge(L_ag, rotation(a))) for a in range(3)], -1
-    )
-    nd_L = nd.evaluate(ang)
-    ag_L = ag.evaluate(ang)
+    def charge(tr, L):
+        return jnp.stack(
+            [tr.evaluate(lnn.noether_charge(L, rotation(a))) for a in range(3)], -1
+        )
+
+    nd_charge = charge(nd, L_nd)
+    ag_charge = charge(ag, L_ag)
+    L_of = {key: np.asarray(tr.evaluate(ang)) for key, tr in runs.items()}
+    nd_L, ag_L = L_of["nd", "iso", "paper"], L_of["nagf", "iso", "paper"]
     gf_L = gf.evaluate(ang)
-    nd_H = nd.evaluate(lnn.energy(L_nd))
-    loss_v = jax.vmap(_loss)
+    # t³ w × ẇ along every NAGF run
+    t3L = {
+        k: np.asarray(ts_ag)[:, None] ** 3 * v
+        for k, v in L_of.items()
+        if k[0] == "nagf"
+    }
+    H_of = {
+        start: np.asarray(runs["nd", "iso", start].evaluate(lnn.energy(L_nd)))
+        for start in ("paper", "generic")
+    }
+    # the control for energy conservation: the energy function of the NAGF Lagrangian
+    # t³(½|ẇ|² − L), which depends on time explicitly and so is not conserved
+    ag_H = np.asarray(ag.evaluate(lnn.energy(L_ag)))
+    loss_v = jax.vmap(iso)
 
     # discrete algorithms from the same starts
     hg = cfg["gd_lr"]
     gd_steps = int(round(cfg["gf_t1"] / hg))
     gd = lnn.optim.run(
         lnn.optim.gd(hg),
-        _loss,
+        iso,
         w0_gf,
         gd_steps,
         track={"w": lambda s: s.q, "ang": lambda s: jnp.cross(s.q_prev, s.q)},
@@ -113,21 +177,22 @@ def compute(cfg: dict):
     eta = cfg["nd_lr"]
     h = float(np.sqrt(eta))
     nd_steps = int(round(t1 / h))
+    dtrack = {"w": lambda s: s.q, "ang": lambda s: jnp.cross(s.q_prev, s.q) / h}
     dnd = lnn.optim.run(
-        lnn.optim.newtonian(eta, velocity=v0),
-        _loss,
-        w0,
-        nd_steps,
-        track={"w": lambda s: s.q, "ang": lambda s: jnp.cross(s.q_prev, s.q) / h},
+        lnn.optim.newtonian(eta, velocity=v0), iso, w0, nd_steps, track=dtrack
+    )
+    # control: eq. 21 on the loss without rotation symmetry, from the same start
+    dnd_ctrl = lnn.optim.run(
+        lnn.optim.newtonian(eta, velocity=v0), aniso, w0, nd_steps, track=dtrack
     )
     k0 = max(1, int(round(t0n / h)))
     ag_steps = int(round(t1 / h)) - k0
     dag = lnn.optim.run(
         lnn.optim.nesterov(eta, start_step=k0, velocity=v0),
-        _loss,
+        iso,
         w0,
         ag_steps,
-        track={"w": lambda s: s.q, "ang": lambda s: jnp.cross(s.q_prev, s.q) / h},
+        track=dtrack,
     )
     ts_dag = dag.ts + (k0 - 1) * h  # step index k0 + i − 1 ↦ time
 
@@ -139,25 +204,52 @@ def compute(cfg: dict):
         mask = ts_d <= ts_c[-1]
         return float(np.max(np.linalg.norm(interp[mask] - q_d[mask], axis=1)))
 
-    nd_L0 = np.asarray(nd_L[0])
+    def disc_dev(r):
+        a = np.asarray(r.tracked["ang"])
+        return float(np.max(np.abs(a - a[0])))
+
+    q_of = {key: np.asarray(tr.q) for key, tr in runs.items()}
     metrics = {
-        "nd_angular_momentum_initial": nd_L0,
-        "nd_angular_momentum_max_deviation": float(jnp.max(jnp.abs(nd_L - nd_L[0]))),
-        "nd_angular_momentum_rel_drift": float(
-            jnp.max(jnp.abs(nd_L - nd_L[0])) / jnp.linalg.norm(nd_L[0])
+        "nd_angular_momentum_initial": nd_L[0],
+        "generic_angular_momentum_initial": L_of["nd", "iso", "generic"][0],
+        "nd_angular_momentum_max_deviation": float(np.max(np.abs(nd_L - nd_L[0]))),
+        "nd_angular_momentum_rel_drift": _rel_drift(nd_L),
+        "nd_generic_angular_momentum_rel_drift": _rel_drift(
+            L_of["nd", "iso", "generic"]
+        ),
+        "control_nd_angular_momentum_rel_drift": _rel_drift(
+            L_of["nd", "aniso", "generic"]
         ),
         "nd_noether_charge_matches_w_cross_wdot": float(
             jnp.max(jnp.abs(nd_charge - nd_L))
         ),
-        "nd_max_abs_y_minus_z": float(jnp.max(jnp.abs(nd.q[:, 1] - nd.q[:, 2]))),
-        "nagf_max_abs_y_minus_z": float(jnp.max(jnp.abs(ag.q[:, 1] - ag.q[:, 2]))),
-        "nd_hamiltonian_rel_drift": float(
-            jnp.max(jnp.abs(nd_H - nd_H[0])) / jnp.abs(nd_H[0])
+        # exact by the reflection symmetry y <-> z of the paper's start (not a claim)
+        "nd_max_abs_y_minus_z": float(np.max(np.abs(nd.q[:, 1] - nd.q[:, 2]))),
+        "nagf_max_abs_y_minus_z": float(np.max(np.abs(ag.q[:, 1] - ag.q[:, 2]))),
+        # the generic start: distance from the plane orthogonal to L(0)
+        **{
+            f"{dyn}_{loss}_generic_off_plane": _off_plane(
+                q_of[dyn, loss, "generic"], L_of[dyn, loss, "generic"][0]
+            )
+            for dyn in ("nd", "nagf")
+            for loss in ("iso", "aniso")
+        },
+        "nd_hamiltonian_rel_drift": max(
+            float(np.max(np.abs(H - H[0])) / np.abs(H[0])) for H in H_of.values()
+        ),
+        "control_nagf_energy_function_rel_drift": float(
+            np.max(np.abs(ag_H - ag_H[0])) / np.abs(ag_H[0])
         ),
         "nagf_t3_angular_momentum_initial": np.asarray(ag_charge[0]),
-        "nagf_t3_angular_momentum_rel_drift": float(
-            jnp.max(jnp.linalg.norm(ag_charge - ag_charge[0], axis=1))
-            / jnp.linalg.norm(ag_charge[0])
+        "nagf_t3_angular_momentum_rel_drift": _rel_drift(t3L["nagf", "iso", "paper"]),
+        "nagf_generic_t3_angular_momentum_rel_drift": _rel_drift(
+            t3L["nagf", "iso", "generic"]
+        ),
+        "control_nagf_undamped_angular_momentum_rel_drift": max(
+            _rel_drift(L_of["nagf", "iso", s]) for s in ("paper", "generic")
+        ),
+        "control_nagf_anisotropic_t3_angular_momentum_rel_drift": _rel_drift(
+            t3L["nagf", "aniso", "generic"]
         ),
         "nagf_t3_matches_t3_w_cross_wdot": float(
             jnp.max(jnp.abs(ag_charge - ts_ag[:, None] ** 3 * ag_L))
@@ -167,9 +259,8 @@ def compute(cfg: dict):
         "gf_final_norm": float(jnp.linalg.norm(gf.q[-1])),
         "gd_max_angular_momentum": float(jnp.max(jnp.abs(gd.tracked["ang"]))),
         "discrete_nd_angular_momentum_initial": np.asarray(dnd.tracked["ang"][0]),
-        "discrete_nd_angular_momentum_max_deviation": float(
-            jnp.max(jnp.abs(dnd.tracked["ang"] - dnd.tracked["ang"][0]))
-        ),
+        "discrete_nd_angular_momentum_max_deviation": disc_dev(dnd),
+        "control_discrete_nd_anisotropic_max_deviation": disc_dev(dnd_ctrl),
         "discrete_nagd_t3_angular_momentum_rel_drift": float(
             jnp.max(
                 jnp.linalg.norm(
@@ -211,6 +302,10 @@ def compute(cfg: dict):
         x = np.asarray(x)
         return x[:: max(1, len(x) // m)]
 
+    def off_plane_curve(key):
+        q, L0 = q_of[key], L_of[key][0]
+        return np.abs(q @ (L0 / np.linalg.norm(L0))) / np.linalg.norm(q, axis=1)
+
     arrays = {
         "gf_ts": ts_gf,
         "gf_q": gf.q,
@@ -220,7 +315,7 @@ def compute(cfg: dict):
         "nd_q": nd.q,
         "nd_L": nd_L,
         "nd_loss": loss_v(nd.q),
-        "nd_H": nd_H,
+        "nd_H": H_of["paper"],
         "nagf_ts": ts_ag,
         "nagf_q": ag.q,
         "nagf_L": ag_L,
@@ -237,54 +332,90 @@ def compute(cfg: dict):
         "dnagd_q": thin(dag.tracked["w"]),
         "dnagd_loss": thin(dag.loss),
     }
+    for dyn in ("nd", "nagf"):
+        for loss in ("iso", "aniso"):
+            key = (dyn, loss, "generic")
+            arrays[f"{dyn}_{loss}_generic_q"] = q_of[key]
+            arrays[f"{dyn}_{loss}_generic_off_plane"] = off_plane_curve(key)
+    m = metrics
     claims = [
         claim(
-            "ND conserves w × ẇ (relative drift)",
+            "ND conserves w × ẇ (relative drift, paper and generic start)",
             "eq. 45, Fig. 3",
-            metrics["nd_angular_momentum_rel_drift"],
+            max(
+                m["nd_angular_momentum_rel_drift"],
+                m["nd_generic_angular_momentum_rel_drift"],
+            ),
             1e-8,
+            control=control(
+                "same drift under ND for (wᵀDw − 1)², D = diag(1, 1.5, 0.6): no "
+                "rotation symmetry",
+                m["control_nd_angular_momentum_rel_drift"],
+            ),
         ),
         claim(
-            "ND initial w × ẇ equals (0, -3/2, 3/2)",
-            "Section 6.1",
-            float(np.max(np.abs(nd_L0 - np.array([0.0, -1.5, 1.5])))),
-            1e-12,
-        ),
-        claim(
-            "ND orbit stays in the plane y = z",
+            "ND orbit from a generic start stays in the plane ⊥ w0 × ẇ0 "
+            "(max |⟨w, L̂0⟩|/|w|)",
             "Fig. 3",
-            metrics["nd_max_abs_y_minus_z"],
+            m["nd_iso_generic_off_plane"],
             1e-8,
+            control=control(
+                "same distance from the plane for (wᵀDw − 1)², D = diag(1, 1.5, 0.6)",
+                m["nd_aniso_generic_off_plane"],
+            ),
         ),
         claim(
-            "ND Hamiltonian conserved (relative drift)",
+            "ND Hamiltonian ½|ẇ|² + L conserved (relative drift, both starts)",
             "Example 5, Fig. 6",
-            metrics["nd_hamiltonian_rel_drift"],
+            m["nd_hamiltonian_rel_drift"],
             1e-8,
+            control=control(
+                "energy function of the time-dependent NAGF Lagrangian "
+                "t³(½|ẇ|² − L) along the NAGF run",
+                m["control_nagf_energy_function_rel_drift"],
+            ),
         ),
         claim(
-            "NAGF conserves t³ w × ẇ (relative drift)",
+            "NAGF conserves t³ w × ẇ (relative drift, paper and generic start)",
             "eq. 46, Fig. 4",
-            metrics["nagf_t3_angular_momentum_rel_drift"],
+            max(
+                m["nagf_t3_angular_momentum_rel_drift"],
+                m["nagf_generic_t3_angular_momentum_rel_drift"],
+            ),
             1e-8,
+            control=control(
+                "undamped w × ẇ along the same NAGF runs",
+                m["control_nagf_undamped_angular_momentum_rel_drift"],
+            ),
         ),
         claim(
-            "NAGF orbit stays in the plane y = z",
+            "NAGF orbit from a generic start stays in the plane ⊥ w0 × ẇ0 "
+            "(max |⟨w, L̂0⟩|/|w|)",
             "Fig. 4",
-            metrics["nagf_max_abs_y_minus_z"],
+            m["nagf_iso_generic_off_plane"],
             1e-8,
+            control=control(
+                "same distance from the plane for (wᵀDw − 1)², D = diag(1, 1.5, 0.6)",
+                m["nagf_aniso_generic_off_plane"],
+            ),
         ),
         claim(
-            "GF has zero angular momentum",
+            "GF angular momentum w × ẇ is zero (identity: ẇ = −∇L ∥ w for a radial "
+            "loss)",
             "Fig. 5",
-            metrics["gf_max_angular_momentum"],
+            m["gf_max_angular_momentum"],
             1e-12,
+            basis="consequence",
         ),
         claim(
-            "eq. 21 conserves w_k × w_k+1 exactly",
+            "eq. 21 conserves w_k × w_k+1 / √η exactly (max deviation)",
             "variational integrator",
-            metrics["discrete_nd_angular_momentum_max_deviation"],
+            m["discrete_nd_angular_momentum_max_deviation"],
             1e-12,
+            control=control(
+                "same charge of eq. 21 on (wᵀDw − 1)², D = diag(1, 1.5, 0.6)",
+                m["control_discrete_nd_anisotropic_max_deviation"],
+            ),
         ),
     ]
     return metrics, arrays, claims
@@ -321,6 +452,17 @@ def draw(folder: Path):
                 label=dlabel,
             )
             ax.scatter(*q[0], color="k", s=12)
+            if key in ("nd", "nagf"):
+                g = a[f"{key}_iso_generic_q"]
+                ax.plot(
+                    g[:, 0],
+                    g[:, 1],
+                    g[:, 2],
+                    color="tab:orange",
+                    linewidth=0.9,
+                    label=f"{label}, generic start",
+                )
+                ax.scatter(*g[0], color="tab:orange", s=12)
             ax.view_init(elev=elev, azim=azim)
             ax.set_xlabel("x")
             ax.set_ylabel("y")
@@ -332,7 +474,10 @@ def draw(folder: Path):
                 )
                 ax.legend(loc="upper left")
     fig.suptitle(
-        r"Orbits for $L(w) = (\|w\|^2-1)^2$, two viewpoints (bottom: along the x axis, edge-on to the plane $y = z$)"
+        r"Orbits for $L(w) = (\|w\|^2-1)^2$, two viewpoints (bottom: along the x axis, "
+        r"edge-on to the plane $y = z$ of the paper's start)"
+        "\n"
+        r"orange: a generic start, whose plane is normal to its own $w_0 \times \dot w_0$"
     )
     save_figure(fig, folder, "trajectories")
 
@@ -357,7 +502,7 @@ def draw(folder: Path):
     fig.tight_layout()
     save_figure(fig, folder, "loss")
 
-    fig, axes = plt.subplots(1, 3, figsize=(10, 2.8))
+    fig, axes = plt.subplots(1, 4, figsize=(13.5, 2.9))
     comp = ["x", "y", "z"]
     for i in range(3):
         axes[0].plot(a["nd_ts"], a["nd_L"][:, i], label=f"(w×ẇ)_{comp[i]}")
@@ -369,6 +514,21 @@ def draw(folder: Path):
     )
     axes[1].set_title("NAGF: t³ w×ẇ (solid), w×ẇ (dotted)")
     axes[2].set_title(f"GF: max |w×ẇ| {res['metrics']['gf_max_angular_momentum']:.1e}")
+    for key, label, color in (("nd", "ND", "tab:blue"), ("nagf", "NAGF", "tab:red")):
+        ts = a[f"{key}_ts"]
+        for loss, style, tag in (
+            ("iso", "-", "|w|²"),
+            ("aniso", ":", "wᵀDw (control)"),
+        ):
+            axes[3].semilogy(
+                ts,
+                np.maximum(a[f"{key}_{loss}_generic_off_plane"], 1e-18),
+                style,
+                color=color,
+                label=f"{label}, ({tag} − 1)²",
+            )
+    axes[3].set_title("Generic start: distance from the plane ⊥ w0×ẇ0")
+    axes[3].set_ylabel("|⟨w, L̂0⟩| / |w|")
     for ax in axes:
         ax.set_xlabel("t")
         ax.legend()

@@ -25,6 +25,15 @@ def test_cli_list(capsys):
         assert name in out
 
 
+def _controls_missed(res):
+    """Every claim holds, and every claim that is evidence (not a consequence) has a
+    negative control that missed its bound."""
+    for c in res["claims"]:
+        assert c["holds"], c
+        if c["basis"] != "consequence":
+            assert c["control"]["missed"], c
+
+
 def test_rotational_orbits(tmp_path):
     assert (
         cli.main(["run", "rotational_orbits", "--quick", "--out", str(tmp_path)]) == 0
@@ -36,11 +45,21 @@ def test_rotational_orbits(tmp_path):
     assert res["config"]["nd_v0"] == [-2.0, 1.0, 1.0]
     assert np.allclose(m["nd_angular_momentum_initial"], [0.0, -1.5, 1.5], atol=1e-14)
     assert m["nd_angular_momentum_rel_drift"] < 1e-8
-    assert m["nd_max_abs_y_minus_z"] < 1e-8 and m["nagf_max_abs_y_minus_z"] < 1e-8
+    assert m["nd_generic_angular_momentum_rel_drift"] < 1e-8
+    # the generic start has all three components of w0 × ẇ0 nonzero
+    assert np.min(np.abs(m["generic_angular_momentum_initial"])) > 0.1
+    # its orbit stays in the plane ⊥ w0 × ẇ0; without the symmetry it leaves it
+    for dyn in ("nd", "nagf"):
+        assert m[f"{dyn}_iso_generic_off_plane"] < 1e-8
+        assert m[f"{dyn}_aniso_generic_off_plane"] > 1e-3
+    assert m["control_nd_angular_momentum_rel_drift"] > 1e-2
     assert m["nd_hamiltonian_rel_drift"] < 1e-8
     assert m["nagf_t3_angular_momentum_rel_drift"] < 1e-8
+    assert m["nagf_generic_t3_angular_momentum_rel_drift"] < 1e-8
+    assert m["control_nagf_undamped_angular_momentum_rel_drift"] > 0.1
     assert m["gf_max_angular_momentum"] < 1e-12
     assert m["discrete_nd_angular_momentum_max_deviation"] < 1e-12
+    assert m["control_discrete_nd_anisotropic_max_deviation"] > 1e-3
     # the discrete runs follow their flows (first-order accurate in the step)
     assert m["gd_vs_gf_max_gap"] < 1e-2 and m["discrete_nd_vs_nd_max_gap"] < 1e-2
     assert m["nagd_vs_nagf_max_gap"] < 0.1
@@ -48,7 +67,10 @@ def test_rotational_orbits(tmp_path):
     assert m["nd_noether_charge_matches_w_cross_wdot"] < 1e-14
     assert m["nagf_t3_matches_t3_w_cross_wdot"] < 1e-14
     assert abs(m["gf_final_norm"] - 1) < 1e-3  # GF reaches the unit sphere
-    assert all(c["holds"] for c in res["claims"])
+    _controls_missed(res)
+    bases = {c["name"]: c["basis"] for c in res["claims"]}
+    assert sum(b == "consequence" for b in bases.values()) == 1  # GF's identity
+    assert not any("y = z" in name for name in bases)  # exact by the start's symmetry
 
 
 def test_massless_limit(tmp_path):
