@@ -42,8 +42,12 @@ class Conformal(AbstractLagrangian):
       + \frac{d}{dt}\frac{\partial L_0}{\partial \dot q} = \frac{\partial L_0}{\partial q}.$$
 
     `lnn.euler_lagrange` uses this form, so weights such as $e^{t/\kappa}$ with $t/\kappa$
-    up to $10^7$ never overflow. (Evaluating the Lagrangian *itself*, e.g. inside
-    `lnn.energy`, still multiplies by $e^{s(t)}$.)
+    up to $10^7$ never overflow. `lnn.noether_charge`, `lnn.invariance_residual` and
+    `lnn.energy` work from $L_0$ and $s$ too: with `reduced=True` they return the reduced
+    quantities ($Q_0 = e^{-s}Q$, its balance rate $R_0$, $E_0 = e^{-s}E$), which never
+    form $e^{s}$; by default they scale by $e^{s}$ without forming it, and raise an
+    error when the result overflows. (Calling the Lagrangian *itself* still multiplies
+    by $e^{s(t)}$.)
 
     This is the form of every Table-1 Lagrangian of the paper: eq. (23) has
     $s(t) = \int^t \kappa_1/\kappa_2$.

@@ -163,7 +163,10 @@ def damped(loss: Loss, kappa: RealScalarLike) -> Conformal:
     Gradient flow is its massless limit $\kappa \to 0$ (Section 3). The exponential is
     cancelled analytically (`lnn.Conformal`), so $t/\kappa$ up to $10^7$ does not
     overflow. For small $\kappa$ the system is stiff: pass an implicit diffrax solver
-    (e.g. `diffrax.Kvaerno5()`) to `lnn.simulate`.
+    (e.g. `diffrax.Kvaerno5()`) to `lnn.simulate`. Its charges $e^{t/\kappa}Q_0$
+    overflow once $t/\kappa$ exceeds about 88 (float32) or 709 (float64): use
+    `reduced=True` in `lnn.noether_charge` / `lnn.invariance_residual` / `lnn.energy`
+    for $Q_0$, $R_0$ and $E_0 = \tfrac\kappa2\|\dot w\|^2 + L(w)$.
 
     **Arguments:**
 
@@ -231,13 +234,23 @@ def _as_function(value, name: str):
     return _Constant(arr), arr
 
 
+def _as_time_ref(t_ref):
+    arr = jnp.asarray(t_ref)
+    if arr.shape != () or not (
+        jnp.issubdtype(arr.dtype, jnp.floating)
+        or jnp.issubdtype(arr.dtype, jnp.integer)
+    ):
+        raise ValueError(f"`t_ref` must be a real scalar time; got {t_ref!r}.")
+    return t_ref
+
+
 def general(
     loss: Loss,
     kappa1: Callable | RealScalarLike,
     kappa2: Callable | RealScalarLike,
     *,
     log_weight: Callable | None = None,
-    t_ref: RealScalarLike = 0.0,
+    t_ref: RealScalarLike | None = None,
 ) -> Conformal:
     r"""General dynamics $\kappa_2(t)\ddot w + \kappa_1(t)\dot w + \nabla L(w) = 0$,
     eq. (22), with the Lagrangian of eq. (23),
@@ -246,20 +259,28 @@ def general(
       \dot s = \kappa_1/\kappa_2 .$$
 
     The equations of motion only use the rate $\dot s = \kappa_1/\kappa_2$, so they are
-    exact for arbitrary $\kappa_1(t), \kappa_2(t)$ with no quadrature. The *value* of the
-    Lagrangian (for `lnn.energy` or `lnn.noether_charge` with $\tau \neq 0$) needs
-    $s(t)$ itself: closed form when both kappas are constants, else `log_weight` if you
-    give it, else 64-point Gauss–Legendre quadrature of the rate from `t_ref` (which must
-    then avoid singularities of the rate, e.g. `t_ref > 0` for $\kappa_1 = 3/t$).
+    exact for arbitrary $\kappa_1(t), \kappa_2(t)$ with no quadrature, and so do the
+    reduced charges (`reduced=True` in `lnn.noether_charge`, `lnn.invariance_residual`,
+    `lnn.energy`). The *value* of the Lagrangian (and the non-reduced charges) needs
+    $s(t)$ itself, which is defined only up to a constant: $s = t\,\kappa_1/\kappa_2$
+    when both kappas are constants, else `log_weight` if you give it, else
+    $s(t) = \int_{t_\mathrm{ref}}^t \kappa_1/\kappa_2$ by 64-point Gauss–Legendre
+    quadrature, for which you must choose `t_ref` (avoiding singularities of the rate,
+    e.g. `t_ref > 0` for $\kappa_1 = 3/t$).
 
     **Arguments:**
 
     - `loss`: `loss(q) -> scalar`.
     - `kappa1`, `kappa2`: functions of `t`, or constants. `kappa2` must be non-zero.
     - `log_weight`: optionally a closed form for $s(t)$.
-    - `t_ref`: lower limit of the quadrature for $s$.
+    - `t_ref`: the time where $s = 0$, the lower limit of the quadrature for $s$.
+      Required when `kappa1` or `kappa2` is a function and `log_weight` is not given;
+      not used otherwise.
 
     **Returns:** a `Conformal` Lagrangian.
+
+    **Raises:** `ValueError` if `kappa2` is the constant 0, or if `kappa1` or `kappa2`
+    is a function and neither `log_weight` nor `t_ref` is given.
     """
     _check_loss(loss)
     k1, k1_const = _as_function(kappa1, "kappa1")
@@ -272,7 +293,16 @@ def general(
         if k1_const is not None and k2_const is not None:
             log_weight = _Linear(k1_const / k2_const)
         else:
-            log_weight = _QuadratureLogWeight(rate, t_ref)
+            if t_ref is None:
+                raise ValueError(
+                    "`t_ref` is required when `kappa1` or `kappa2` is a function of t "
+                    "and no `log_weight` is given: the weight's exponent "
+                    "s(t) = ∫_{t_ref}^t kappa1/kappa2 is defined only up to a constant, "
+                    "so choose where s = 0, e.g. `general(loss, kappa1, kappa2, "
+                    "t_ref=t0)` with t0 the start of the integration, or pass a closed "
+                    "form `log_weight`."
+                )
+            log_weight = _QuadratureLogWeight(rate, _as_time_ref(t_ref))
     inner = KineticMinusPotential(loss, potential_scale=_Reciprocal(k2))
     return Conformal(log_weight, inner, rate)
 

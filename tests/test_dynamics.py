@@ -61,7 +61,7 @@ def test_table1_builders_match_hand_written_odes(kind, threshold):
         L = dynamics.damped(loss, 0.05)
         ref = _hand_written("damped", loss, t, w, wdot, kappa=0.05)
     elif kind == "general":
-        L = dynamics.general(loss, K1, K2)
+        L = dynamics.general(loss, K1, K2, t_ref=0.0)
         ref = _hand_written("general", loss, t, w, wdot, k1=K1, k2=K2)
     else:
         L = dynamics.general(loss, 0.7, 2.0)
@@ -88,13 +88,18 @@ def test_table1_lagrangian_values():
     grid = np.linspace(0.0, 1.37, 200001)
     s = np.trapezoid(np.asarray(K1(grid) / K2(grid)), grid)
     expected = np.exp(s) * (kin - lo / K2(t))
-    assert abs(float(dynamics.general(loss, K1, K2)(t, w, wdot)) - expected) < 1e-8
+    assert (
+        abs(float(dynamics.general(loss, K1, K2, t_ref=0.0)(t, w, wdot)) - expected)
+        < 1e-8
+    )
 
 
 def test_general_reproduces_nesterov():
     loss, w, wdot = _problem(1)
     t = jnp.asarray(0.9)
-    a1 = lnn.euler_lagrange(dynamics.general(loss, lambda t: 3 / t, 1.0))(t, w, wdot)
+    a1 = lnn.euler_lagrange(dynamics.general(loss, lambda t: 3 / t, 1.0, t_ref=1.0))(
+        t, w, wdot
+    )
     a2 = lnn.euler_lagrange(dynamics.nesterov(loss))(t, w, wdot)
     assert rel_err(a1, a2) < 1e-14
 
@@ -187,3 +192,41 @@ def test_damped_vmaps_over_kappa():
     for i, k in enumerate(kappas):
         ref = _hand_written("damped", loss, 1.0, w, wdot, kappa=k)
         assert rel_err(jax.tree.map(lambda x: x[i], accel), ref) < 1e-12
+
+
+def test_general_with_functions_requires_t_ref():
+    loss = lambda w: jnp.sum(w**2)
+    for k1, k2 in ((K1, 2.0), (0.7, K2), (K1, K2)):
+        with pytest.raises(
+            ValueError,
+            match=r"`t_ref` is required when `kappa1` or `kappa2` is a function of t "
+            r"and no `log_weight` is given",
+        ):
+            dynamics.general(loss, k1, k2)
+    # constants, or a closed-form log-weight, need no t_ref
+    w, v, t = jnp.array([0.3, -0.2]), jnp.array([1.0, 0.5]), jnp.asarray(0.8)
+    kin = 0.5 * float(v @ v)
+    L = dynamics.general(loss, 0.7, 2.0)
+    expected = np.exp(0.7 / 2.0 * 0.8) * (kin - float(loss(w)) / 2.0)
+    assert abs(float(L(t, w, v)) - expected) < 1e-14
+    L = dynamics.general(
+        loss, lambda t: 3 / t, 1.0, log_weight=lambda t: 3 * jnp.log(t)
+    )
+    assert abs(float(L(t, w, v)) - 0.8**3 * (kin - float(loss(w)))) < 1e-14
+
+
+def test_general_t_ref_sets_the_weight_not_the_reduced_charges():
+    """s(t) = ∫_{t_ref}^t κ1/κ2: moving t_ref rescales the energy by e^{s(t_ref')}, and
+    leaves the reduced energy E0 (and the equations of motion) unchanged."""
+    loss = lambda w: jnp.sum(w**2)
+    w, v, t = jnp.array([0.3, -0.2]), jnp.array([1.0, 0.5]), jnp.asarray(1.1)
+    L_a = dynamics.general(loss, K1, K2, t_ref=0.0)
+    L_b = dynamics.general(loss, K1, K2, t_ref=0.4)
+    E_a, E_b = lnn.energy(L_a)(t, w, v), lnn.energy(L_b)(t, w, v)
+    shift = float(L_a.log_weight(jnp.asarray(0.4)))
+    assert abs(shift) > 0.1
+    assert abs(float(E_a / E_b) - np.exp(shift)) < 1e-13
+    E0_a = lnn.energy(L_a, reduced=True)(t, w, v)
+    E0_b = lnn.energy(L_b, reduced=True)(t, w, v)
+    assert float(E0_a) == float(E0_b)
+    assert abs(float(E0_a) - (0.5 * float(v @ v) + float(loss(w) / K2(t)))) < 1e-14

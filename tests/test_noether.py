@@ -165,3 +165,326 @@ def test_generator_output_must_match_q():
     with pytest.raises(ValueError, match="pair"):
         gen = lnn.Generator.from_transformation(lambda t, q, eps: q * (1 + eps))
         lnn.noether_charge(L, gen)(0.0, q, v)
+
+
+# --- Conformal Lagrangians L = e^{s(t)} L0: reduced charges and their balance ----------
+
+JZ = jnp.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+RADIAL = lambda q: 0.25 * (jnp.sum(q**2) - 1.0) ** 2
+TILTED = lambda q: RADIAL(q) + 0.3 * q[0]  # not invariant under rotations about z
+ROT3 = lnn.Generator(lambda t, q: JZ.astype(q.dtype) @ q)
+TIME_SHIFT = lnn.Generator(
+    lambda t, q: jnp.zeros_like(q), lambda t, q: jnp.ones_like(t)
+)
+DTYPES = [jnp.float32, jnp.float64]
+
+
+def _eps(dtype):
+    return float(jnp.finfo(dtype).eps)
+
+
+def _state(dtype):
+    q = jnp.array([0.6, -0.5, 0.4], dtype)
+    v = jnp.array([0.3, 0.8, -0.2], dtype)
+    return q, v
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kappa", [1e-6, 1e-3])
+def test_reduced_charges_finite_at_extreme_weight(dtype, kappa):
+    """damped(loss, κ) at t/κ = 1e7, where e^{t/κ} overflows any dtype: the reduced
+    charge, its balance rate and the reduced energy are finite and equal their closed
+    forms Q0 = κ⟨v, Jq⟩, R0 = −⟨∇loss, Jq⟩ − ⟨v, Jq⟩, E0 = κ|v|²/2 + loss,
+    R0[time shift] = |v|² = −dE0/dt."""
+    kappa = jnp.asarray(kappa, dtype)
+    t = jnp.asarray(1e7, dtype) * kappa
+    q, v = _state(dtype)
+    L = lnn.dynamics.damped(TILTED, kappa)
+    Q0 = lnn.noether_charge(L, ROT3, reduced=True)(t, q, v)
+    R0 = lnn.invariance_residual(L, ROT3, reduced=True)(t, q, v)
+    E0 = lnn.energy(L, reduced=True)(t, q, v)
+    Rt = lnn.invariance_residual(L, TIME_SHIFT, reduced=True)(t, q, v)
+    for x in (Q0, R0, E0, Rt):
+        assert x.dtype == dtype and bool(jnp.isfinite(x))
+    q64, v64, k64 = (np.asarray(x, np.float64) for x in (q, v, kappa))
+    Jq = np.asarray(JZ) @ q64
+    grad = np.asarray(jax.grad(TILTED)(jnp.asarray(q64)))
+    expected = {
+        "Q0": (Q0, k64 * v64 @ Jq),
+        "R0": (R0, -grad @ Jq - v64 @ Jq),
+        "E0": (E0, 0.5 * k64 * v64 @ v64 + float(TILTED(jnp.asarray(q64)))),
+        "Rt": (Rt, v64 @ v64),
+    }
+    for name, (got, want) in expected.items():
+        # a few roundings of O(1) terms; R0 contains ṡ·κ = (1/κ)·κ
+        assert abs(float(got) - want) < 16 * _eps(dtype) * (1 + abs(want)), name
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_full_charge_is_weight_times_reduced(dtype):
+    """Q = e^s Q0, E = e^s E0, R = e^s (R0 + ṡ Q0), also where e^s alone overflows the
+    dtype but the charge does not (s = 89 in float32, 709.9 in float64)."""
+    q, v = _state(dtype)
+    kappa = jnp.asarray(0.01, dtype)
+    big = 89.0 if dtype == jnp.float32 else 709.9
+    assert big > np.log(np.finfo(dtype).max)  # e^s alone overflows the dtype
+    gen = lnn.Generator(lambda t, q: JZ.astype(q.dtype) @ q, lambda t, q: 1 + 0 * t)
+    L = lnn.dynamics.damped(TILTED, kappa)
+    for s_target in (3.0, big):
+        t = jnp.asarray(s_target, dtype) * kappa
+        s = np.longdouble(np.asarray(L.log_weight(t)))  # the s the library sees
+        rate = float(L.rate(t))
+        Q0 = lnn.noether_charge(L, gen, reduced=True)(t, q, v)
+        R0 = lnn.invariance_residual(L, gen, reduced=True)(t, q, v)
+        E0 = lnn.energy(L, reduced=True)(t, q, v)
+        pairs = [
+            (lnn.noether_charge(L, gen)(t, q, v), np.longdouble(Q0)),
+            (lnn.energy(L)(t, q, v), np.longdouble(E0)),
+        ]
+        if s_target < 10:  # R0 + ṡQ0 cancels, so test R only where e^s is small
+            R = lnn.invariance_residual(L, gen)(t, q, v)
+            pairs.append((R, np.longdouble(R0) + rate * np.longdouble(Q0)))
+        for got, reduced in pairs:
+            assert got.dtype == dtype and bool(jnp.isfinite(got))
+            want = np.exp(s) * reduced
+            assert np.isfinite(want) and abs(want) > 1e30 or s_target < 10
+            assert abs(np.longdouble(got) / want - 1) < 16 * _eps(dtype)
+
+
+def test_full_charges_unchanged_for_moderate_weight():
+    """For moderate s the reduced route gives the same Q, R, E as autodiff of the whole
+    Lagrangian e^s L0 (the contract of the non-reduced functions), with τ ≠ 0."""
+    L = lnn.dynamics.general(
+        TILTED, lambda t: 0.5 + t, lambda t: 2.0 + jnp.sin(t), t_ref=0.2
+    )
+    plain = lambda t, q, v: L(t, q, v)  # not a Conformal: no reduction
+    gen = lnn.Generator(lambda t, q: JZ @ q + t * q, lambda t, q: t + q[0] ** 2)
+    q, v = _state(jnp.float64)
+    t = jnp.asarray(1.3)
+    for make in (
+        lambda L: lnn.noether_charge(L, gen),
+        lambda L: lnn.invariance_residual(L, gen),
+        lnn.energy,
+    ):
+        got, want = make(L)(t, q, v), make(plain)(t, q, v)
+        assert abs(float(got - want)) < 1e-13 * abs(float(want))
+
+
+@pytest.mark.parametrize("case", ["general", "nesterov"])
+def test_reduced_rate_is_time_derivative_along_flow(case):
+    """R0 = dQ0/dt and −R0[time shift] = dE0/dt along the Euler–Lagrange flow (total
+    derivative by autodiff through the acceleration), for a generator with τ ≠ 0 and an
+    explicitly time-dependent L0."""
+    if case == "general":
+        L = lnn.dynamics.general(
+            TILTED, lambda t: 0.5 + t, lambda t: 2.0 + jnp.sin(t), t_ref=0.0
+        )
+    else:
+        L = lnn.dynamics.nesterov(TILTED)
+    gen = lnn.Generator(lambda t, q: JZ @ q + t * q, lambda t, q: t + q[0] ** 2)
+    q, v = _state(jnp.float64)
+    t = jnp.asarray(1.3)
+    Q0 = lnn.noether_charge(L, gen, reduced=True)
+    R0 = lnn.invariance_residual(L, gen, reduced=True)
+    dQ0 = _total_derivative(Q0, L, t, q, v)
+    assert abs(float(dQ0 - R0(t, q, v))) < 1e-13 * (1 + abs(float(dQ0)))
+    E0 = lnn.energy(L, reduced=True)
+    dE0 = _total_derivative(E0, L, t, q, v)
+    Rt = lnn.invariance_residual(L, TIME_SHIFT, reduced=True)(t, q, v)
+    assert abs(float(dE0 + Rt)) < 1e-13 * (1 + abs(float(dE0)))
+    # negative control: the balance of the *unreduced* rate, e^{-s}R, misses by ṡQ0
+    R = lnn.invariance_residual(L, gen)(t, q, v) * jnp.exp(-L.log_weight(t))
+    assert abs(float(dQ0 - R)) > 1e-3 * (1 + abs(float(dQ0)))
+
+
+def _cumulative_simpson(values, h):
+    """∫ from the first sample to every even-indexed sample (Simpson's rule)."""
+    values = np.asarray(values, np.float64)
+    pieces = h / 3 * (values[:-2:2] + 4 * values[1:-1:2] + values[2::2])
+    return np.concatenate([[0.0], np.cumsum(pieces)])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_reduced_balance_along_damped_trajectory(dtype):
+    """Along κẅ + ẇ + ∇loss = 0 (κ = 0.1, t/κ up to 20):
+    - radial loss, rotation (a symmetry, R = 0): Q0(t) = Q0(t0) e^{−(t−t0)/κ};
+    - tilted loss (broken): Q0(t) − Q0(t0) = ∫ R0 dt;
+    - energy: E0(t) − E0(t0) = −∫|ẇ|² dt = −∫ R0[time shift] dt.
+    Negative control: dropping ṡ (the rate of L0 alone) misses by orders of magnitude."""
+    kappa = 0.1
+    n = 2001
+    ts = jnp.linspace(0.0, 2.0, n, dtype=dtype)
+    h = 2.0 / (n - 1)
+    q0, v0 = _state(dtype)
+    f64 = dtype == jnp.float64
+    solve = dict(rtol=1e-11, atol=1e-12) if f64 else dict(rtol=1e-6, atol=1e-8)
+    tol = 1e-8 if f64 else 3e-4  # solver tolerance, not quadrature (h⁴/κ⁴ ~ 1e-8)
+
+    L = lnn.dynamics.damped(RADIAL, jnp.asarray(kappa, dtype))
+    traj = lnn.simulate(L, q0, v0, t0=0.0, t1=2.0, ts=ts, max_steps=100_000, **solve)
+    Q0 = np.asarray(traj.evaluate(lnn.noether_charge(L, ROT3, reduced=True)))
+    closed = Q0[0] * np.exp(-np.asarray(ts, np.float64) / kappa)
+    assert abs(Q0[0]) > 0.05
+    assert np.max(np.abs(Q0 - closed)) < tol * abs(Q0[0])
+    no_rate = traj.evaluate(lnn.invariance_residual(L.inner, ROT3))  # ṡ dropped
+    miss = np.abs((Q0 - Q0[0])[::2] - _cumulative_simpson(no_rate, h))
+    assert np.max(miss) > 1e3 * tol * abs(Q0[0])
+
+    L = lnn.dynamics.damped(TILTED, jnp.asarray(kappa, dtype))
+    traj = lnn.simulate(L, q0, v0, t0=0.0, t1=2.0, ts=ts, max_steps=100_000, **solve)
+    Q0 = np.asarray(traj.evaluate(lnn.noether_charge(L, ROT3, reduced=True)))
+    R0 = traj.evaluate(lnn.invariance_residual(L, ROT3, reduced=True))
+    scale = np.max(np.abs(Q0))
+    assert np.max(np.abs((Q0 - Q0[0])[::2] - _cumulative_simpson(R0, h))) < tol * scale
+    no_rate = traj.evaluate(lnn.invariance_residual(L.inner, ROT3))
+    miss = np.abs((Q0 - Q0[0])[::2] - _cumulative_simpson(no_rate, h))
+    assert np.max(miss) > 1e3 * tol * scale
+
+    E0 = np.asarray(traj.evaluate(lnn.energy(L, reduced=True)))
+    speed2 = traj.evaluate(lambda t, q, v: v @ v)
+    Rt = traj.evaluate(lnn.invariance_residual(L, TIME_SHIFT, reduced=True))
+    scale = np.max(np.abs(E0))
+    for rate in (speed2, Rt):
+        assert np.max(np.abs((E0 - E0[0])[::2] + _cumulative_simpson(rate, h))) < (
+            tol * scale
+        )
+    assert abs(E0[-1] - E0[0]) > 0.1 * scale  # the energy really does change
+
+
+def test_reduced_charge_decays_at_tiny_kappa():
+    """κ = 1e-6 from t0 = 10 (t/κ = 1e7), implicit solver: the rotation charge of a
+    radial loss decays exactly as Q0(t0) e^{−(t−t0)/κ} over ten relaxation times."""
+    import diffrax
+
+    kappa, t0 = 1e-6, 10.0
+    ts = t0 + kappa * jnp.linspace(0.0, 10.0, 41)
+    q0, v0 = _state(jnp.float64)
+    L = lnn.dynamics.damped(RADIAL, kappa)
+    traj = lnn.simulate(
+        L,
+        q0,
+        v0,
+        t0=t0,
+        t1=float(ts[-1]),
+        ts=ts,
+        solver=diffrax.Kvaerno5(),
+        rtol=1e-10,
+        atol=1e-14,
+    )
+    Q0 = np.asarray(traj.evaluate(lnn.noether_charge(L, ROT3, reduced=True)))
+    closed = Q0[0] * np.exp(-np.asarray(ts - t0) / kappa)
+    assert abs(Q0[0]) > 1e-7
+    assert np.max(np.abs(Q0 - closed)) < 1e-7 * abs(Q0[0])
+    E0 = traj.evaluate(lnn.energy(L, reduced=True))
+    assert bool(jnp.all(jnp.isfinite(E0)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_overflowing_charge_raises_naming_reduced(dtype):
+    kappa = jnp.asarray(1e-6, dtype)
+    t = jnp.asarray(10.0, dtype)
+    q, v = _state(dtype)
+    L = lnn.dynamics.damped(TILTED, kappa)
+    name = jnp.dtype(dtype).name
+    for fn, symbol in (
+        (lnn.noether_charge(L, ROT3), "Q"),
+        (lnn.invariance_residual(L, ROT3), "R"),
+        (lnn.energy(L), "E"),
+    ):
+        with pytest.raises(
+            eqx.EquinoxRuntimeError, match=rf"{symbol} = e\^\{{s\(t\)\}}"
+        ) as info:
+            fn(t, q, v)
+        assert f"overflows {name}" in str(info.value)
+        assert "`reduced=True`" in str(info.value)
+
+
+def test_non_finite_charge_raises():
+    q, v = jnp.zeros(2), jnp.array([0.3, 1.1])  # Kepler at the origin: 1/|q| = inf
+    with pytest.raises(eqx.EquinoxRuntimeError, match="energy E is not finite"):
+        lnn.energy(kepler())(0.0, q, v)
+    q3, v3 = _state(jnp.float64)
+    L = lnn.dynamics.damped(TILTED, 0.5)
+    nan_q = q3.at[0].set(jnp.nan)
+    with pytest.raises(eqx.EquinoxRuntimeError, match="charge Q0 is not finite"):
+        lnn.noether_charge(L, ROT3, reduced=True)(1.0, nan_q, v3)
+    with pytest.raises(eqx.EquinoxRuntimeError, match="Q = e.*is not finite"):
+        lnn.noether_charge(L, ROT3)(1.0, nan_q, v3)
+
+
+def test_reduced_of_plain_lagrangian_is_unchanged():
+    """`reduced=True` takes s = 0 for a Lagrangian that is not a `Conformal`."""
+    L = kepler()
+    q, v = jnp.array([0.7, -0.4]), jnp.array([0.3, 1.1])
+    assert float(lnn.energy(L, reduced=True)(0.0, q, v)) == float(
+        lnn.energy(L)(0.0, q, v)
+    )
+    Q = lnn.noether_charge(L, ROT2, reduced=True)(0.0, q, v)
+    assert float(Q) == float(lnn.noether_charge(L, ROT2)(0.0, q, v))
+
+
+def test_reduced_must_be_bool():
+    with pytest.raises(ValueError, match="`reduced` must be True or False; got 'yes'"):
+        lnn.energy(kepler(), reduced="yes")
+
+
+# --- input errors -----------------------------------------------------------------------
+
+
+def test_generator_xi_must_be_callable():
+    A = jnp.eye(3)
+    with pytest.raises(
+        ValueError,
+        match=r"`xi` must be a callable xi\(t, q\).*got an array of shape \(3, 3\)\. "
+        r"For a linear field q ↦ Aq pass `lambda t, q: A @ q`",
+    ):
+        lnn.Generator(A)
+    with pytest.raises(ValueError, match="`xi` must be a callable.*got None"):
+        lnn.Generator(None)
+
+
+def test_generator_tau_must_be_callable_or_none():
+    with pytest.raises(
+        ValueError,
+        match=r"`tau` must be None \(meaning τ = 0\) or a callable tau\(t, q\).*got "
+        r"float 1\.0\. For a constant τ = c pass `lambda t, q: c`",
+    ):
+        lnn.Generator(lambda t, q: q, 1.0)
+
+
+class _Linear(eqx.Module):
+    A: jax.Array
+
+    def __call__(self, t, q):
+        return self.A @ q
+
+
+def test_generator_check_survives_transformations():
+    """The construction check runs in `__init__` only: vmapping construction,
+    jit/vmap over Generators and partition/combine still work."""
+    As = jnp.stack([JZ, 2 * JZ])
+    gens = eqx.filter_vmap(lambda A: lnn.Generator(_Linear(A)))(As)
+    assert gens.xi.A.shape == (2, 3, 3)
+    q = jnp.array([1.0, 2.0, 3.0])
+    xs = eqx.filter_vmap(lambda g: g.xi(0.0, q))(gens)
+    assert np.allclose(xs, np.stack([JZ @ q, 2 * JZ @ q]))
+    r = eqx.filter_jit(lambda g, q: lnn.symmetry_residual(TILTED, g)(q))(ROT3, q)
+    assert abs(float(r) - 0.3 * float((JZ @ q)[0])) < 1e-12
+    dynamic, static = eqx.partition(lnn.Generator(_Linear(JZ)), eqx.is_array)
+    assert eqx.combine(dynamic, static).xi.A is dynamic.xi.A
+
+
+def test_charges_of_gradient_flow_name_the_alternatives():
+    gf = lnn.dynamics.gradient_flow(RADIAL)
+    makers = {
+        "noether_charge": lambda: lnn.noether_charge(gf, ROT3),
+        "invariance_residual": lambda: lnn.invariance_residual(gf, ROT3),
+        "energy": lambda: lnn.energy(gf),
+    }
+    for name, make in makers.items():
+        with pytest.raises(ValueError, match=rf"`lnn\.{name}` needs a Lagrangian") as e:
+            make()
+        message = str(e.value)
+        assert "first-order system with no Lagrangian" in message
+        assert "`lnn.dynamics.damped(loss, kappa)`" in message
+        assert "`lnn.symmetry_residual(loss, gen)`" in message
