@@ -8,8 +8,9 @@ import jax.tree_util as jtu
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from ._lagrangian import AbstractLagrangian
-from ._simulate import simulate
+from ._simulate import check_times, simulate
 from ._trajectory import Trajectory
+from ._tree import as_array_if_numbers, check_finite_tree
 
 
 def _batch_size(tree, name: str) -> int | None:
@@ -108,6 +109,21 @@ def simulate_ensemble(
     """
     if kwargs.get("progress", False):
         raise ValueError("`progress=True` is not supported by `simulate_ensemble`.")
+    # The checks of `simulate` that need concrete values, while they still are.
+    q0 = as_array_if_numbers(q0, "q0")
+    check_finite_tree(q0, "q0")
+    if qdot0 is not None:
+        qdot0 = as_array_if_numbers(qdot0, "qdot0")
+        check_finite_tree(qdot0, "qdot0")
+    for key in ("t0", "t1"):
+        if key not in kwargs:
+            raise ValueError(f"`{key}` is required (a keyword argument of `simulate`).")
+    ts = kwargs.get("ts")
+    check_times(
+        jnp.asarray(kwargs["t0"]),
+        jnp.asarray(kwargs["t1"]),
+        None if ts is None else jnp.asarray(ts),
+    )
     flags = dict(
         system=batch_system, q0=batch_q0, qdot0=batch_qdot0 and qdot0 is not None
     )

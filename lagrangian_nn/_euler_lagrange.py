@@ -11,8 +11,9 @@ import lineax as lx
 
 from ._custom_types import Lagrangian
 from ._lagrangian import Conformal
-from ._mass import diagonal_mass
+from ._mass import diagonal_mass, lanczos_ritz_values
 from ._tree import (
+    as_array_if_numbers,
     as_time,
     check_floating_tree,
     check_same_structure,
@@ -297,6 +298,48 @@ def _solve_iterative(inner, t, q, qdot, rhs, rtol, atol, max_steps):
     return _raise_if(x, bad_curvature, cg_failed)
 
 
+# Lanczos steps of the once-per-solve certification, and the relative size below
+# which a Ritz value counts as zero: CG's default tolerance, rtol = 1000·eps. If
+# λ_min(M) <= 1000·eps·λ_max(M), the acceleration M⁻¹f computed to that tolerance
+# carries no correct digit, so such an M is refused as numerically singular.
+_LANCZOS_STEPS = 20
+_SINGULAR_RTOL = 1000
+
+_LANCZOS_NEGATIVE = (
+    "The mass matrix M = ∂²L/∂q̇² is not positive definite at the initial state: "
+    "Lanczos steps there found a negative Ritz value (Ritz values lie between M's "
+    "smallest and largest eigenvalues, so M has a negative eigenvalue). " + _MASS_HINT
+)
+_LANCZOS_SINGULAR = (
+    "The mass matrix M = ∂²L/∂q̇² is singular, or too ill-conditioned for the solve, "
+    "at the initial state: Lanczos steps there found a Ritz value θ with "
+    "|θ| <= 1000·eps·max|Ritz value| (Ritz values lie between M's smallest and "
+    "largest eigenvalues, so λ_min(M) <= 1000·eps·λ_max(M)). " + _MASS_HINT
+)
+
+
+def _ritz_values(inner, t, q, qdot, steps=_LANCZOS_STEPS):
+    """Ritz values of `M = ∂²L0/∂q̇²` at `(t, q, qdot)` from `min(steps, n)` Lanczos
+    steps (Hessian-vector products only), ascending; see `lanczos_ritz_values`."""
+    t, q, qdot = jax.lax.stop_gradient((t, q, qdot))
+    operator = _mass_operator(inner, t, q, qdot)
+    flat, unravel = jax.flatten_util.ravel_pytree(qdot)
+    matvec = lambda v: jax.flatten_util.ravel_pytree(operator.mv(unravel(v)))[0]
+    n = flat.size
+    return lanczos_ritz_values(
+        matvec, n, flat.dtype, min(steps, n), jax.random.PRNGKey(0)
+    )
+
+
+def _certificate_failures(theta, dtype):
+    """`(negative, singular)` flags from the ascending Ritz values `theta`."""
+    eps = jnp.finfo(dtype).eps
+    tol = _SINGULAR_RTOL * eps * jnp.max(jnp.abs(theta))
+    negative = theta[0] < -tol
+    singular = ~(theta[0] > tol)  # also NaN, and M = 0
+    return negative, singular
+
+
 class EulerLagrange(eqx.Module):
     r"""The acceleration $\ddot q(t, q, \dot q)$ defined by a Lagrangian.
 
@@ -329,13 +372,68 @@ class EulerLagrange(eqx.Module):
             f = tree_axpy(-s_dot, p, f)
         return f
 
-    def __call__(self, t, q, qdot):
+    def _checked(self, t, q, qdot):
+        q = as_array_if_numbers(q, "q")
+        qdot = as_array_if_numbers(qdot, "qdot")
         check_floating_tree(q, "q")
         check_same_structure(q, qdot, "q", "qdot")
         dtype = tree_dtype(q)
         t = as_time(t, dtype)
         inner, _ = _split(self.lagrangian)
         check_scalar_lagrangian(inner, t, q, qdot)
+        return inner, t, q, qdot
+
+    def certify_mass(self, t, q, qdot):
+        r"""Checks, once, that the mass matrix $M = \partial^2 L/\partial\dot q^2$ at
+        `(t, q, qdot)` is not indefinite or singular, where the acceleration would not.
+
+        Only the matrix-free path needs it (`lnn.simulate` calls it at the initial
+        state, before its loop): the dense path certifies $M$ by its Cholesky
+        factorisation, and a diagonal $M$ read from the program is checked entry by
+        entry, at every evaluation. On the matrix-free path this runs
+        $k = \min(n, 20)$ Lanczos steps with full reorthogonalisation ($k$
+        Hessian-vector products and $k$ state-sized vectors, once), from a fixed
+        random start vector. The Ritz values $\theta$ lie in
+        $[\lambda_{\min}(M), \lambda_{\max}(M)]$, so an error is a proof, up to
+        the rounding of the products:
+
+        - $\theta_{\min} < -\tau$: $M$ has a negative eigenvalue (indefinite or
+          negative definite);
+        - $|\theta_{\min}| \le \tau$: $\lambda_{\min}(M) \le \tau$, singular or too
+          ill-conditioned for the solve to be trusted,
+
+        with $\tau = 1000\,\varepsilon\,\max|\theta|$ ($\varepsilon$ the dtype's
+        machine epsilon; 1000·ε is CG's default tolerance). Passing is *not* a proof
+        of positive definiteness: a negative or tiny eigenvalue that $k$ Lanczos
+        steps do not resolve (one close to the rest of a wide spectrum) goes
+        unnoticed here, and $M$ is checked only at this state. The per-evaluation
+        solve still raises when CG breaks down or meets negative curvature.
+
+        A direct call `accel(t, q, qdot)` does not run this check (it would double
+        the cost of one evaluation); call `certify_mass` yourself where it matters.
+
+        **Arguments:** `t`, `q`, `qdot` as for the acceleration.
+
+        **Returns:** `qdot`, unchanged, carrying the check as an `eqx.error_if`:
+        thread it into what follows, so that the check is not dropped under `jit`.
+        Called eagerly, the error is raised at once.
+        """
+        inner, t, q, qdot = self._checked(t, q, qdot)
+        if tree_size(q) <= self.dense_threshold:
+            return qdot
+        if _diagonal_coefficients(inner, t, q, qdot) is not None:
+            return qdot
+        theta = _ritz_values(inner, t, q, qdot)
+        negative, singular = _certificate_failures(theta, theta.dtype)
+        return eqx.branched_error_if(
+            qdot,
+            negative | singular,
+            jnp.where(negative, 0, 1),
+            [_LANCZOS_NEGATIVE, _LANCZOS_SINGULAR],
+        )
+
+    def __call__(self, t, q, qdot):
+        inner, t, q, qdot = self._checked(t, q, qdot)
         rhs = self.force(t, q, qdot)
         # Keep the force's dtype equal to the state's (a float32 state with a float64
         # constant in `L` would otherwise be promoted).

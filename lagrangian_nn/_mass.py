@@ -18,6 +18,7 @@ computed by binding their primitives as usual, on demand.
 
 import contextlib
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jex_core
@@ -185,3 +186,66 @@ def diagonal_mass(closed_jaxpr, leaves):
             return None
         coeffs.append(jnp.asarray(out.coeff).astype(leaf.dtype))
     return coeffs
+
+
+def lanczos_ritz_values(matvec, n: int, dtype, steps: int, key):
+    """Ritz values of a symmetric `n × n` matrix, given as `matvec` on flat vectors
+    of `dtype`, from `steps` Lanczos steps with full reorthogonalisation, started from
+    a random vector (drawn with `key`).
+
+    Returns the `steps` eigenvalues, ascending, of `T = Vᵀ M V` for an orthonormal
+    `V` (`n × steps`). By Cauchy's interlacing theorem they lie in
+    `[λ_min(M), λ_max(M)]` (up to the rounding of the products), so a Ritz value
+    `θ <= 0` proves that M is not positive definite; positive Ritz values prove
+    nothing about the eigenvalues the Krylov space does not resolve.
+
+    If the Krylov space becomes invariant (for `M = c·I` after one step), the
+    iteration continues with a fresh random direction orthogonal to the previous ones
+    (`T` then becomes block diagonal and is still `Vᵀ M V`). Costs `steps` products
+    with M and `steps` vectors of memory; one `fori_loop`, so it compiles small.
+    """
+    eps = jnp.finfo(dtype).eps
+
+    def orthogonalise(basis, w):
+        # Classical Gram–Schmidt against every stored vector (unused rows are zero),
+        # twice: "twice is enough" for orthogonality to rounding.
+        for _ in range(2):
+            w = w - basis.T @ (basis @ w)
+        return w
+
+    def unit(w):
+        norm = jnp.linalg.norm(w)
+        return jnp.where(norm > 0, w / jnp.where(norm > 0, norm, 1), 0), norm
+
+    def body(j, carry):
+        basis, alpha, beta, v, scale = carry
+        basis = basis.at[j].set(v)
+        w = matvec(v).astype(dtype)
+        a = jnp.vdot(v, w)
+        w = orthogonalise(basis, w)
+        b = jnp.linalg.norm(w)
+        scale = jnp.maximum(scale, jnp.maximum(jnp.abs(a), b))
+        broke = b <= 100 * eps * scale
+        fresh = jax.random.normal(jax.random.fold_in(key, j + 1), (n,), dtype)
+        fresh, _ = unit(orthogonalise(basis, fresh))
+        v_next = jnp.where(broke, fresh, unit(w)[0])
+        return (
+            basis,
+            alpha.at[j].set(a),
+            beta.at[j].set(jnp.where(broke, 0, b)),
+            v_next,
+            scale,
+        )
+
+    v0, _ = unit(jax.random.normal(key, (n,), dtype))
+    init = (
+        jnp.zeros((steps, n), dtype),
+        jnp.zeros(steps, dtype),
+        jnp.zeros(steps, dtype),
+        v0,
+        jnp.zeros((), dtype),
+    )
+    _, alpha, beta, _, _ = jax.lax.fori_loop(0, steps, body, init)
+    off = beta[:-1]
+    T = jnp.diag(alpha) + jnp.diag(off, 1) + jnp.diag(off, -1)
+    return jnp.linalg.eigvalsh(T)

@@ -9,8 +9,10 @@ import functools as ft
 import operator
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import numpy as np
 
 
 def tree_dot(a, b):
@@ -83,6 +85,50 @@ def check_floating_tree(a, name: str) -> None:
                 f"`{name}` must be a pytree of floating arrays; it contains a leaf of "
                 f"dtype {jnp.result_type(leaf)}. Cast it, e.g. with "
                 "`jnp.asarray(x, dtype=float)`."
+            )
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def as_array_if_numbers(a, name: str):
+    """Converts a (possibly nested) list or tuple of Python numbers, such as
+    `[1.0, 2.0]`, to one array of the default floating dtype, as `jnp.asarray` would.
+    Anything else (an array, a tuple of arrays, a dict, a module) is returned as it is:
+    a tuple or list that holds an array is a pytree of positions, not a vector."""
+    if not isinstance(a, list | tuple):
+        return a
+    leaves = jtu.tree_leaves(a)
+    if not leaves or not all(_is_number(x) for x in leaves):
+        return a
+    try:
+        return jnp.asarray(np.asarray(a, dtype=float), dtype=jnp.result_type(float))
+    except ValueError as e:
+        raise ValueError(
+            f"`{name}` is a list of numbers but not a rectangular one, so it cannot be "
+            f"read as an array: {e}"
+        ) from e
+
+
+def check_finite_tree(a, name: str) -> None:
+    """Raises `ValueError` if a concrete leaf of `a` holds NaN or inf, saying which
+    leaf and how many entries. Traced leaves (under `jit`/`vmap`) are skipped; see
+    `error_if_not_finite` for those."""
+    paths, _ = jtu.tree_flatten_with_path(a)
+    for path, leaf in paths:
+        if isinstance(leaf, jax.core.Tracer) or not eqx.is_array_like(leaf):
+            continue
+        x = np.asarray(leaf)
+        if not np.issubdtype(x.dtype, np.inexact):
+            continue
+        n_nan = int(np.count_nonzero(np.isnan(x)))
+        n_inf = int(np.count_nonzero(np.isinf(x)))
+        if n_nan or n_inf:
+            where = jtu.keystr(path) if path else ""
+            raise ValueError(
+                f"`{name}{where}` must be finite; it has {n_nan} NaN and {n_inf} inf "
+                f"entries (of {x.size}, shape {list(x.shape)})."
             )
 
 
