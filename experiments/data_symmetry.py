@@ -10,7 +10,11 @@ Noether gives the skew matrix $S = \dot W_1^\top W_1 - W_1^\top\dot W_1$:
 
 We build such a loss: 2-D inputs, each base point augmented by $N$ equally spaced
 rotations, labels that depend on the radius only, and a smooth (tanh) network, so that
-the invariance holds to near rounding; its `symmetry_residual` is reported.
+the invariance holds to near rounding; its `symmetry_residual` is reported. The negative
+control runs the same flows on the same points stretched by diag(1.5, 1/1.5) (ellipses
+instead of circles), which no rotation leaves invariant. GF's $S = 0$ is an identity
+for invariant data (under GF, $S$ is $\langle\xi, \dot w\rangle = -\langle\xi,
+\nabla L\rangle = 0$ at every point), reported as a consequence.
 """
 
 from pathlib import Path
@@ -21,6 +25,7 @@ from . import _networks as N
 from ._common import (
     DEFAULT_OUT,
     claim,
+    control,
     enable_float64,
     figure_style,
     load,
@@ -39,6 +44,8 @@ def config_for(quick, seed):
         "seed": seed,
         "n_base": 12,
         "n_rotations": 256,
+        # negative control: the same points stretched by diag(s, 1/s)
+        "control_stretch": 1.5,
         "classes": 3,
         "hidden": [8, 8] if quick else [16, 16],
         "activation": "tanh",
@@ -53,7 +60,11 @@ def config_for(quick, seed):
     }
 
 
-def make_data(cfg):
+def make_data(cfg, stretch: float = 1.0):
+    """Base points, each rotated `n_rotations` times (equally spaced angles), labels
+    from the radius. With `stretch != 1` the points are then mapped by
+    diag(stretch, 1/stretch) (circles become ellipses): the same number of points, no
+    rotation symmetry (the negative control)."""
     rng = np.random.default_rng(cfg["seed"])
     r = rng.uniform(0.3, 2.0, cfg["n_base"])
     phi = rng.uniform(0, 2 * np.pi, cfg["n_base"])
@@ -63,7 +74,7 @@ def make_data(cfg):
     thetas = 2 * np.pi * np.arange(cfg["n_rotations"]) / cfg["n_rotations"]
     ang = (phi[:, None] + thetas[None, :]).ravel()
     rr = np.repeat(r, cfg["n_rotations"])
-    x = np.stack([rr * np.cos(ang), rr * np.sin(ang)], axis=1)
+    x = np.stack([stretch * rr * np.cos(ang), rr * np.sin(ang) / stretch], axis=1)
     return x, np.repeat(labels, cfg["n_rotations"])
 
 
@@ -102,38 +113,50 @@ def compute(cfg):
     from lagrangian_nn import dynamics, nn
 
     x, y, loss, model, v0 = make_problem(cfg)
+    xc, yc = make_data(cfg, stretch=cfg["control_stretch"])
+    loss_c = nn.make_loss(jnp.asarray(xc), jnp.asarray(yc))  # no rotation symmetry
     P = jnp.array([[0.0, 1.0], [-1.0, 0.0]])
     gen = nn.rotate_inputs(model, P)
-    r = lnn.symmetry_residual(loss, gen)
-    g = jax.grad(loss)(model)
-    xi = gen.xi(0.0, model)
-    rel = float(
-        jnp.abs(r(model))
-        / jnp.sqrt(lnn._tree.tree_dot(g, g) * lnn._tree.tree_dot(xi, xi))
-    )
-    metrics = {"symmetry_residual_relative": rel, "n_samples": int(x.shape[0])}
+
+    def relative_residual(loss_fn, q):
+        # |⟨∇L, ξ⟩| / (|∇L| |ξ|) at q
+        g = jax.grad(loss_fn)(q)
+        xi = gen.xi(0.0, q)
+        return float(
+            jnp.abs(lnn.symmetry_residual(loss_fn, gen)(q))
+            / jnp.sqrt(lnn._tree.tree_dot(g, g) * lnn._tree.tree_dot(xi, xi))
+        )
+
+    rel = relative_residual(loss, model)
+    metrics = {
+        "symmetry_residual_relative": rel,
+        "control_symmetry_residual_relative": relative_residual(loss_c, model),
+        "n_samples": int(x.shape[0]),
+    }
     tol = dict(rtol=cfg["rtol"], atol=cfg["atol"], max_steps=500_000)
     n = cfg["n_save"]
-    nd = lnn.simulate(
-        dynamics.newtonian(loss),
-        model,
-        v0,
-        t0=0.0,
-        t1=cfg["t_nd"],
-        ts=jnp.linspace(0, cfg["t_nd"], n),
-        **tol,
-    )
     t0 = cfg["nagf_t0"]
-    ag = lnn.simulate(
-        dynamics.nesterov(loss),
-        model,
-        v0,
-        t0=t0,
-        t1=cfg["t_nagf"],
-        ts=jnp.geomspace(t0, cfg["t_nagf"], n),
-        **tol,
-    )
-    gf = lnn.simulate(
+    runs = {}
+    for tag, lf in (("", loss), ("control_", loss_c)):
+        runs[f"{tag}nd"] = lnn.simulate(
+            dynamics.newtonian(lf),
+            model,
+            v0,
+            t0=0.0,
+            t1=cfg["t_nd"],
+            ts=jnp.linspace(0, cfg["t_nd"], n),
+            **tol,
+        )
+        runs[f"{tag}nagf"] = lnn.simulate(
+            dynamics.nesterov(lf),
+            model,
+            v0,
+            t0=t0,
+            t1=cfg["t_nagf"],
+            ts=jnp.geomspace(t0, cfg["t_nagf"], n),
+            **tol,
+        )
+    runs["gf"] = lnn.simulate(
         dynamics.gradient_flow(loss),
         model,
         t0=0.0,
@@ -142,58 +165,75 @@ def compute(cfg):
         **tol,
     )
     S = lambda t, q, v: nn.rotation_quantity(q, v)[0, 1]
-    arrays = {"x": x, "y": y}
-    for name, tr in (("nd", nd), ("nagf", ag), ("gf", gf)):
+    arrays = {"x": x, "y": y, "control_x": xc}
+    r = lnn.symmetry_residual(loss, gen)
+    for name, tr in runs.items():
+        lf = loss_c if name.startswith("control_") else loss
         arrays[f"{name}_ts"] = np.asarray(tr.ts)
         arrays[f"{name}_S"] = N.along(tr, S)
-        arrays[f"{name}_loss"] = N.along(tr, lambda t, q, v: loss(q))
-    for name, tr in (("nd", nd), ("nagf", ag), ("gf", gf)):
-        metrics[f"{name}_max_symmetry_residual_along_path"] = float(
-            jnp.max(jnp.abs(jax.vmap(r)(tr.q)))
+        arrays[f"{name}_loss"] = N.along(tr, lambda t, q, v, lf=lf: lf(q))
+        if not name.startswith("control_"):
+            metrics[f"{name}_max_symmetry_residual_along_path"] = float(
+                jnp.max(jnp.abs(jax.vmap(r)(tr.q)))
+            )
+
+    def rel_drift(c):
+        return float(np.max(np.abs(c - c[0])) / abs(c[0]))
+
+    for tag in ("", "control_"):
+        Snd, Sag = arrays[f"{tag}nd_S"], arrays[f"{tag}nagf_S"]
+        tag_ts = arrays[f"{tag}nagf_ts"]
+        metrics[f"{tag}nd_S_initial"] = float(Snd[0])
+        metrics[f"{tag}nd_S_relative_drift"] = rel_drift(Snd)
+        metrics[f"{tag}nagf_t3S_relative_drift"] = rel_drift(tag_ts**3 * Sag)
+        metrics[f"{tag}nagf_S_decay_slope"] = float(
+            np.polyfit(np.log(tag_ts), np.log(np.abs(Sag)), 1)[0]
         )
-    for name, tr in (("nd", nd), ("nagf", ag), ("gf", gf)):
-        metrics[f"{name}_max_symmetry_residual_along_path"] = float(
-            jnp.max(jnp.abs(jax.vmap(r)(tr.q)))
-        )
-    Snd, Sag, Sgf = arrays["nd_S"], arrays["nagf_S"], arrays["gf_S"]
-    tag = arrays["nagf_ts"]
-    metrics["nd_S_initial"] = float(Snd[0])
-    metrics["nd_S_relative_drift"] = float(np.max(np.abs(Snd - Snd[0])) / abs(Snd[0]))
-    metrics["gf_S_max_abs"] = float(np.max(np.abs(Sgf)))
-    t3S = tag**3 * Sag
-    metrics["nagf_t3S_relative_drift"] = float(
-        np.max(np.abs(t3S - t3S[0])) / abs(t3S[0])
-    )
-    metrics["nagf_S_decay_slope"] = float(
-        np.polyfit(np.log(tag), np.log(np.abs(Sag)), 1)[0]
-    )
-    W1 = N.along(gf, lambda t, q, v: jnp.sum(q.weights[0] ** 2))
+    metrics["gf_S_max_abs"] = float(np.max(np.abs(arrays["gf_S"])))
+    W1 = N.along(runs["gf"], lambda t, q, v: jnp.sum(q.weights[0] ** 2))
     metrics["gf_W1_change"] = float(np.ptp(W1))
+    m = metrics
+    ctrl = "the same run on the stretched data diag(1.5, 1/1.5)·x (no symmetry)"
     claims = [
         claim(
-            "loss invariance: relative symmetry_residual",
+            "loss invariance: relative symmetry residual |⟨∇L, ξ⟩|/(|∇L||ξ|) at w0",
             "Section 6 (augmented data)",
             rel,
             1e-10,
+            basis="pointwise",
+            control=control(
+                "the same residual for the stretched data diag(1.5, 1/1.5)·x",
+                m["control_symmetry_residual_relative"],
+            ),
         ),
         claim(
             "ND: S = Ẇ1ᵀW1 − W1ᵀẆ1 conserved (relative drift)",
             "Table 5",
-            metrics["nd_S_relative_drift"],
+            m["nd_S_relative_drift"],
             1e-8,
+            control=control(ctrl, m["control_nd_S_relative_drift"]),
         ),
-        claim("GF: |S| (zero)", "Table 5", metrics["gf_S_max_abs"], 1e-9),
+        claim(
+            "GF: |S| = 0 (identity: under GF, S ∝ ⟨ξ, ẇ⟩ = −⟨ξ, ∇L⟩ = 0 at every point)",
+            "Table 5",
+            m["gf_S_max_abs"],
+            1e-9,
+            basis="consequence",
+        ),
         claim(
             "NAGF: t³ S conserved (relative drift)",
             "eqs. 46–48",
-            metrics["nagf_t3S_relative_drift"],
+            m["nagf_t3S_relative_drift"],
             1e-8,
+            control=control(ctrl, m["control_nagf_t3S_relative_drift"]),
         ),
         claim(
             "NAGF: |slope of log|S| vs log t + 3|",
             "S ∝ t⁻³",
-            abs(metrics["nagf_S_decay_slope"] + 3),
+            abs(m["nagf_S_decay_slope"] + 3),
             1e-6,
+            basis="fit",
+            control=control(ctrl, abs(m["control_nagf_S_decay_slope"] + 3)),
         ),
     ]
     return metrics, arrays, claims
@@ -202,29 +242,46 @@ def compute(cfg):
 def draw(folder: Path):
     plt = figure_style()
     res, a = load(folder)
-    fig, axes = plt.subplots(1, 4, figsize=(13, 3.1))
+    fig, axes = plt.subplots(1, 4, figsize=(13.5, 3.1))
+    axes[0].scatter(
+        a["control_x"][:, 0], a["control_x"][:, 1], c="0.8", s=1, label="control"
+    )
     axes[0].scatter(a["x"][:, 0], a["x"][:, 1], c=a["y"], s=2, cmap="viridis")
     axes[0].set_aspect("equal")
     axes[0].set_title(f"{res['config']['n_rotations']} rotations of each point")
-    axes[1].plot(a["nd_ts"], a["nd_S"])
+    axes[0].legend(loc="upper right")
+
+    def drift(c):
+        return np.maximum(np.abs(c - c[0]) / abs(c[0]), 1e-18)
+
+    for tag, style, label in (("", "-", "rotated data"), ("control_", ":", "control")):
+        axes[1].semilogy(a[f"{tag}nd_ts"], drift(a[f"{tag}nd_S"]), style, label=label)
+        ts = a[f"{tag}nagf_ts"]
+        axes[2].loglog(ts, np.abs(a[f"{tag}nagf_S"]), style, label=f"|S|, {label}")
     axes[1].set_title("ND: S conserved")
+    axes[1].set_ylabel("|S(t) − S(0)| / |S(0)|")
     axes[1].set_xlabel("t")
-    axes[1].set_ylim(a["nd_S"][0] - 1, a["nd_S"][0] + 1)
-    axes[2].loglog(a["nagf_ts"], np.abs(a["nagf_S"]), label="|S|")
+    axes[1].legend()
+    ts = a["nagf_ts"]
     axes[2].loglog(
-        a["nagf_ts"],
-        np.abs(a["nagf_S"][0]) * (a["nagf_ts"] / a["nagf_ts"][0]) ** -3,
+        ts,
+        np.abs(a["nagf_S"][0]) * (ts / ts[0]) ** -3,
         "--",
+        color="0.5",
         label="∝ t⁻³",
     )
     axes[2].set_title(f"NAGF: slope {res['metrics']['nagf_S_decay_slope']:.6f}")
     axes[2].legend()
     axes[2].set_xlabel("t")
     axes[3].plot(a["gf_ts"], a["gf_S"])
-    axes[3].set_title("GF: S = 0")
+    axes[3].set_title("GF: S = 0 (an identity)")
     axes[3].set_xlabel("t")
     axes[3].set_ylim(-1, 1)
-    axes[1].set_ylabel("S = (Ẇ1ᵀW1 − W1ᵀẆ1)[0, 1]")
+    axes[3].set_ylabel("S = (Ẇ1ᵀW1 − W1ᵀẆ1)[0, 1]")
+    fig.suptitle(
+        "Rotation-invariant data (control: the same points stretched by "
+        "diag(1.5, 1/1.5), no symmetry)"
+    )
     fig.tight_layout()
     save_figure(fig, folder, "data_symmetry")
 
