@@ -326,9 +326,7 @@ def _ritz_values(inner, t, q, qdot, steps=_LANCZOS_STEPS):
     flat, unravel = jax.flatten_util.ravel_pytree(qdot)
     matvec = lambda v: jax.flatten_util.ravel_pytree(operator.mv(unravel(v)))[0]
     n = flat.size
-    return lanczos_ritz_values(
-        matvec, n, flat.dtype, min(steps, n), jax.random.PRNGKey(0)
-    )
+    return lanczos_ritz_values(matvec, n, flat.dtype, min(steps, n))
 
 
 def _certificate_failures(theta, dtype):
@@ -393,7 +391,7 @@ class EulerLagrange(eqx.Module):
         entry, at every evaluation. On the matrix-free path this runs
         $k = \min(n, 20)$ Lanczos steps with full reorthogonalisation ($k$
         Hessian-vector products and $k$ state-sized vectors, once), from a fixed
-        random start vector. The Ritz values $\theta$ lie in
+        pseudo-random start vector. The Ritz values $\theta$ lie in
         $[\lambda_{\min}(M), \lambda_{\max}(M)]$, so an error is a proof, up to
         the rounding of the products:
 
@@ -425,6 +423,12 @@ class EulerLagrange(eqx.Module):
             return qdot
         theta = _ritz_values(inner, t, q, qdot)
         negative, singular = _certificate_failures(theta, theta.dtype)
+        if not isinstance(theta, jax.core.Tracer):  # called eagerly: raise here
+            if bool(negative) or bool(singular):
+                raise eqx.EquinoxRuntimeError(
+                    _LANCZOS_NEGATIVE if bool(negative) else _LANCZOS_SINGULAR
+                )
+            return qdot
         return eqx.branched_error_if(
             qdot,
             negative | singular,

@@ -188,10 +188,24 @@ def diagonal_mass(closed_jaxpr, leaves):
     return coeffs
 
 
-def lanczos_ritz_values(matvec, n: int, dtype, steps: int, key):
+def _hash_vector(n: int, seed, dtype):
+    """A fixed pseudo-random vector, entries uniform in [-½, ½), from an integer hash
+    of (index, seed) ("lowbias32"): generic enough to start Lanczos, and a few
+    integer operations to compile, where a `jax.random` draw costs far more."""
+    x = jnp.arange(n, dtype=jnp.uint32) * jnp.uint32(0x9E3779B9)
+    x = x + (jnp.asarray(seed, jnp.uint32) + jnp.uint32(1)) * jnp.uint32(0x85EBCA6B)
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = x * jnp.uint32(0x846CA68B)
+    x = x ^ (x >> 16)
+    return (x.astype(jnp.float32) * 2.0**-32 - 0.5).astype(dtype)
+
+
+def lanczos_ritz_values(matvec, n: int, dtype, steps: int, seed: int = 0):
     """Ritz values of a symmetric `n × n` matrix, given as `matvec` on flat vectors
     of `dtype`, from `steps` Lanczos steps with full reorthogonalisation, started from
-    a random vector (drawn with `key`).
+    a fixed pseudo-random vector (`seed`).
 
     Returns the `steps` eigenvalues, ascending, of `T = Vᵀ M V` for an orthonormal
     `V` (`n × steps`). By Cauchy's interlacing theorem they lie in
@@ -200,7 +214,7 @@ def lanczos_ritz_values(matvec, n: int, dtype, steps: int, key):
     nothing about the eigenvalues the Krylov space does not resolve.
 
     If the Krylov space becomes invariant (for `M = c·I` after one step), the
-    iteration continues with a fresh random direction orthogonal to the previous ones
+    iteration continues with a fresh pseudo-random direction orthogonal to the previous ones
     (`T` then becomes block diagonal and is still `Vᵀ M V`). Costs `steps` products
     with M and `steps` vectors of memory; one `fori_loop`, so it compiles small.
     """
@@ -226,7 +240,7 @@ def lanczos_ritz_values(matvec, n: int, dtype, steps: int, key):
         b = jnp.linalg.norm(w)
         scale = jnp.maximum(scale, jnp.maximum(jnp.abs(a), b))
         broke = b <= 100 * eps * scale
-        fresh = jax.random.normal(jax.random.fold_in(key, j + 1), (n,), dtype)
+        fresh = _hash_vector(n, seed + 1 + j, dtype)
         fresh, _ = unit(orthogonalise(basis, fresh))
         v_next = jnp.where(broke, fresh, unit(w)[0])
         return (
@@ -237,7 +251,7 @@ def lanczos_ritz_values(matvec, n: int, dtype, steps: int, key):
             scale,
         )
 
-    v0, _ = unit(jax.random.normal(key, (n,), dtype))
+    v0, _ = unit(_hash_vector(n, seed, dtype))
     init = (
         jnp.zeros((steps, n), dtype),
         jnp.zeros(steps, dtype),

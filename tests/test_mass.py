@@ -180,3 +180,155 @@ def test_reader_on_hand_written_maps(name):
             rel_err(jnp.broadcast_to(got[0], (3,)), jnp.broadcast_to(exact[0], (3,)))
             == 0
         )
+
+
+# --- Certification of M on the matrix-free path: Lanczos at the initial state. -------
+
+from lagrangian_nn._euler_lagrange import _ritz_values  # noqa: E402
+from lagrangian_nn._mass import lanczos_ritz_values  # noqa: E402
+
+RuntimeErr = eqx.EquinoxRuntimeError
+
+
+def householder(n, seed):
+    """A reflection H = I − 2uuᵀ (symmetric, orthogonal), applied in O(n)."""
+    u = jax.random.normal(jax.random.PRNGKey(seed), (n,))
+    u = u / jnp.linalg.norm(u)
+    return lambda v: v - 2 * u * (u @ v)
+
+
+def kinetic(eigenvalues, seed=0):
+    """`½ vᵀ M v − ½|q|²` with `M = H diag(eigenvalues) H`: a non-diagonal M with a
+    known spectrum, which the diagonal reader refuses (so the matrix-free path runs)."""
+    lam = jnp.asarray(eigenvalues)
+    H = householder(lam.size, seed)
+    return lambda t, q, v: 0.5 * jnp.sum(lam * H(v) ** 2) - 0.5 * jnp.sum(q**2)
+
+
+def spectrum(n, seed, low=1.0, high=2.0):
+    return jax.random.uniform(jax.random.PRNGKey(seed), (n,), minval=low, maxval=high)
+
+
+def test_ritz_values_lie_in_the_spectrum_and_find_its_ends():
+    # A negative eigenvalue well apart from 999 others in [1, 2]: the extreme Ritz
+    # values converge to the extreme eigenvalues; every Ritz value is inside.
+    lam = spectrum(1000, 1).at[123].set(-0.5)
+    L = kinetic(lam, seed=2)
+    n = lam.size
+    theta = _ritz_values(L, T, jnp.zeros(n), jnp.ones(n))
+    assert theta.shape == (20,)
+    tol = 1e-12 * jnp.max(jnp.abs(lam))
+    assert jnp.all(theta >= jnp.min(lam) - tol)
+    assert jnp.all(theta <= jnp.max(lam) + tol)
+    assert abs(theta[0] - (-0.5)) < 1e-10
+    # The top of a dense spectrum converges slowly, but max|θ|, the scale of the
+    # singularity threshold, is λ_max to within a percent after 20 steps.
+    assert theta[-1] > 0.99 * jnp.max(lam)
+
+
+def test_lanczos_restarts_on_an_invariant_subspace():
+    # M = c·I makes the Krylov space one-dimensional after one step. The restart
+    # keeps T = VᵀMV, so every Ritz value is c (a breakdown must not leave zeros).
+    c = 2.5
+    theta = lanczos_ritz_values(lambda v: c * v, 50, jnp.float64, 20)
+    assert jnp.allclose(theta, c, rtol=1e-13)
+    # a 2 × 2 block of eigenvalues ±1 and 1 elsewhere: both ends are exact
+    M = jnp.eye(30).at[28:, 28:].set(jnp.array([[0.0, 1.0], [1.0, 0.0]]))
+    theta = lanczos_ritz_values(lambda v: M @ v, 30, jnp.float64, 20)
+    assert jnp.allclose(theta[0], -1.0, atol=1e-13)
+    assert jnp.allclose(theta[1:], 1.0, atol=1e-13)
+
+
+ISSUE_EXAMPLE = lambda t, q, v: (
+    0.5 * jnp.sum(v[:18] ** 2) + v[18] * v[19] - 0.5 * jnp.sum(q**2)
+)
+
+
+# (Lagrangian, n, expected message). None of these M is diagonal.
+NOT_POSITIVE_DEFINITE = {
+    "the issue's example, eigenvalues ±1": (ISSUE_EXAMPLE, 20, "negative Ritz value"),
+    "negative definite": (kinetic(-spectrum(24, 5)), 24, "negative Ritz value"),
+    "one negative among 1000": (
+        kinetic(spectrum(1000, 6).at[7].set(-0.5)),
+        1000,
+        "negative Ritz value",
+    ),
+    "singular, a zero kinetic direction": (
+        kinetic(spectrum(24, 7).at[0].set(0.0)),
+        24,
+        "singular",
+    ),
+}
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+@pytest.mark.parametrize("name", list(NOT_POSITIVE_DEFINITE))
+def test_certify_mass_refuses(name, dtype):
+    L, n, message = NOT_POSITIVE_DEFINITE[name]
+    q = jnp.linspace(-1.0, 1.0, n, dtype=dtype)
+    v = jnp.zeros(n, dtype)
+    accel = lnn.euler_lagrange(L)
+    with pytest.raises(RuntimeErr, match=message):
+        accel.certify_mass(0.0, q, v)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+def test_certify_mass_accepts_positive_definite(dtype):
+    # spectrum in [1, 2], and a wider one (condition number 1e3, within float32's
+    # 1/(1000·eps) ≈ 8e3)
+    for lam in (spectrum(40, 8), jnp.geomspace(1e-3, 1.0, 40)):
+        L = kinetic(lam, seed=9)
+        q, v = jnp.ones(40, dtype), jnp.zeros(40, dtype)
+        out = lnn.euler_lagrange(L).certify_mass(0.0, q, v)
+        assert out is v or jnp.array_equal(out, v)
+
+
+def test_certify_mass_skips_the_dense_and_diagonal_paths(monkeypatch):
+    calls = []
+    monkeypatch.setattr(
+        lnn._euler_lagrange, "_ritz_values", lambda *a: calls.append(a) or None
+    )
+    diagonal = lambda t, q, v: 0.5 * jnp.sum((1 + q**2) * v**2)
+    lnn.euler_lagrange(diagonal).certify_mass(0.0, jnp.ones(30), jnp.ones(30))
+    # n ≤ dense_threshold: Cholesky certifies at each evaluation
+    lnn.euler_lagrange(ISSUE_EXAMPLE, dense_threshold=20).certify_mass(
+        0.0, jnp.ones(20), jnp.ones(20)
+    )
+    assert calls == []
+
+
+def test_simulate_refuses_the_issue_example():
+    # compiled: the traced check, raised before the solve's loop
+    n = 20
+    with pytest.raises(RuntimeErr, match="initial state: Lanczos"):
+        lnn.simulate(
+            ISSUE_EXAMPLE, jnp.linspace(0.1, 1.0, n), jnp.zeros(n), t0=0.0, t1=1.0
+        )
+
+
+def test_certification_runs_once_per_solve_outside_the_vector_field(monkeypatch):
+    # Positive-definite, non-diagonal M = A: q̈ = −A⁻¹q, solved in closed form.
+    n = 40
+    lam = spectrum(n, 10)
+    L = kinetic(lam, seed=11)
+    traces = []
+
+    def counting(*args):
+        traces.append(1)
+        return _ritz_values(*args)
+
+    monkeypatch.setattr(lnn._euler_lagrange, "_ritz_values", counting)
+    q0 = jnp.linspace(-1.0, 1.0, n)
+    ts = jnp.linspace(0.0, 2.0, 5)
+    traj = lnn.simulate(
+        L, q0, jnp.zeros(n), t0=0.0, t1=2.0, ts=ts, rtol=1e-10, atol=1e-12
+    )
+    # traced once for the whole solve, although the vector field was traced and run
+    # at every step
+    assert len(traces) == 1
+    lnn.euler_lagrange(L)(0.0, q0, jnp.zeros(n))
+    assert len(traces) == 1
+    # M = H diag(λ) H, so q(t) = H cos(t/√λ) H q0
+    H = householder(n, 11)
+    exact = jax.vmap(lambda t: H(jnp.cos(t / jnp.sqrt(lam)) * H(q0)))(ts)
+    assert rel_err(traj.q, exact) < 1e-7
