@@ -83,6 +83,11 @@ def test_massless_limit(tmp_path):
         assert abs(res["metrics"][f"{name}_slope"] - 1.0) < 0.05
         devs = np.array(res["metrics"][f"{name}_max_deviation"])
         assert np.all(np.diff(devs) < 0)
+        # against the wrong limit (GF of 1.1·L) the deviation does not shrink
+        ctrl = np.array(res["metrics"][f"{name}_control_slopes_all_starts"])
+        assert np.all(np.abs(ctrl) < 0.2)
+    _controls_missed(res)
+    assert {c["basis"] for c in res["claims"]} == {"fit"}
 
 
 def test_interrupted_run_leaves_nothing_that_looks_complete(tmp_path):
