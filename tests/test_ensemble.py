@@ -137,3 +137,23 @@ def test_bad_mesh_arguments_are_refused():
     ref = _flow_batch(q0=starts)
     one = _flow_batch(q0=starts, mesh=mesh2, axis_name="batch")
     assert float(jnp.max(jnp.abs(one.q - ref.q))) == 0.0
+
+
+def test_lists_of_numbers_are_read_as_arrays():
+    L = lambda t, q, v: 0.5 * jnp.sum(v**2) - 0.5 * jnp.sum(q**2)
+    q0 = [[1.0, 2.0], [3.0, -1.0]]  # two members
+    traj = lnn.simulate_ensemble(
+        L,
+        q0,
+        [0.0, 0.0],
+        batch_system=False,
+        batch_qdot0=False,
+        t0=0.0,
+        t1=2.0,
+        ts=TS,
+        rtol=1e-11,
+        atol=1e-12,
+    )
+    assert traj.q.shape == (2, 5, 2)
+    exact = jnp.cos(TS)[None, :, None] * jnp.asarray(q0)[:, None, :]
+    assert float(jnp.max(jnp.abs(traj.q - exact))) < 1e-9

@@ -2,6 +2,7 @@
 
 import diffrax
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import pytest
 
@@ -112,7 +113,7 @@ def test_traced_nonpositive_kappa():
 def test_general_rejects_zero_kappa2():
     with pytest.raises(ValueError, match="`kappa2` must be non-zero"):
         dynamics.general(LOSS, 1.0, 0.0)
-    L = dynamics.general(LOSS, 1.0, lambda t: t - 1.0)
+    L = dynamics.general(LOSS, 1.0, lambda t: t - 1.0, t_ref=2.0)
     with pytest.raises(RuntimeErr, match="kappa2"):
         lnn.euler_lagrange(L)(1.0, Q, V)
 
@@ -157,3 +158,92 @@ def test_other_arguments():
         lnn.euler_lagrange(3.0)
     with pytest.raises(ValueError, match="`loss` must be a callable"):
         dynamics.newtonian(None)
+
+
+# --- Inputs checked up front, for `simulate` and `simulate_ensemble` alike. ----------
+
+HARMONIC = lambda t, q, v: 0.5 * jnp.sum(v**2) - 0.5 * jnp.sum(q**2)
+
+
+def run_single(q0, qdot0, **kwargs):
+    return lnn.simulate(HARMONIC, q0, qdot0, **kwargs)
+
+
+def run_batch(q0, qdot0, **kwargs):
+    # a batch of two identical members
+    stack = lambda x: jnp.stack([jnp.asarray(x)] * 2)
+    return lnn.simulate_ensemble(
+        HARMONIC,
+        jax.tree.map(stack, q0),
+        jax.tree.map(stack, qdot0),
+        batch_system=False,
+        **kwargs,
+    )
+
+
+BOTH = [pytest.param(run_single, id="simulate"), pytest.param(run_batch, id="ensemble")]
+
+
+@pytest.mark.parametrize("run", BOTH)
+def test_non_finite_initial_state(run):
+    copies = 2 if run is run_batch else 1  # the batch holds two copies
+    with pytest.raises(
+        ValueError, match=rf"`q0` must be finite; it has {copies} NaN and 0 inf"
+    ):
+        run(Q.at[1].set(jnp.nan), V, t0=0.0, t1=1.0)
+    # a pytree: the message names the leaf
+    q, v = [Q, Q], [V, V.at[0].set(jnp.inf)]
+    with pytest.raises(
+        ValueError, match=rf"`qdot0\[1\]` must be finite; it has 0 NaN and {copies} inf"
+    ):
+        run(q, v, t0=0.0, t1=1.0)
+
+
+def test_non_finite_initial_state_under_jit():
+    # traced, the same check runs once, before the solve
+    f = eqx.filter_jit(lambda q: lnn.simulate(HARMONIC, q, V, t0=0.0, t1=1.0))
+    with pytest.raises(RuntimeErr, match="`q0` must be finite"):
+        f(Q.at[0].set(jnp.nan))
+
+
+@pytest.mark.parametrize("run", BOTH)
+def test_backward_time_span_is_refused(run):
+    with pytest.raises(
+        ValueError, match=r"`t1` must be >= `t0`; got t0 = 1.0 and t1 = 0.5"
+    ):
+        run(Q, V, t0=1.0, t1=0.5)
+    with pytest.raises(ValueError, match="`t1` must be finite; got t1 = inf"):
+        run(Q, V, t0=0.0, t1=float("inf"))
+
+
+def test_backward_time_span_under_jit():
+    f = eqx.filter_jit(lambda t1: lnn.simulate(HARMONIC, Q, V, t0=1.0, t1=t1))
+    with pytest.raises(RuntimeErr, match="backwards in time is not supported"):
+        f(jnp.asarray(0.5))
+
+
+@pytest.mark.parametrize("run", BOTH)
+def test_save_times_out_of_order_or_range(run):
+    with pytest.raises(
+        ValueError, match=r"`ts` must be non-decreasing; got ts\[2\] = 0.25"
+    ):
+        run(Q, V, t0=0.0, t1=1.0, ts=jnp.array([0.0, 0.5, 0.25]))
+    with pytest.raises(
+        ValueError, match=r"`ts` must lie within \[t0, t1\] = \[0.0, 1.0\]"
+    ):
+        run(Q, V, t0=0.0, t1=1.0, ts=jnp.array([0.5, 2.0]))
+    with pytest.raises(ValueError, match="`ts` must be finite; it has 1 NaN"):
+        run(Q, V, t0=0.0, t1=1.0, ts=jnp.array([0.0, jnp.nan]))
+
+
+def test_save_times_under_jit():
+    f = eqx.filter_jit(lambda ts: lnn.simulate(HARMONIC, Q, V, t0=0.0, t1=1.0, ts=ts))
+    with pytest.raises(RuntimeErr, match="backwards in time is not supported"):
+        f(jnp.array([0.0, 0.75, 0.5]))
+
+
+def test_ragged_list_of_numbers():
+    with pytest.raises(
+        ValueError, match="`q0` is a list of numbers but not a rectangular"
+    ):
+        lnn.simulate(HARMONIC, [[1.0, 2.0], [3.0]], [[0.0, 0.0], [0.0]], t0=0.0, t1=1.0)

@@ -206,3 +206,11 @@ def test_derivatives_through_the_solve(threshold, scalar_mass):
     qs = jnp.stack([q, 2 * q, -q])
     batched = jax.vmap(lambda q: accel(k, q, v))(qs)
     assert rel_err(batched, jax.vmap(lambda q: exact(k, q, v))(qs)) < 1e-10
+
+
+def test_lists_of_numbers_are_read_as_arrays():
+    L, _ = harmonic_oscillator(omega=1.3, m=0.7)
+    accel = lnn.euler_lagrange(L)
+    a = accel(0.0, [[1.0, 2.0], [3.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]])
+    assert a.shape == (2, 2) and a.dtype == jnp.result_type(float)
+    assert rel_err(a, -(1.3**2) * jnp.array([[1.0, 2.0], [3.0, 4.0]])) < 1e-14

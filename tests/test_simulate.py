@@ -207,3 +207,18 @@ def test_progress_bar(capfd):
     lnn.simulate(L, jnp.array([1.0]), jnp.array([0.0]), t0=0.0, t1=1.0, progress=True)
     err = capfd.readouterr().err
     assert "100.00%" in err
+
+
+def test_lists_of_numbers_are_read_as_arrays():
+    L, exact = harmonic_oscillator(omega=1.3, m=0.7)
+    ts = jnp.linspace(0.0, 2.0, 5)
+    # ints in a list become floats too: the default floating dtype
+    traj = lnn.simulate(L, [1.0, 2], (0.0, 0.5), t0=0.0, t1=2.0, ts=ts, **TIGHT)
+    assert isinstance(traj.q, jax.Array)
+    assert traj.q.shape == (5, 2) and traj.q.dtype == jnp.result_type(float)
+    q0, v0 = jnp.array([1.0, 2.0]), jnp.array([0.0, 0.5])
+    assert rel_err(traj.q, exact(ts[:, None], q0, v0)) < 1e-9
+    # a tuple of arrays is a pytree of positions, not a vector
+    L1 = lambda t, q, v: L(t, q[0], v[0])
+    traj = lnn.simulate(L1, (q0,), (v0,), t0=0.0, t1=2.0, ts=ts, **TIGHT)
+    assert isinstance(traj.q, tuple) and traj.q[0].shape == (5, 2)
