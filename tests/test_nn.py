@@ -165,7 +165,7 @@ def _general_lagrangian(loss, case):
         return dynamics.nesterov(loss), 3 / t, 1.0, t
     k1, k2 = lambda t: 0.5 + t, lambda t: 2.0 + jnp.sin(t)
     t = 0.7
-    return dynamics.general(loss, k1, k2), k1(t), k2(t), t
+    return dynamics.general(loss, k1, k2, t_ref=0.0), k1(t), k2(t), t
 
 
 def _dQ_minus_R(L, gen, t, q, v, a):
