@@ -1,6 +1,10 @@
 """Automatic discovery of a network's continuous symmetries and their conservation laws."""
 
-from ._discover import Discovery as Discovery, discover as discover
+from ._discover import (
+    Discovery as Discovery,
+    DiscoveryError as DiscoveryError,
+    discover as discover,
+)
 from ._families import (
     Family as Family,
     custom_family as custom_family,

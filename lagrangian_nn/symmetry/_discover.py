@@ -473,6 +473,12 @@ def discover(
             dtype,
             info,
         )
+    approximate = (
+        f"; the zeros reach {_fmt(largest_zero)}, above {_TOL_FACTOR:g}× the rounding "
+        f"level, so these are symmetries only up to the `tol` = {tol_:.2g} given"
+        if len(zero) and largest_zero > _TOL_FACTOR * rounding
+        else ""
+    )
     verdict = (
         f"reliable: {k} law(s); smallest nonzero singular value "
         f"{_fmt(smallest_nonzero)} is {gap:.2g}× the largest zero or the rounding "
@@ -480,7 +486,7 @@ def discover(
         if len(kept)
         else f"reliable: every combination is a symmetry (all singular values ≤ "
         f"{_fmt(largest_zero)}, threshold {_fmt(threshold)})"
-    )
+    ) + approximate
     gens = [Generator(_Combination(family.fields, jnp.asarray(c))) for c in coeffs]
     return Discovery(
         gens,
