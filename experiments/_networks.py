@@ -92,19 +92,47 @@ def flows(
     return out
 
 
-def accelerations(L, traj):
-    """The Euler–Lagrange acceleration at every saved state (for residual forms)."""
-    import jax
-
-    import lagrangian_nn as lnn
-
-    accel = lnn.euler_lagrange(L)
-    return jax.lax.map(lambda s: accel(*s), (traj.ts, traj.q, traj.qdot))
-
-
 def rel_drift(values, reference_change=None):
     """max |v − v0| relative to `reference_change` (default: max |v0|)."""
     values = np.asarray(values)
     drift = np.max(np.abs(values - values[0]))
     scale = np.max(np.abs(values[0])) if reference_change is None else reference_change
     return float(drift / max(scale, 1e-300))
+
+
+def cumulative_integral(values, ts):
+    """$\\int_{t_0}^{t} f$ at every saved time (cumulative Simpson along axis 0)."""
+    from scipy.integrate import cumulative_simpson
+
+    return cumulative_simpson(np.asarray(values), x=np.asarray(ts), axis=0, initial=0)
+
+
+def _times(ts, values):
+    """`ts` shaped to broadcast against `values` (time on axis 0)."""
+    ts = np.asarray(ts)
+    return ts.reshape(ts.shape + (1,) * (np.ndim(values) - 1))
+
+
+def nd_balance(ts, Cdot0, f, coefficient=2.0):
+    r"""Predicted $C(t) - C(t_0)$ when $\ddot C = $ `coefficient`$\cdot f$ along the
+    trajectory (ND): $\dot C(t_0)(t - t_0) + c\int_{t_0}^t\int_{t_0}^s f\,dr\,ds$."""
+    t = _times(ts, f)
+    return Cdot0 * (t - t[0]) + coefficient * cumulative_integral(
+        cumulative_integral(f, ts), ts
+    )
+
+
+def nagf_balance(ts, Cdot0, f, coefficient=2.0):
+    r"""Predicted $C(t) - C(t_0)$ when $\tfrac{d}{dt}(t^3\dot C) = $
+    `coefficient`$\cdot t^3 f$ (NAGF, $\ddot w + \tfrac3t\dot w + \nabla L = 0$):
+    $\int_{t_0}^t s^{-3}[t_0^3\dot C(t_0) + c\int_{t_0}^s r^3 f\,dr]\,ds$."""
+    t = _times(ts, f)
+    inner = t[0] ** 3 * Cdot0 + coefficient * cumulative_integral(t**3 * f, ts)
+    return cumulative_integral(inner / t**3, ts)
+
+
+def balance_error(lhs, rhs):
+    """max |lhs − rhs| over times (and entries), relative to the larger side's size."""
+    lhs, rhs = np.asarray(lhs), np.asarray(rhs)
+    scale = max(np.max(np.abs(lhs)), np.max(np.abs(rhs)), 1e-300)
+    return float(np.max(np.abs(lhs - rhs)) / scale)
