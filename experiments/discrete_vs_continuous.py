@@ -10,6 +10,11 @@ r"""The discrete optimisers against their flows, and their exact discrete laws.
 - **NAGD (eq. 20).** Its continuous limit conserves $t^3 S$; the discrete analogue
   $t_k^3 (W_k^\top W_{k+1} - W_{k+1}^\top W_k)/\sqrt\eta$ drifts, and we fit how the
   drift shrinks with $\eta$.
+
+Negative controls, from the same runs: $\|W_1\|^2$ alone (not a GF law) for the GD
+slope; the correction with a wrong coefficient; eq. 21 on the same points stretched by
+diag(1.5, 1/1.5) (no rotation symmetry); the undamped charge under NAGD, which decays
+like $t^{-3}$ whatever $\eta$.
 """
 
 from pathlib import Path
@@ -20,6 +25,7 @@ from . import _networks as N
 from ._common import (
     DEFAULT_OUT,
     claim,
+    control,
     enable_float64,
     figure_style,
     load,
@@ -56,7 +62,7 @@ def compute(cfg):
 
     from lagrangian_nn import nn, optim
 
-    from .data_symmetry import config_for as rot_config, make_problem
+    from .data_symmetry import config_for as rot_config, make_data, make_problem
 
     metrics, arrays, claims = {}, {}, []
     # GD on a ReLU network
@@ -68,7 +74,8 @@ def compute(cfg):
     )
     loss = nn.make_loss(x, y)
     C = lambda q: nn.rescale_quantity(q, 1)
-    raw_d, cor_d = [], []
+    W1sq = lambda s: jnp.sum(s.q.weights[0] ** 2)  # not a GF law (control)
+    raw_d, cor_d, half_d, w1_d = [], [], [], []
     for lr in progress(cfg["gd_lrs"], desc="GD step sizes"):
         steps = int(round(cfg["T_gd"] / lr))
         r = optim.run(
@@ -76,11 +83,16 @@ def compute(cfg):
             loss,
             model,
             steps,
-            track={"acc": optim.gd_quadratic_accounting(C, lr)},
+            track={"acc": optim.gd_quadratic_accounting(C, lr), "W1sq": W1sq},
         )
         raw, cor = optim.corrected_quantity(r.tracked["acc"], C(model))
         raw_d.append(float(jnp.max(jnp.abs(raw - raw[0]))))
         cor_d.append(float(jnp.max(jnp.abs(cor - cor[0]))))
+        # control: the correction with a wrong coefficient, ½η²C(g) instead of η²C(g)
+        half = (raw + cor) / 2
+        half_d.append(float(jnp.max(jnp.abs(half - half[0]))))
+        w1 = jnp.concatenate([jnp.sum(model.weights[0] ** 2)[None], r.tracked["W1sq"]])
+        w1_d.append(float(jnp.max(jnp.abs(w1 - w1[0]))))
         arrays[f"gd_{lr:g}_raw"], arrays[f"gd_{lr:g}_corrected"] = raw, cor
     lrs = np.asarray(cfg["gd_lrs"])
     arrays["gd_lrs"], arrays["gd_raw_drift"], arrays["gd_corrected_drift"] = (
@@ -88,14 +100,30 @@ def compute(cfg):
         np.asarray(raw_d),
         np.asarray(cor_d),
     )
+    arrays["gd_W1sq_change"], arrays["gd_half_corrected_drift"] = (
+        np.asarray(w1_d),
+        np.asarray(half_d),
+    )
     metrics["gd_raw_drift"], metrics["gd_corrected_drift"] = raw_d, cor_d
-    metrics["gd_raw_drift_slope"] = float(np.polyfit(np.log(lrs), np.log(raw_d), 1)[0])
+    metrics["gd_half_corrected_drift"], metrics["gd_W1sq_change"] = half_d, w1_d
+    slope = lambda d: float(np.polyfit(np.log(lrs), np.log(d), 1)[0])
+    metrics["gd_raw_drift_slope"] = slope(raw_d)
+    metrics["gd_W1sq_change_slope"] = slope(w1_d)
     claims.append(
         claim(
             "GD: |slope of the GF-law drift vs η − 1|",
             "GD → GF, O(η)",
             abs(metrics["gd_raw_drift_slope"] - 1),
             0.15,
+            basis="fit",
+            # a fitted slope cannot miss by 100x: the control's slope is ~0, so
+            # |slope − 1| ~ 1 misses 0.15 by ~7x; margin 5 asks > 0.75
+            control=control(
+                "the same fit for ‖W1‖² alone, not a GF law (its change over T is "
+                "O(1) for every η)",
+                abs(metrics["gd_W1sq_change_slope"] - 1),
+                margin=5,
+            ),
         )
     )
     claims.append(
@@ -104,11 +132,20 @@ def compute(cfg):
             "exact accounting (ours)",
             max(cor_d) / min(raw_d),
             1e-8,
+            control=control(
+                "the same ratio with a wrong correction, ½η²C(g) per step instead of "
+                "η²C(g)",
+                max(half_d) / min(raw_d),
+            ),
         )
     )
     # ND and NAGD on rotation-invariant data
-    _, _, rloss, rmodel, v0 = make_problem(rot_config(True, cfg["seed"]))
-    nd_d, nagd_d = [], []
+    rcfg = rot_config(True, cfg["seed"])
+    _, _, rloss, rmodel, v0 = make_problem(rcfg)
+    # control: the same points stretched by diag(s, 1/s), no rotation symmetry
+    xc, yc = make_data(rcfg, stretch=rcfg["control_stretch"])
+    rloss_c = nn.make_loss(jnp.asarray(xc), jnp.asarray(yc))
+    nd_d, nagd_d, ndc_d, nagd_J_d = [], [], [], []
     for lr in progress(cfg["rot_lrs"], desc="ND/NAGD step sizes"):
         h = float(np.sqrt(lr))
         track = {"J": lambda s, h=h: optim.discrete_rotation_matrix(s, h)[0, 1]}
@@ -121,6 +158,15 @@ def compute(cfg):
         )
         J = np.asarray(r.tracked["J"])
         nd_d.append(float(np.max(np.abs(J - J[0])) / abs(J[0])))
+        r = optim.run(
+            optim.newtonian(lr, velocity=v0),
+            rloss_c,
+            rmodel,
+            int(round(cfg["T_rot"] / h)),
+            track=track,
+        )
+        Jc = np.asarray(r.tracked["J"])
+        ndc_d.append(float(np.max(np.abs(Jc - Jc[0])) / abs(Jc[0])))
         k0 = max(1, int(round(cfg["nagd_t0"] / h)))
         r = optim.run(
             optim.nesterov(lr, start_step=k0, velocity=v0),
@@ -130,8 +176,11 @@ def compute(cfg):
             track=track,
         )
         t = np.asarray(r.ts) + (k0 - 1) * h
-        tJ = t**3 * np.asarray(r.tracked["J"])
+        Jn = np.asarray(r.tracked["J"])
+        tJ = t**3 * Jn
         nagd_d.append(float(np.max(np.abs(tJ - tJ[0])) / abs(tJ[0])))
+        # control: the undamped charge under NAGD decays like t⁻³ whatever η
+        nagd_J_d.append(float(np.max(np.abs(Jn - Jn[0])) / abs(Jn[0])))
         arrays[f"nagd_{lr:g}_t"], arrays[f"nagd_{lr:g}_t3J"] = t, tJ
         arrays[f"nd_{lr:g}_J"] = J
     rl = np.asarray(cfg["rot_lrs"])
@@ -140,14 +189,28 @@ def compute(cfg):
         np.asarray(nd_d),
         np.asarray(nagd_d),
     )
+    arrays["control_nd_drift"], arrays["control_nagd_J_drift"] = (
+        np.asarray(ndc_d),
+        np.asarray(nagd_J_d),
+    )
     metrics["nd_discrete_charge_drift"], metrics["nagd_t3_charge_drift"] = nd_d, nagd_d
+    metrics["control_nd_stretched_charge_drift"] = ndc_d
+    metrics["control_nagd_undamped_charge_drift"] = nagd_J_d
     metrics["nagd_drift_slope"] = float(np.polyfit(np.log(rl), np.log(nagd_d), 1)[0])
+    metrics["control_nagd_undamped_drift_slope"] = float(
+        np.polyfit(np.log(rl), np.log(nagd_J_d), 1)[0]
+    )
     claims.append(
         claim(
             "ND eq. 21: discrete rotation charge, worst relative drift",
             "variational integrator",
             max(nd_d),
             1e-10,
+            control=control(
+                "the same charge of eq. 21 on the stretched data diag(1.5, 1/1.5)·x "
+                "(no symmetry; smallest over η)",
+                min(ndc_d),
+            ),
         )
     )
     claims.append(
@@ -157,6 +220,14 @@ def compute(cfg):
             metrics["nagd_drift_slope"],
             0.3,
             kind=">=",
+            basis="fit",
+            # a fitted slope cannot miss by 100x: margin 5 asks the control below 0.06
+            control=control(
+                "the same fit for the undamped charge under NAGD (decays like t⁻³ "
+                "whatever η)",
+                metrics["control_nagd_undamped_drift_slope"],
+                margin=5,
+            ),
         )
     )
     return metrics, arrays, claims
@@ -179,8 +250,20 @@ def draw(folder: Path):
         "s-",
         label="GD, corrected",
     )
+    axes[0].loglog(
+        a["gd_lrs"],
+        a["gd_half_corrected_drift"],
+        "^:",
+        label="control: corrected with ½η²C(g)",
+    )
+    axes[0].loglog(
+        a["gd_lrs"],
+        a["gd_W1sq_change"],
+        "v:",
+        label="control: ‖W1‖² (not a law)",
+    )
     axes[0].set_xlabel("η")
-    axes[0].set_ylabel("max |ΔC|")
+    axes[0].set_ylabel("max |Δ(quantity)| over [0, T]")
     axes[0].legend()
     axes[0].set_title("GF law ‖W1‖² − ‖W2‖² under GD")
     axes[1].loglog(
@@ -194,6 +277,18 @@ def draw(folder: Path):
         np.maximum(a["nd_drift"], 1e-18),
         "s-",
         label="ND eq. 21: discrete charge",
+    )
+    axes[1].loglog(
+        a["rot_lrs"],
+        a["control_nd_drift"],
+        "^:",
+        label="control: eq. 21, stretched data",
+    )
+    axes[1].loglog(
+        a["rot_lrs"],
+        a["control_nagd_J_drift"],
+        "v:",
+        label="control: NAGD, undamped charge",
     )
     axes[1].set_xlabel("η")
     axes[1].set_ylabel("relative drift")

@@ -240,6 +240,14 @@ def test_discrete_vs_continuous(tmp_path):
     assert abs(m["gd_raw_drift_slope"] - 1) < 0.15
     assert max(m["nd_discrete_charge_drift"]) < 1e-10
     assert m["nagd_drift_slope"] > 0.3
+    # the controls: ‖W1‖² changes O(1) whatever η; a wrong correction leaves a drift;
+    # eq. 21 on stretched data and NAGD's undamped charge do not conserve the charge
+    assert abs(m["gd_W1sq_change_slope"]) < 0.2
+    assert min(m["gd_half_corrected_drift"]) > 0.1 * min(m["gd_raw_drift"])
+    assert min(m["control_nd_stretched_charge_drift"]) > 1e-3
+    assert abs(m["control_nagd_undamped_drift_slope"]) < 0.05
+    res = json.loads((tmp_path / "discrete_vs_continuous" / "results.json").read_text())
+    _controls_missed(res)
 
 
 def test_kmnist_option(tmp_path, capsys):
