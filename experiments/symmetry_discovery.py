@@ -16,6 +16,10 @@ the null space by SVD. We run it on
 
 Our search is restricted to the family given; their SageMath code (34 min to 2 h on 64
 cores for such sweeps) also proves that no other laws exist. Ours does not.
+
+Negative controls: a RePU(3) chain (factor 9, not 4); the first hidden activation
+replaced by tanh (its neurons lose their laws); ReLU in place of tanh (laws appear); for
+linear networks, counting the skew generators too (they give no GF law).
 """
 
 import time
@@ -24,7 +28,15 @@ from pathlib import Path
 import numpy as np
 
 from . import _networks as N
-from ._common import DEFAULT_OUT, claim, enable_float64, load, progress, run_experiment
+from ._common import (
+    DEFAULT_OUT,
+    claim,
+    control,
+    enable_float64,
+    load,
+    progress,
+    run_experiment,
+)
 
 NAME = "symmetry_discovery"
 
@@ -40,6 +52,11 @@ def config_for(quick, seed):
         "n_data": 12,
         "fig2_hidden": [4, 4, 4, 4] if quick else [12, 12, 12, 12],
         "fig2_d0": 8,
+        # negative controls: a mis-specified chain (RePU(3) for RePU(2): p^k = 9), the
+        # first hidden activation replaced by tanh (not homogeneous), for the random
+        # sweep on its first `n_control_relu` architectures
+        "control_repu_power": 3.0,
+        "n_control_relu": 3,
     }
 
 
@@ -76,15 +93,44 @@ def compute(cfg):
     tables["figure2_per_layer"] = sy.conservation_table(d, loss, m)
     metrics["figure2_laws"] = d.describe()
     metrics["figure2_gap"] = d.gap
-    # rows in reduced echelon form, one per pivot W_h; eliminate their common last
-    # field to get the law between W2 and W4 directly: W2 - factor * W4
-    rows = {d.names[int(np.flatnonzero(r)[0])]: r for r in d.coefficients}
-    last = int(np.flatnonzero(rows["W2"])[-1])
-    metrics["figure2_W2_to_W4_factor"] = float(rows["W2"][last] / rows["W4"][last])
+
+    def w2_to_w4(d):
+        # rows in reduced echelon form, one per pivot W_h; eliminate their common last
+        # field to get the law between W2 and W4 directly: W2 - factor * W4
+        rows = {d.names[int(np.flatnonzero(r)[0])]: r for r in d.coefficients}
+        last = int(np.flatnonzero(rows["W2"])[-1])
+        return float(rows["W2"][last] / rows["W4"][last])
+
+    metrics["figure2_W2_to_W4_factor"] = w2_to_w4(d)
+    # control: the chain with RePU(3) in place of RePU(2), whose factor is 3² = 9
+    p3 = cfg["control_repu_power"]
+    m3 = N.build(
+        [cfg["fig2_d0"], *cfg["fig2_hidden"], 3],
+        [nn.ReLU(), nn.RePU(p3), nn.RePU(p3), nn.ReLU(), nn.Identity()],
+        seed=cfg["seed"],
+    )
+    d3 = sy.discover(
+        loss,
+        m3,
+        sy.rescaling_family(m3, per_neuron=False),
+        key=jax.random.key(cfg["seed"]),
+    )
+    metrics["control_repu3_W2_to_W4_factor"] = w2_to_w4(d3)
     dn = sy.discover(
         loss, m, sy.rescaling_family(m), key=jax.random.key(cfg["seed"] + 1)
     )
     metrics["figure2_per_neuron_count"] = len(dn)
+    # control: the first hidden activation tanh instead of ReLU (not homogeneous)
+    mtn = N.build(
+        [cfg["fig2_d0"], *cfg["fig2_hidden"], 3],
+        [nn.Tanh(), nn.RePU(2.0), nn.RePU(2.0), nn.ReLU(), nn.Identity()],
+        seed=cfg["seed"],
+    )
+    metrics["control_tanh_first_per_neuron_count"] = len(
+        sy.discover(
+            loss, mtn, sy.rescaling_family(mtn), key=jax.random.key(cfg["seed"] + 1)
+        )
+    )
     metrics["figure2_per_neuron_laws_first"] = dn.describe()[:3]
     # Swish with biases (Table 3)
     x, y = _data(4, 40, cfg["seed"] + 7)
@@ -108,9 +154,14 @@ def compute(cfg):
     metrics["tanh_count"] = len(
         sy.discover(lossS, mt, sy.rescaling_family(mt), key=jax.random.key(3))
     )
+    # control: the same network with ReLU (5 homogeneous neurons, 5 laws)
+    mr = N.build([4, 5, 3], [nn.ReLU(), nn.Identity()], seed=cfg["seed"])
+    metrics["control_relu_count"] = len(
+        sy.discover(lossS, mr, sy.rescaling_family(mr), key=jax.random.key(3))
+    )
     # counts over random ReLU architectures
     rng = np.random.default_rng(cfg["seed"])
-    found, expected, gaps = [], [], []
+    found, expected, gaps, ctrl_found, ctrl_expected = [], [], [], [], []
     start = time.perf_counter()
     for k in progress(range(cfg["n_random_relu"]), desc="random ReLU nets"):
         depth = int(rng.integers(cfg["depths"][0], cfg["depths"][1] + 1))
@@ -134,6 +185,21 @@ def compute(cfg):
         found.append(len(dk))
         expected.append(sum(widths))
         gaps.append(dk.gap)
+        if k < cfg["n_control_relu"]:
+            # control: the first hidden activation tanh; its neurons have no law
+            mc = N.build(
+                [d0, *widths, 3],
+                [nn.Tanh()] + [nn.ReLU()] * (len(widths) - 1) + [nn.Identity()],
+                seed=k,
+            )
+            dc = sy.discover(
+                nn.make_loss(xk, yk),
+                mc,
+                sy.rescaling_family(mc),
+                key=jax.random.key(1000 + k),
+            )
+            ctrl_found.append(len(dc))
+            ctrl_expected.append(sum(widths))
     metrics["relu_sweep_seconds"] = time.perf_counter() - start
     arrays["relu_found"], arrays["relu_expected"], arrays["relu_gap"] = (
         np.array(found),
@@ -144,8 +210,12 @@ def compute(cfg):
         np.all(arrays["relu_found"] == arrays["relu_expected"])
     )
     metrics["relu_min_gap"] = float(np.min(gaps))
+    metrics["control_relu_tanh_first_found"] = ctrl_found
+    metrics["control_relu_tanh_first_mismatches"] = int(
+        np.sum(np.array(ctrl_found) != np.array(ctrl_expected))
+    )
     # deep linear networks: gl(d_h) laws, integrable parts, against the Jacobian rank
-    lin_found, lin_rank = [], []
+    lin_found, lin_rank, lin_all = [], [], []
     for k in range(cfg["n_random_linear"]):
         depth = int(rng.integers(3, 5))
         widths = [int(w) for w in rng.integers(2, 5, size=depth - 1)]
@@ -154,9 +224,10 @@ def compute(cfg):
         yk = jax.random.normal(jax.random.key(300 + k), (cfg["n_data"], 2))
         mk = N.build([d0, *widths, 2], [nn.Identity()] * (len(widths) + 1), seed=k)
         lk = nn.make_loss(xk, yk, kind="squared_error")
-        total = 0
+        total = every = 0
         for h in range(1, len(widths) + 1):
             dk = sy.discover(lk, mk, sy.gl_family(mk, h), key=jax.random.key(400 + k))
+            every += len(dk)  # control: skew A's counted too (no GF law from them)
             # GF laws: the symmetric parts of the discovered A's (tr(C A) = 0 for skew A)
             dh = widths[h - 1]
             sym = [
@@ -165,6 +236,7 @@ def compute(cfg):
             ]
             total += int(np.linalg.matrix_rank(np.array(sym), tol=1e-8)) if sym else 0
         lin_found.append(total)
+        lin_all.append(every)
 
         def known(q):
             out = []
@@ -190,36 +262,71 @@ def compute(cfg):
     metrics["linear_all_counts_match"] = bool(
         np.all(arrays["linear_found"] == arrays["linear_rank"])
     )
+    arrays["control_linear_all_generators"] = np.array(lin_all)
+    metrics["control_linear_mismatches_counting_skew"] = int(
+        np.sum(np.array(lin_all) != arrays["linear_rank"])
+    )
+    nctl = cfg["n_control_relu"]
     claims += [
         claim(
             "Figure-2 net: W2 law has factor p^k = 4 on W4 (|factor − 4|)",
             "Table 2, Fig. 2",
             abs(metrics["figure2_W2_to_W4_factor"] - 4.0),
             1e-6,
+            basis="pointwise",  # read off the null space at sampled states
+            control=control(
+                f"|factor − 4| for the chain with RePU({p3:g}) (p^k = {p3**2:g})",
+                abs(metrics["control_repu3_W2_to_W4_factor"] - 4.0),
+            ),
         ),
         claim(
             "Figure-2 net: per-neuron laws = hidden neurons (difference)",
             "eq. 28",
             abs(metrics["figure2_per_neuron_count"] - sum(cfg["fig2_hidden"])),
             0.0,
+            basis="count",
+            control=control(
+                "the same difference with the first hidden activation tanh",
+                abs(
+                    metrics["control_tanh_first_per_neuron_count"]
+                    - sum(cfg["fig2_hidden"])
+                ),
+            ),
         ),
         claim(
             "tanh network: number of rescaling laws",
             "no homogeneity",
             metrics["tanh_count"],
             0.0,
+            basis="count",
+            control=control(
+                "the same count with ReLU in place of tanh",
+                metrics["control_relu_count"],
+            ),
         ),
         claim(
             f"random ReLU nets with count ≠ Σ widths (of {cfg['n_random_relu']})",
             "Marcotte et al. 2023",
             float(np.sum(arrays["relu_found"] != arrays["relu_expected"])),
             0.0,
+            basis="count",
+            control=control(
+                f"the same for the first {nctl} nets with their first hidden "
+                "activation tanh",
+                metrics["control_relu_tanh_first_mismatches"],
+            ),
         ),
         claim(
             f"deep linear nets with count ≠ Jacobian rank (of {cfg['n_random_linear']})",
             "eq. 42",
             float(np.sum(arrays["linear_found"] != arrays["linear_rank"])),
             0.0,
+            basis="count",
+            control=control(
+                "the same comparison counting every gl(d_h) generator, skew ones "
+                "included (they give no GF law)",
+                metrics["control_linear_mismatches_counting_skew"],
+            ),
         ),
     ]
     metrics["tables_markdown"] = {k: t.markdown() for k, t in tables.items()}

@@ -346,3 +346,13 @@ def test_symmetry_discovery(tmp_path):
     )
     assert any("beta1" in law for law in m["swish_laws"])
     assert (tmp_path / "symmetry_discovery" / "laws.md").exists()
+    # the controls: RePU(3) gives 3² = 9; tanh neurons have no law, ReLU ones do
+    assert abs(m["control_repu3_W2_to_W4_factor"] - 9) < 1e-6
+    res = json.loads((tmp_path / "symmetry_discovery" / "results.json").read_text())
+    cfg = res["config"]
+    hidden = cfg["fig2_hidden"]
+    assert m["control_tanh_first_per_neuron_count"] == sum(hidden) - hidden[0]
+    assert m["control_relu_count"] == 5
+    assert m["control_relu_tanh_first_mismatches"] == cfg["n_control_relu"]
+    assert m["control_linear_mismatches_counting_skew"] == cfg["n_random_linear"]
+    _controls_missed(res)
