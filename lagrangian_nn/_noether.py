@@ -339,24 +339,10 @@ def _check_reduced(reduced) -> bool:
     return bool(reduced)
 
 
-_REDUCED_DOC = r"""
-    **Reduced form.** For a `lnn.Conformal` Lagrangian $L = e^{s(t)}L_0$ (what
-    `lnn.dynamics.damped`, `nesterov` and `general` return) the weight $e^{s}$ overflows
-    for large $s$ (e.g. $s = t/\kappa$). With `reduced=True` the quantity is computed
-    from $L_0$ and $\dot s$ only, never forming $e^{s}$; for any other Lagrangian
-    `reduced=True` takes $s = 0$ and changes nothing. With `reduced=False` (default)
-    $e^{s}X_0$ is computed as $2^n e^{r}X_0$ ($s = n\ln 2 + r$): finite whenever the
-    true value is representable, and an error that names `reduced=True` when it
-    overflows the dtype. A non-finite value (inf or NaN) is always an error, never
-    returned.
-"""
-
-
 def noether_charge(
     L: Lagrangian, gen: Generator, *, reduced: bool = False
 ) -> NoetherCharge:
-    (
-        r"""The Noether charge of a generator (Lemma 2, eq. 12):
+    r"""The Noether charge of a generator (Lemma 2, eq. 12):
 
     $$Q(t, q, \dot q) = \Big\langle\frac{\partial L}{\partial\dot q}, \xi\Big\rangle
       + \Big(L - \Big\langle\dot q, \frac{\partial L}{\partial\dot q}\Big\rangle\Big)\tau.$$
@@ -371,9 +357,17 @@ def noether_charge(
     balance law is $dQ_0/dt = R_0$ with $R_0$ from
     `lnn.invariance_residual(L, gen, reduced=True)`. For a symmetry of $L$,
     $Q_0(t) = Q_0(t_0)\,e^{-(s(t) - s(t_0))}$.
-    """
-        + _REDUCED_DOC
-        + r"""
+
+    **Reduced form.** For a `lnn.Conformal` Lagrangian $L = e^{s(t)}L_0$ (what
+    `lnn.dynamics.damped`, `nesterov` and `general` return) the weight $e^{s}$ overflows
+    for large $s$ (e.g. $s = t/\kappa$). With `reduced=True` the quantity is computed
+    from $L_0$ and $\dot s$ only, never forming $e^{s}$; for any other Lagrangian
+    `reduced=True` takes $s = 0$ and changes nothing. With `reduced=False` (default)
+    $e^{s}X_0$ is computed as $2^n e^{r}X_0$ ($s = n\ln 2 + r$): finite whenever the
+    true value is representable, and an error that names `reduced=True` when it
+    overflows the dtype. A non-finite value (inf or NaN) is always an error, never
+    returned.
+
     **Arguments:**
 
     - `L`: a Lagrangian `L(t, q, qdot) -> scalar`.
@@ -396,7 +390,6 @@ def noether_charge(
     Q0 = lnn.noether_charge(lnn.dynamics.damped(loss, 1e-6), gen, reduced=True)
     ```
     """
-    )
     _check_lagrangian(L, "noether_charge")
     _check_generator(gen)
     return NoetherCharge(L, gen, _check_reduced(reduced))
@@ -405,8 +398,7 @@ def noether_charge(
 def invariance_residual(
     L: Lagrangian, gen: Generator, *, reduced: bool = False
 ) -> InvarianceResidual:
-    (
-        r"""The Rund–Trautmann expression (Lemma 1, eq. 11),
+    r"""The Rund–Trautmann expression (Lemma 1, eq. 11),
 
     $$R = \Big\langle\frac{\partial L}{\partial q}, \xi\Big\rangle
       + \Big\langle\frac{\partial L}{\partial\dot q}, \dot\xi\Big\rangle
@@ -429,9 +421,17 @@ def invariance_residual(
     where $R[L_0]$ is the expression above for $L_0$. Along any solution
     $Q_0(t) - Q_0(t_0) = \int_{t_0}^t R_0\,dt$ exactly. For a symmetry of $L$ ($R = 0$)
     $R_0 = -\dot s\,Q_0$, so $Q_0$ decays as $e^{-(s(t) - s(t_0))}$.
-    """
-        + _REDUCED_DOC
-        + r"""
+
+    **Reduced form.** For a `lnn.Conformal` Lagrangian $L = e^{s(t)}L_0$ (what
+    `lnn.dynamics.damped`, `nesterov` and `general` return) the weight $e^{s}$ overflows
+    for large $s$ (e.g. $s = t/\kappa$). With `reduced=True` the quantity is computed
+    from $L_0$ and $\dot s$ only, never forming $e^{s}$; for any other Lagrangian
+    `reduced=True` takes $s = 0$ and changes nothing. With `reduced=False` (default)
+    $e^{s}X_0$ is computed as $2^n e^{r}X_0$ ($s = n\ln 2 + r$): finite whenever the
+    true value is representable, and an error that names `reduced=True` when it
+    overflows the dtype. A non-finite value (inf or NaN) is always an error, never
+    returned.
+
     **Arguments:**
 
     - `L`: a Lagrangian `L(t, q, qdot) -> scalar`.
@@ -442,15 +442,13 @@ def invariance_residual(
 
     **Raises:** as `lnn.noether_charge`.
     """
-    )
     _check_lagrangian(L, "invariance_residual")
     _check_generator(gen)
     return InvarianceResidual(L, gen, _check_reduced(reduced))
 
 
 def energy(L: Lagrangian, *, reduced: bool = False) -> Energy:
-    (
-        r"""The energy (Hamiltonian) $E = \langle\dot q, \partial L/\partial\dot q\rangle - L$
+    r"""The energy (Hamiltonian) $E = \langle\dot q, \partial L/\partial\dot q\rangle - L$
     (Example 5). It is conserved when `L` does not depend on `t` explicitly, and equals
     `-noether_charge(L, Generator(xi=0, tau=1))`; in general $dE/dt = -\partial L/\partial
     t$ along solutions.
@@ -462,9 +460,17 @@ def energy(L: Lagrangian, *, reduced: bool = False) -> Energy:
     q\rangle$ (for `damped`: $E_0 = \tfrac\kappa2\|\dot w\|^2 + L(w)$ and
     $dE_0/dt = -\|\dot w\|^2$); this rate is `-invariance_residual(L, Generator(xi=0,
     tau=1), reduced=True)`.
-    """
-        + _REDUCED_DOC
-        + r"""
+
+    **Reduced form.** For a `lnn.Conformal` Lagrangian $L = e^{s(t)}L_0$ (what
+    `lnn.dynamics.damped`, `nesterov` and `general` return) the weight $e^{s}$ overflows
+    for large $s$ (e.g. $s = t/\kappa$). With `reduced=True` the quantity is computed
+    from $L_0$ and $\dot s$ only, never forming $e^{s}$; for any other Lagrangian
+    `reduced=True` takes $s = 0$ and changes nothing. With `reduced=False` (default)
+    $e^{s}X_0$ is computed as $2^n e^{r}X_0$ ($s = n\ln 2 + r$): finite whenever the
+    true value is representable, and an error that names `reduced=True` when it
+    overflows the dtype. A non-finite value (inf or NaN) is always an error, never
+    returned.
+
     **Arguments:**
 
     - `L`: a Lagrangian `L(t, q, qdot) -> scalar`.
@@ -474,7 +480,6 @@ def energy(L: Lagrangian, *, reduced: bool = False) -> Energy:
 
     **Raises:** as `lnn.noether_charge`.
     """
-    )
     _check_lagrangian(L, "energy")
     return Energy(L, _check_reduced(reduced))
 
