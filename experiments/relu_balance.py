@@ -5,12 +5,21 @@ the network unchanged. Noether (Table 2) then gives, for $h = 2$:
 
 - GF: $\|W_2\|_F^2 - \|W_3\|_F^2$ is constant (eq. 31), and GD conserves it up to the
   exact per-step change $\eta^2(\|g_2\|^2 - \|g_3\|^2)$;
-- ND: $\langle W_2, \ddot W_2\rangle - \langle W_3, \ddot W_3\rangle = 0$, and from rest
-  $\sum_h |\|W_h\|^2 - \|W_{h+1}\|^2|$ grows at most like $4(L(w_0) - L^*)\,t^2$
-  (eqs. 32–34);
-- NAGF: $\langle W_2, \ddot W_2 + \tfrac3t\dot W_2\rangle - \langle W_3, \ddot W_3 +
-  \tfrac3t\dot W_3\rangle = 0$, and its energy decays as
-  $\tfrac{d}{dt}(\tfrac12\|\dot w\|^2 + L) = -\tfrac3t\|\dot w\|^2$ (eq. 35).
+- ND: $\langle W_2, \ddot W_2\rangle - \langle W_3, \ddot W_3\rangle = 0$ (Table 2), so
+  $C = \|W_2\|^2 - \|W_3\|^2$ obeys $\ddot C = 2(\|\dot W_2\|^2 - \|\dot W_3\|^2)$; checked
+  along the computed trajectory as $C(t) - C(0) = \dot C(0)t + 2\int_0^t\int_0^s
+  (\|\dot W_2\|^2 - \|\dot W_3\|^2)$. From rest the growth of
+  $\sum_h |\|W_h\|^2 - \|W_{h+1}\|^2|$ is at most $4(L(w_0) - L^*)\,t^2$ (eqs. 32–34), a
+  consequence of energy conservation (itself checked);
+- NAGF: the same with the $\tfrac3t$ damping, $\tfrac{d}{dt}(t^3\dot C) =
+  2t^3(\|\dot W_2\|^2 - \|\dot W_3\|^2)$, checked as $C(t) - C(t_0) = \int_{t_0}^t
+  s^{-3}[t_0^3\dot C(t_0) + 2\int_{t_0}^s r^3(\|\dot W_2\|^2 - \|\dot W_3\|^2)dr]ds$; and
+  its energy decays as $\tfrac{d}{dt}(\tfrac12\|\dot w\|^2 + L) = -\tfrac3t\|\dot w\|^2$
+  (eq. 35).
+
+At a single state the Table-2 forms are identities of the equation of motion, so only
+their integrals along a trajectory are evidence. Each claim has a negative control: a
+wrong coefficient, the ND form on the NAGF run, or GD without its correction.
 
 Setup as the paper's: a $d_0$-200-200-200-10 ReLU network without biases, NLL loss,
 1,000 training samples, learning rate 0.01 (digits by default; `--data kmnist`).
@@ -24,6 +33,7 @@ from . import _networks as N
 from ._common import (
     DEFAULT_OUT,
     claim,
+    control,
     enable_float64,
     figure_style,
     load,
@@ -33,6 +43,13 @@ from ._common import (
 
 NAME = "relu_balance"
 USES_DATA = True
+# Relative error of the integrated balances (ND, NAGF Table 2; NAGF energy, eq. 35). The
+# integrands have kinks where ReLU pre-activations cross 0, so the Simpson quadrature is
+# O(h²) there (halving the grid raises the error ~4x); --quick measures 5e-6 to 4e-5.
+# Every control (a wrong coefficient or form) misses by ~0.5.
+BALANCE_BOUND = 1e-3
+# ND energy drift / L(w0), limited by the ReLU kinks at rtol 1e-6 (--quick: 1.3e-6).
+ENERGY_BOUND = 1e-4
 
 
 def config_for(quick, seed, data="digits", data_dir=None):
@@ -45,6 +62,7 @@ def config_for(quick, seed, data="digits", data_dir=None):
         "gd_steps": 200 if quick else 500,
         "nd_steps": 20 if quick else 50,
         "n_save": 25 if quick else 60,
+        "n_dense": 201 if quick else 401,  # ND/NAGF save grid (odd: halvable)
         "rtol": 1e-6,
         "atol": 1e-9,
     }
@@ -52,7 +70,6 @@ def config_for(quick, seed, data="digits", data_dir=None):
 
 def compute(cfg):
     enable_float64()
-    import jax
     import jax.numpy as jnp
 
     import lagrangian_nn as lnn
@@ -67,16 +84,11 @@ def compute(cfg):
     h, lr = cfg["layer"], cfg["lr"]
     sq = np.sqrt(lr)
     t_gf, t_nd = cfg["gd_steps"] * lr, cfg["nd_steps"] * sq
-    fl = N.flows(
-        loss,
-        model,
-        t_gf=t_gf,
-        t_nd=t_nd,
-        nagf_t0=sq,
-        n_save=cfg["n_save"],
-        rtol=cfg["rtol"],
-        atol=cfg["atol"],
-    )
+    common = dict(t_gf=t_gf, t_nd=t_nd, nagf_t0=sq, rtol=cfg["rtol"], atol=cfg["atol"])
+    fl = {
+        **N.flows(loss, model, n_save=cfg["n_save"], which=("gf",), **common),
+        **N.flows(loss, model, n_save=cfg["n_dense"], which=("nd", "nagf"), **common),
+    }
     norms = lambda t, q, v: jnp.stack(
         [jnp.sum(q.weights[h - 1] ** 2), jnp.sum(q.weights[h] ** 2)]
     )
@@ -91,53 +103,75 @@ def compute(cfg):
         arrays[f"{name}_ts"] = np.asarray(traj.ts)
         arrays[f"{name}_norms"] = N.along(traj, norms)
         arrays[f"{name}_loss"] = N.along(traj, lambda t, q, v: loss(q))
-    # GF: eq. 31
+    # GF: eq. 31; control: the wrong coefficient, ‖W2‖² − 2‖W3‖²
     n = arrays["gf_norms"]
-    d = n[:, 0] - n[:, 1]
+    d, wrong = n[:, 0] - n[:, 1], n[:, 0] - 2 * n[:, 1]
     metrics["gf_difference_drift"] = float(np.max(np.abs(d - d[0])))
     metrics["gf_norm_change"] = float(np.max(np.abs(n[:, 0] - n[0, 0])))
     metrics["gf_relative_drift"] = (
         metrics["gf_difference_drift"] / metrics["gf_norm_change"]
     )
-    # ND and NAGF: the Table-2 residual forms along the trajectory
-    for name, L, k1 in (
-        ("nd", dynamics.newtonian(loss), lambda t: 0.0),
-        ("nagf", dynamics.nesterov(loss), lambda t: 3.0 / t),
-    ):
-        traj = fl[name]
-        acc = N.accelerations(L, traj)
-        res = jax.vmap(
-            lambda t, q, v, a: nn.rescale_residual(q, v, a, h, kappa1=k1(t))
-        )(traj.ts, traj.q, traj.qdot, acc)
-        scale = jax.vmap(
-            lambda q, a: jnp.sqrt(
-                jnp.sum(q.weights[h - 1] ** 2) * jnp.sum(a.weights[h - 1] ** 2)
-            )
-        )(traj.q, acc)
-        arrays[f"{name}_residual"] = np.asarray(res)
-        metrics[f"{name}_table2_residual_max_relative"] = float(
-            np.max(np.abs(res) / np.maximum(scale, 1e-300))
+    metrics["gf_wrong_coefficient_relative_drift"] = (
+        float(np.max(np.abs(wrong - wrong[0]))) / metrics["gf_norm_change"]
+    )
+    # ND and NAGF: C = ‖W2‖² − ‖W3‖² along the computed trajectory against the
+    # integrated Table-2 balance (C̈ = 2f under ND, d/dt(t³Ċ) = 2t³f under NAGF, with
+    # f = ‖Ẇ2‖² − ‖Ẇ3‖²), the integrals by cumulative Simpson on the dense save grid
+    kin = lambda t, q, v: jnp.sum(v.weights[h - 1] ** 2) - jnp.sum(v.weights[h] ** 2)
+    Cdot = lambda t, q, v: (
+        2
+        * (
+            jnp.sum(q.weights[h - 1] * v.weights[h - 1])
+            - jnp.sum(q.weights[h] * v.weights[h])
         )
-    # ND bound, eqs. 33–34 (L* ≥ 0 for NLL)
+    )
+    forms = {"nd": N.nd_balance, "nagf": N.nagf_balance}
+    for name, form, ctrl_form, ctrl_coef in (
+        ("nd", "nd", "nd", 1.0),  # control: coefficient 1 instead of 2
+        ("nagf", "nagf", "nd", 2.0),  # control: the ND form (no 3/t damping)
+    ):
+        ts, nrm = arrays[f"{name}_ts"], arrays[f"{name}_norms"]
+        C = nrm[:, 0] - nrm[:, 1]
+        f = N.along(fl[name], kin)
+        Cd0 = float(N.along(fl[name][:1], Cdot)[0])
+        lhs = C - C[0]
+        rhs = forms[form](ts, Cd0, f)
+        ctrl = forms[ctrl_form](ts, Cd0, f, ctrl_coef)
+        coarse = forms[form](ts[::2], Cd0, f[::2])
+        arrays[f"{name}_balance_lhs"] = lhs
+        arrays[f"{name}_balance_rhs"] = rhs
+        arrays[f"{name}_balance_control"] = ctrl
+        metrics[f"{name}_balance_rel_error"] = N.balance_error(lhs, rhs)
+        metrics[f"{name}_balance_rel_error_half_grid"] = N.balance_error(
+            lhs[::2], coarse
+        )
+        metrics[f"{name}_balance_control_rel_error"] = N.balance_error(lhs, ctrl)
+        metrics[f"{name}_balance_size"] = float(np.max(np.abs(lhs)))
+        metrics[f"{name}_norm_change"] = float(np.max(np.abs(nrm[:, 0] - nrm[0, 0])))
+    # ND bound, eqs. 33–34 (L* ≥ 0 for NLL): a consequence of energy conservation
     Snd = N.along(fl["nd"], S)
     bound = 4 * L0 * arrays["nd_ts"] ** 2
     arrays["nd_S"], arrays["nd_bound"] = Snd, bound
     ratio = (Snd[1:] - Snd[0]) / bound[1:]
     metrics["nd_bound_max_ratio"] = float(np.max(ratio))
     H = N.along(fl["nd"], lnn.energy(dynamics.newtonian(loss)))
-    metrics["nd_energy_rel_drift"] = N.rel_drift(H)
-    # NAGF energy, eq. 35: E(t) − E(t0) against ∫ −3/t |ẇ|² dt (trapezoid on saved times)
+    metrics["nd_energy_drift_over_L0"] = float(np.max(np.abs(H - H[0]))) / L0
+    Hw = N.along(fl["nd"], lambda t, q, v: lnn._tree.tree_dot(v, v) + loss(q))
+    metrics["nd_wrong_energy_drift_over_L0"] = float(np.max(np.abs(Hw - Hw[0]))) / L0
+    # NAGF energy, eq. 35: E(t) − E(t0) against −∫ 3/t ‖ẇ‖² dt (Simpson, dense grid)
     ag = fl["nagf"]
     E = N.along(ag, lambda t, q, v: 0.5 * lnn._tree.tree_dot(v, v) + loss(q))
-    rate = N.along(ag, lambda t, q, v: -3.0 / t * lnn._tree.tree_dot(v, v))
+    vv = N.along(ag, lambda t, q, v: lnn._tree.tree_dot(v, v))
     ts = arrays["nagf_ts"]
-    integral = np.concatenate(
-        [[0.0], np.cumsum(np.diff(ts) * 0.5 * (rate[1:] + rate[:-1]))]
-    )
+    integral = N.cumulative_integral(-3.0 / ts * vv, ts)
+    wrong = N.cumulative_integral(-1.0 / ts * vv, ts)  # control: 1/t instead of 3/t
     arrays["nagf_energy"], arrays["nagf_energy_predicted"] = E, E[0] + integral
-    metrics["nagf_energy_balance_rel_error"] = float(
-        np.max(np.abs(E - E[0] - integral)) / np.max(np.abs(E - E[0]))
+    metrics["nagf_energy_balance_rel_error"] = N.balance_error(E - E[0], integral)
+    metrics["nagf_energy_balance_rel_error_half_grid"] = N.balance_error(
+        E[::2] - E[0], N.cumulative_integral(-3.0 / ts[::2] * vv[::2], ts[::2])
     )
+    metrics["nagf_energy_wrong_rate_rel_error"] = N.balance_error(E - E[0], wrong)
+    metrics["nagf_energy_change_over_L0"] = float(np.max(np.abs(E - E[0]))) / L0
     metrics["nagf_energy_monotone"] = bool(np.all(np.diff(E) <= 1e-12))
     # discrete: GD (with the exact correction), ND (eq. 21), NAGD (eq. 20)
     C = lambda q: nn.rescale_quantity(q, h)
@@ -172,36 +206,67 @@ def compute(cfg):
             "eq. 31, Fig. 1a",
             metrics["gf_relative_drift"],
             1e-4,
+            control=control(
+                "wrong coefficient: ‖W2‖² − 2‖W3‖²",
+                metrics["gf_wrong_coefficient_relative_drift"],
+            ),
         ),
         claim(
             "GD: corrected quantity drift / |Δ‖W2‖²|",
             "exact GD accounting (ours)",
             metrics["gd_corrected_drift"] / metrics["gf_norm_change"],
             1e-10,
+            control=control(
+                "GD without the η²(‖g2‖² − ‖g3‖²) correction",
+                metrics["gd_difference_drift"] / metrics["gf_norm_change"],
+            ),
         ),
         claim(
-            "ND: Table-2 residual (relative)",
-            "Table 2, Fig. 1b",
-            metrics["nd_table2_residual_max_relative"],
-            1e-8,
+            "ND: Δ(‖W2‖² − ‖W3‖²) vs 2∫∫(‖Ẇ2‖² − ‖Ẇ3‖²), relative error",
+            "Table 2 integrated twice, Fig. 1b",
+            metrics["nd_balance_rel_error"],
+            BALANCE_BOUND,
+            control=control(
+                "coefficient 1 instead of 2",
+                metrics["nd_balance_control_rel_error"],
+            ),
         ),
         claim(
-            "NAGF: Table-2 residual (relative)",
-            "Table 2, Fig. 1c",
-            metrics["nagf_table2_residual_max_relative"],
-            1e-8,
+            "NAGF: Δ(‖W2‖² − ‖W3‖²) vs ∫s⁻³∫2r³(‖Ẇ2‖² − ‖Ẇ3‖²), relative error",
+            "Table 2 / eq. 35 t³-weighted, Fig. 1c",
+            metrics["nagf_balance_rel_error"],
+            BALANCE_BOUND,
+            control=control(
+                "the ND form 2∫∫(‖Ẇ2‖² − ‖Ẇ3‖²) (no 3/t damping)",
+                metrics["nagf_balance_control_rel_error"],
+            ),
+        ),
+        claim(
+            "ND: energy ½‖ẇ‖² + L drift / L(w0)",
+            "Example 5",
+            metrics["nd_energy_drift_over_L0"],
+            ENERGY_BOUND,
+            control=control(
+                "wrong coefficient: ‖ẇ‖² + L",
+                metrics["nd_wrong_energy_drift_over_L0"],
+            ),
         ),
         claim(
             "ND: growth of Σ|‖W_h‖²−‖W_h+1‖²| / (4 L(w0) t²)",
-            "eqs. 33–34",
+            "eqs. 33–34 (from energy conservation)",
             metrics["nd_bound_max_ratio"],
             1.0,
+            basis="consequence",
         ),
         claim(
-            "NAGF: energy balance error (relative)",
+            "NAGF: E(t) − E(t0) vs −∫3/t ‖ẇ‖², relative error",
             "eq. 35",
             metrics["nagf_energy_balance_rel_error"],
-            2e-2,
+            BALANCE_BOUND,
+            control=control(
+                "wrong rate −∫1/t ‖ẇ‖²",
+                metrics["nagf_energy_wrong_rate_rel_error"],
+            ),
         ),
     ]
     return metrics, arrays, claims
@@ -261,9 +326,23 @@ def draw(folder: Path):
             )
             ax.set_title("eq. 31: the difference is conserved")
         else:
-            ax.plot(a[f"{c}_ts"], a[f"{c}_residual"], label="Table 2 residual")
-            ax.set_title(f"{c.upper()}: Table 2 residual form")
+            err = res["metrics"][f"{c}_balance_rel_error"]
+            ax.plot(a[f"{c}_ts"], a[f"{c}_balance_lhs"], label="Δ(‖W2‖² − ‖W3‖²)")
+            ax.plot(
+                a[f"{c}_ts"],
+                a[f"{c}_balance_rhs"],
+                "--",
+                label="2∫∫(‖Ẇ2‖² − ‖Ẇ3‖²)" if c == "nd" else "∫s⁻³∫2r³(‖Ẇ2‖² − ‖Ẇ3‖²)",
+            )
+            ax.plot(
+                a[f"{c}_ts"],
+                a[f"{c}_balance_control"],
+                ":",
+                label="control: coefficient 1" if c == "nd" else "control: ND form",
+            )
+            ax.set_title(f"{c.upper()}: integrated balance (rel. error {err:.1e})")
         ax.set_xlabel("t")
+        ax.set_ylabel("change since start")
         ax.legend()
     fig.suptitle(
         f"Figure 1: ReLU {res['metrics']['n_params']:,}-parameter network, layers {h} and {h + 1}"
