@@ -137,6 +137,26 @@ def _evidence_and_consequences(tmp_path, name, consequences):
     _controls_missed(res)
 
 
+def test_integrated_balances_closed_forms():
+    from experiments import _networks as N
+
+    # ND: C = t⁴ from rest has C̈ = 12t² = 2f with f = 6t²
+    ts = np.linspace(0.0, 2.0, 201)
+    assert N.balance_error(ts**4, N.nd_balance(ts, 0.0, 6 * ts**2)) < 1e-8
+    assert N.balance_error(ts**4, N.nd_balance(ts, 0.0, 6 * ts**2, 1.0)) > 0.4
+    # NAGF: C = t² has d/dt(t³Ċ) = 8t³ = 2t³f with f = 4, and Ċ(t0) = 2t0
+    t0 = 0.1
+    ts = np.linspace(t0, 2.0, 201)
+    f = np.full_like(ts, 4.0)
+    assert N.balance_error(ts**2 - t0**2, N.nagf_balance(ts, 2 * t0, f)) < 1e-6
+    assert N.balance_error(ts**2 - t0**2, N.nd_balance(ts, 2 * t0, f)) > 0.4
+    # matrix-valued, entrywise: C = [t², sin t] with Ċ(t0) = [2t0, cos t0]
+    C = np.stack([ts**2, np.sin(ts)], axis=1)[:, :, None] * np.ones(3)
+    f = np.stack([np.ones_like(ts), -np.sin(ts) / 2], axis=1)[:, :, None] * np.ones(3)
+    Cd0 = np.array([2 * t0, np.cos(t0)])[:, None] * np.ones(3)
+    assert N.balance_error(C - C[0], N.nd_balance(ts, Cd0, f)) < 1e-8
+
+
 def test_relu_balance(tmp_path):
     m = _run("relu_balance", tmp_path, ["figure1", "bounds"])
     _evidence_and_consequences(
