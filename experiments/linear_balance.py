@@ -178,7 +178,9 @@ def draw(folder: Path):
             tsn, a["nd_C_predicted"][:, i, j] - a["nd_C"][0, i, j], "k--", linewidth=0.7
         )
     err = res["metrics"]["nd_balance_rel_error"]
-    axes[1].set_title(f"ND: ΔC and 2∫∫(Ẇ2Ẇ2ᵀ − Ẇ3ᵀẆ3) (dashed), rel. error {err:.0e}")
+    axes[1].set_title(
+        f"ND: ΔC and 2∫∫(Ẇ2Ẇ2ᵀ − Ẇ3ᵀẆ3) (dashed)\nrelative error {err:.0e}"
+    )
     axes[1].set_ylabel("change since start")
     axes[1].set_xlabel("t")
     axes[1].legend(fontsize=7)
@@ -187,7 +189,7 @@ def draw(folder: Path):
     axes[2].set_yscale("log")
     axes[2].set_xlabel("t")
     axes[2].legend()
-    axes[2].set_title("ND: controlled, bounded growth")
+    axes[2].set_title("ND: trace bound (a consequence of energy conservation)")
     fig.tight_layout()
     save_figure(fig, folder, "linear_balance")
 
