@@ -329,9 +329,9 @@ def _ritz_values(inner, t, q, qdot, steps=_LANCZOS_STEPS):
     return lanczos_ritz_values(matvec, n, flat.dtype, min(steps, n))
 
 
-def _certificate_failures(theta, dtype):
-    """`(negative, singular)` flags from the ascending Ritz values `theta`."""
-    eps = jnp.finfo(dtype).eps
+def _certificate_failures(theta, eps):
+    """`(negative, singular)` flags from the ascending Ritz values `theta`, with `eps`
+    the machine epsilon of the least precise leaf of the state."""
     tol = _SINGULAR_RTOL * eps * jnp.max(jnp.abs(theta))
     negative = theta[0] < -tol
     singular = ~(theta[0] > tol)  # also NaN, and M = 0
@@ -422,7 +422,8 @@ class EulerLagrange(eqx.Module):
         if _diagonal_coefficients(inner, t, q, qdot) is not None:
             return qdot
         theta = _ritz_values(inner, t, q, qdot)
-        negative, singular = _certificate_failures(theta, theta.dtype)
+        eps = max(float(jnp.finfo(jnp.result_type(x)).eps) for x in jtu.tree_leaves(q))
+        negative, singular = _certificate_failures(theta, eps)
         if not isinstance(theta, jax.core.Tracer):  # called eagerly: raise here
             if bool(negative) or bool(singular):
                 raise eqx.EquinoxRuntimeError(

@@ -14,6 +14,11 @@ converts, `copy`, and calls (`jit`, `custom_jvp_call`) whose bodies obey the sam
 Anything else (a contraction, a transpose, a select, a loop, ...) makes the reader give
 up, and the caller falls back to its general solver. Values that do not depend on u are
 computed by binding their primitives as usual, on demand.
+
+`lanczos_ritz_values` is the other tool here: a few Lanczos steps on `u ↦ M u`, run once
+per solve at the initial state (`EulerLagrange.certify_mass`) when M is neither small
+enough for the dense Cholesky path nor read as diagonal, to refuse an indefinite or
+singular M before the integration starts.
 """
 
 import contextlib
