@@ -513,7 +513,15 @@ def euler_lagrange(
 
     `ValueError` at trace time if `L` does not return a floating scalar or `q` and
     `qdot` differ in structure; an `eqx.error_if` runtime error naming the mass matrix
-    if $M$ is singular or not positive definite.
+    if $M$ is singular or not positive definite. The dense path (Cholesky) and a
+    diagonal $M$ read from the program certify this at every evaluation; the
+    matrix-free path only catches CG breaking down, meeting non-positive curvature
+    along the force, or failing to converge. `lnn.simulate` adds a Lanczos check of
+    $M$ at the initial state on that path, `EulerLagrange.certify_mass`, which a
+    direct call does not run.
+
+    A (nested) list or tuple of Python numbers as `q` or `qdot`, such as `[1.0, 2.0]`,
+    is read as one array of the default floating dtype.
 
     **Example:**
 
