@@ -92,6 +92,10 @@ def simulate_ensemble(
     - `**kwargs`: passed to `lnn.simulate` (`t0`, `t1`, `ts`, `solver`, tolerances...).
       `progress` is not supported inside a batch.
 
+    The inputs are checked as in `lnn.simulate`, before the batch is compiled:
+    `ValueError` for non-finite `q0`/`qdot0`, `t1 < t0`, or `ts` out of order or
+    outside `[t0, t1]`; lists of numbers are read as arrays.
+
     **Returns:** an `lnn.Trajectory` whose leaves have a leading batch axis, then time.
 
     **Example:**
