@@ -44,7 +44,7 @@ NAME = "symmetry_discovery"
 def config_for(quick, seed):
     return {
         "seed": seed,
-        "n_random_relu": 4 if quick else 50,
+        "n_random_relu": 2 if quick else 50,
         "n_random_linear": 1 if quick else 10,
         "widths": [2, 9],
         "depths": [2, 4],
@@ -56,7 +56,7 @@ def config_for(quick, seed):
         # first hidden activation replaced by tanh (not homogeneous), for the random
         # sweep on its first `n_control_relu` architectures
         "control_repu_power": 3.0,
-        "n_control_relu": 3,
+        "n_control_relu": 1 if quick else 3,
     }
 
 
