@@ -92,14 +92,6 @@ def flows(
     return out
 
 
-def rel_drift(values, reference_change=None):
-    """max |v − v0| relative to `reference_change` (default: max |v0|)."""
-    values = np.asarray(values)
-    drift = np.max(np.abs(values - values[0]))
-    scale = np.max(np.abs(values[0])) if reference_change is None else reference_change
-    return float(drift / max(scale, 1e-300))
-
-
 def cumulative_integral(values, ts):
     """$\\int_{t_0}^{t} f$ at every saved time (cumulative Simpson along axis 0)."""
     from scipy.integrate import cumulative_simpson
