@@ -149,24 +149,21 @@ def compute(cfg):
     for lr in progress(cfg["rot_lrs"], desc="ND/NAGD step sizes"):
         h = float(np.sqrt(lr))
         track = {"J": lambda s, h=h: optim.discrete_rotation_matrix(s, h)[0, 1]}
-        r = optim.run(
-            optim.newtonian(lr, velocity=v0),
-            rloss,
-            rmodel,
-            int(round(cfg["T_rot"] / h)),
-            track=track,
-        )
-        J = np.asarray(r.tracked["J"])
-        nd_d.append(float(np.max(np.abs(J - J[0])) / abs(J[0])))
-        r = optim.run(
-            optim.newtonian(lr, velocity=v0),
-            rloss_c,
-            rmodel,
-            int(round(cfg["T_rot"] / h)),
-            track=track,
-        )
-        Jc = np.asarray(r.tracked["J"])
-        ndc_d.append(float(np.max(np.abs(Jc - Jc[0])) / abs(Jc[0])))
+
+        def eq21_charge_drift(loss, lr=lr, h=h, track=track):
+            r = optim.run(
+                optim.newtonian(lr, velocity=v0),
+                loss,
+                rmodel,
+                int(round(cfg["T_rot"] / h)),
+                track=track,
+            )
+            J = np.asarray(r.tracked["J"])
+            return float(np.max(np.abs(J - J[0])) / abs(J[0])), J
+
+        drift, J = eq21_charge_drift(rloss)
+        nd_d.append(drift)
+        ndc_d.append(eq21_charge_drift(rloss_c)[0])  # control: stretched data
         k0 = max(1, int(round(cfg["nagd_t0"] / h)))
         r = optim.run(
             optim.nesterov(lr, start_step=k0, velocity=v0),

@@ -173,32 +173,24 @@ def compute(cfg):
         ]
         d0 = int(rng.integers(cfg["d0"][0], cfg["d0"][1] + 1))
         xk, yk = _data(d0, cfg["n_data"], 100 + k)
-        mk = N.build(
-            [d0, *widths, 3], [nn.ReLU()] * len(widths) + [nn.Identity()], seed=k
-        )
-        dk = sy.discover(
-            nn.make_loss(xk, yk),
-            mk,
-            sy.rescaling_family(mk),
-            key=jax.random.key(1000 + k),
-        )
+
+        def rescaling_laws(first, k=k, d0=d0, widths=widths, xk=xk, yk=yk):
+            acts = [first] + [nn.ReLU()] * (len(widths) - 1) + [nn.Identity()]
+            mk = N.build([d0, *widths, 3], acts, seed=k)
+            return sy.discover(
+                nn.make_loss(xk, yk),
+                mk,
+                sy.rescaling_family(mk),
+                key=jax.random.key(1000 + k),
+            )
+
+        dk = rescaling_laws(nn.ReLU())
         found.append(len(dk))
         expected.append(sum(widths))
         gaps.append(dk.gap)
         if k < cfg["n_control_relu"]:
             # control: the first hidden activation tanh; its neurons have no law
-            mc = N.build(
-                [d0, *widths, 3],
-                [nn.Tanh()] + [nn.ReLU()] * (len(widths) - 1) + [nn.Identity()],
-                seed=k,
-            )
-            dc = sy.discover(
-                nn.make_loss(xk, yk),
-                mc,
-                sy.rescaling_family(mc),
-                key=jax.random.key(1000 + k),
-            )
-            ctrl_found.append(len(dc))
+            ctrl_found.append(len(rescaling_laws(nn.Tanh())))
             ctrl_expected.append(sum(widths))
     metrics["relu_sweep_seconds"] = time.perf_counter() - start
     arrays["relu_found"], arrays["relu_expected"], arrays["relu_gap"] = (

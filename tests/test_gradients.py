@@ -63,6 +63,30 @@ def _value_and_grad(f, argnums):
     return jax.jit(jax.value_and_grad(f, argnums=argnums))
 
 
+def _check_against_closed_form_and_differences(end, exact, args):
+    """`jax.grad` of `end` with respect to all three `args` (the first is `Q0`) equals
+    `jax.grad(exact)` to `CLOSED_FORM_RTOL`, and central differences to `FD_RTOL`
+    (along a random direction for `Q0`). Returns the gradients."""
+    value_and_grad = _value_and_grad(end, (0, 1, 2))
+    value = lambda *a: value_and_grad(*a)[0]
+    _, grads = value_and_grad(*args)
+    expected = jax.jit(jax.grad(exact, argnums=(0, 1, 2)))(*args)
+    for got, want in zip(grads, expected, strict=True):
+        assert jnp.all(jnp.isfinite(got))
+        assert rel_err(got, want) < CLOSED_FORM_RTOL
+
+    direction = jnp.asarray(_rng.normal(size=N))
+    fd = [
+        _central_difference(lambda q0: value(q0, *args[1:]), Q0, direction),
+        _central_difference(lambda a: value(Q0, a, args[2]), args[1], 1.0),
+        _central_difference(lambda b: value(Q0, args[1], b), args[2], 1.0),
+    ]
+    ad = [grads[0] @ direction, grads[1], grads[2]]
+    for got, want in zip(ad, fd, strict=True):
+        assert rel_err(got, want) < FD_RTOL
+    return grads
+
+
 def _oscillator_end(q0, v0, frequency, t):
     return q0 * jnp.cos(frequency * t) + v0 / frequency * jnp.sin(frequency * t)
 
@@ -90,25 +114,10 @@ def test_grad_through_simulate_diagonal_mass(monkeypatch):
         return W @ _oscillator_end(q0, V0, omega / jnp.sqrt(m), T)
 
     args = (Q0, jnp.asarray(1.3), jnp.asarray(0.8))
-    value_and_grad = _value_and_grad(end, (0, 1, 2))
-    value = lambda *args: value_and_grad(*args)[0]
-    _, grads = value_and_grad(*args)
-    expected = jax.jit(jax.grad(exact, argnums=(0, 1, 2)))(*args)
     # ∂J/∂q0 = W cos(ΩT), by hand as well as by differentiating the closed form
-    assert rel_err(expected[0], W * jnp.cos(1.3 / jnp.sqrt(0.8) * T)) < 1e-14
-    for got, want in zip(grads, expected, strict=True):
-        assert jnp.all(jnp.isfinite(got))
-        assert rel_err(got, want) < CLOSED_FORM_RTOL
-
-    direction = jnp.asarray(_rng.normal(size=N))
-    fd = [
-        _central_difference(lambda q0: value(q0, *args[1:]), Q0, direction),
-        _central_difference(lambda w: value(Q0, w, args[2]), args[1], 1.0),
-        _central_difference(lambda m: value(Q0, args[1], m), args[2], 1.0),
-    ]
-    ad = [grads[0] @ direction, grads[1], grads[2]]
-    for got, want in zip(ad, fd, strict=True):
-        assert rel_err(got, want) < FD_RTOL
+    grad_q0 = jax.grad(exact)(*args)
+    assert rel_err(grad_q0, W * jnp.cos(1.3 / jnp.sqrt(0.8) * T)) < 1e-14
+    _check_against_closed_form_and_differences(end, exact, args)
 
 
 def _spd(n, seed):
@@ -148,23 +157,7 @@ def test_grad_through_simulate_conjugate_gradients(monkeypatch):
     M = A0 + args[2] * S
     assert rel_err(-args[1] * Q0 / M[0, 0], jnp.linalg.solve(M, -args[1] * Q0)) > 0.1
 
-    value_and_grad = _value_and_grad(end, (0, 1, 2))
-    value = lambda *args: value_and_grad(*args)[0]
-    _, grads = value_and_grad(*args)
-    expected = jax.jit(jax.grad(exact, argnums=(0, 1, 2)))(*args)
-    for got, want in zip(grads, expected, strict=True):
-        assert jnp.all(jnp.isfinite(got))
-        assert rel_err(got, want) < CLOSED_FORM_RTOL
-
-    direction = jnp.asarray(_rng.normal(size=N))
-    fd = [
-        _central_difference(lambda q0: value(q0, *args[1:]), Q0, direction),
-        _central_difference(lambda k: value(Q0, k, args[2]), args[1], 1.0),
-        _central_difference(lambda mu: value(Q0, args[1], mu), args[2], 1.0),
-    ]
-    ad = [grads[0] @ direction, grads[1], grads[2]]
-    for got, want in zip(ad, fd, strict=True):
-        assert rel_err(got, want) < FD_RTOL
+    _check_against_closed_form_and_differences(end, exact, args)
 
 
 def test_grad_through_simulate_ensemble(monkeypatch):
