@@ -1,0 +1,218 @@
+"""One matplotlib style for every experiment figure.
+
+Paper-like type (STIX serif text and maths, 8–9 pt at the printed size), figure widths of
+a journal page (`SINGLE` and `DOUBLE` columns, in inches), and one colour-blind-safe
+colour per algorithm, the same in every figure (the Okabe–Ito palette, which stays
+distinguishable under the common colour-vision deficiencies):
+
+| algorithm | colour |
+| --- | --- |
+| GF | blue |
+| GD | sky blue |
+| ND | vermillion |
+| eq. 21 (discrete ND) | orange |
+| NAGF | bluish green |
+| NAGD (eq. 20) | reddish purple |
+
+The line grammar is shared too: a measured quantity is a solid line in its algorithm's
+colour, what a law or bound predicts is a thin black dashed line (`PREDICTED`), and a
+negative control is dotted (`CONTROL`, in grey unless it belongs to one algorithm).
+Series that are not algorithms (layers, matrix entries, masses) use `shades`.
+"""
+
+import textwrap
+from pathlib import Path
+
+SINGLE = 3.4  # inches: one column of a two-column paper
+DOUBLE = 7.0  # inches: the full text width
+
+# Okabe & Ito (2008), "Color Universal Design"
+OKABE_ITO = {
+    "black": "#000000",
+    "orange": "#E69F00",
+    "sky blue": "#56B4E9",
+    "bluish green": "#009E73",
+    "yellow": "#F0E442",
+    "blue": "#0072B2",
+    "vermillion": "#D55E00",
+    "reddish purple": "#CC79A7",
+}
+COLORS = {
+    "GF": OKABE_ITO["blue"],
+    "GD": OKABE_ITO["sky blue"],
+    "ND": OKABE_ITO["vermillion"],
+    "eq. 21": OKABE_ITO["orange"],
+    "NAGF": OKABE_ITO["bluish green"],
+    "NAGD": OKABE_ITO["reddish purple"],
+}
+_ALIASES = {
+    "gf": "GF",
+    "gd": "GD",
+    "nd": "ND",
+    "dnd": "eq. 21",
+    "eq21": "eq. 21",
+    "nagf": "NAGF",
+    "nagd": "NAGD",
+    "dnagd": "NAGD",
+}
+GREY = "0.45"
+# keyword arguments of the shared line grammar
+PREDICTED = {"color": "black", "linestyle": (0, (4, 2)), "linewidth": 0.9}
+CONTROL = {"color": GREY, "linestyle": ":", "linewidth": 1.3}
+DISCRETE = {"linestyle": (0, (1.5, 1.2)), "linewidth": 1.4}
+
+RC = {
+    "figure.dpi": 100,
+    "savefig.dpi": 220,
+    "savefig.bbox": "tight",
+    "savefig.pad_inches": 0.03,
+    "figure.constrained_layout.use": True,
+    "figure.constrained_layout.h_pad": 0.04,
+    "figure.constrained_layout.w_pad": 0.04,
+    "font.family": "serif",
+    "font.serif": ["STIXGeneral", "DejaVu Serif"],
+    "mathtext.fontset": "stix",
+    "font.size": 8.5,
+    "axes.titlesize": 8.5,
+    "axes.labelsize": 8.5,
+    "figure.titlesize": 9.5,
+    "legend.fontsize": 7.5,
+    "xtick.labelsize": 7.5,
+    "ytick.labelsize": 7.5,
+    "axes.linewidth": 0.6,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.titlepad": 4.0,
+    "axes.labelpad": 2.0,
+    "axes.formatter.limits": (-3, 4),
+    "axes.formatter.use_mathtext": True,
+    "xtick.major.width": 0.6,
+    "ytick.major.width": 0.6,
+    "xtick.minor.width": 0.4,
+    "ytick.minor.width": 0.4,
+    "xtick.major.size": 3.0,
+    "ytick.major.size": 3.0,
+    "xtick.direction": "out",
+    "ytick.direction": "out",
+    "lines.linewidth": 1.3,
+    "lines.markersize": 4.0,
+    "legend.frameon": False,
+    "legend.handlelength": 2.2,
+    "legend.borderaxespad": 0.3,
+    "legend.labelspacing": 0.3,
+    "pdf.fonttype": 42,  # TrueType in the PDF: editable, accepted by publishers
+    "ps.fonttype": 42,
+}
+# the default colour cycle, for the rare series that are neither algorithms nor shades
+CYCLE = [
+    OKABE_ITO[k]
+    for k in ("blue", "vermillion", "bluish green", "orange", "reddish purple", "black")
+]
+
+
+def use():
+    """Selects the Agg backend, applies the style and returns `matplotlib.pyplot`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from cycler import cycler
+
+    plt.rcParams.update({**RC, "axes.prop_cycle": cycler(color=CYCLE)})
+    return plt
+
+
+def color(algorithm: str) -> str:
+    """The fixed colour of `algorithm`: one of GF, GD, ND, eq. 21, NAGF, NAGD (any case;
+    `dnd` and `dnagd`, the experiments' keys for the discrete runs, also work)."""
+    key = (
+        _ALIASES.get(algorithm.lower(), algorithm)
+        if isinstance(algorithm, str)
+        else None
+    )
+    if key not in COLORS:
+        raise ValueError(
+            f"`algorithm` must be one of {sorted(COLORS)}; got {algorithm!r}."
+        )
+    return COLORS[key]
+
+
+def shades(n: int, algorithm: str | None = None) -> list:
+    """`n` distinguishable shades for series that are not algorithms: light to dark
+    versions of `algorithm`'s colour, or a dark-to-light grey-blue ramp (cividis)
+    without one."""
+    import matplotlib.colors as mcolors
+    import numpy as np
+
+    if n < 1:
+        raise ValueError(f"`n` must be at least 1; got {n!r}.")
+    fractions = np.linspace(0.0, 1.0, n) if n > 1 else np.array([1.0])
+    if algorithm is None:
+        import matplotlib
+
+        cmap = matplotlib.colormaps["cividis"]
+        return [cmap(0.05 + 0.8 * f) for f in fractions]
+    base = np.array(mcolors.to_rgb(color(algorithm)))
+    light, dark = base + (1 - base) * 0.65, base * 0.5
+    return [tuple(float(x) for x in light + (dark - light) * f) for f in fractions]
+
+
+def caption(fig, text: str, *, width: int | None = None):
+    """Adds `text` as a caption below the figure (kept by the tight bounding box the
+    figures are saved with). The text is wrapped to the figure's width."""
+    w_in = fig.get_figwidth()
+    width = width or max(40, int(w_in * 21))
+    # keep maths ($...$) in one piece when wrapping
+    parts = text.split("$")
+    parts[1::2] = [p.replace(" ", "\x00") for p in parts[1::2]]
+    protected = "$".join(parts)
+    wrapped = "\n".join(textwrap.fill(p, width) for p in protected.split("\n"))
+    wrapped = wrapped.replace("\x00", " ")
+    fig.text(
+        0.005,
+        -0.01,
+        wrapped,
+        ha="left",
+        va="top",
+        fontsize=7.5,
+        color="0.15",
+        transform=fig.transFigure,
+    )
+
+
+def note(ax, text: str, *, loc: str = "lower right"):
+    """Writes a short `text` (a measured number, say) in a corner of `ax`."""
+    x = 0.98 if "right" in loc else 0.02
+    y = 0.04 if "lower" in loc else 0.96
+    ax.text(
+        x,
+        y,
+        text,
+        transform=ax.transAxes,
+        ha="right" if "right" in loc else "left",
+        va="bottom" if "lower" in loc else "top",
+        fontsize=7.5,
+    )
+
+
+def headroom(ax, fraction: float = 0.35):
+    """Raises the top of `ax`'s y range by `fraction` of its span (linear axes), so a
+    legend in the top corner does not cover the data."""
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(lo, hi + fraction * (hi - lo))
+
+
+def panel_labels(axes, *, start="a"):
+    """Bold panel letters (a), (b), … in the top-left corner of each of `axes`."""
+    for i, ax in enumerate(axes):
+        ax.set_title(f"({chr(ord(start) + i)})", loc="left", fontweight="bold")
+
+
+def save(fig, folder, stem: str):
+    """Writes `stem.png` and `stem.pdf` into `folder` and closes the figure."""
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    fig.savefig(folder / f"{stem}.png")
+    fig.savefig(folder / f"{stem}.pdf")
+    plt.close(fig)
