@@ -1,5 +1,8 @@
-"""Shared helpers for the benchmarks: a timer and the paper's network."""
+"""Shared helpers for the benchmarks: timers, the paper's network, the device and the
+precision in use."""
 
+import os
+import platform
 import time
 
 import equinox as eqx
@@ -107,9 +110,98 @@ def peak_bytes(lowered) -> int:
     )
 
 
+# Unit roundoff (spacing of 1.0, as `jnp.finfo(...).eps`) of the products inside a
+# float32 matmul or convolution, for each value of `jax_default_matmul_precision`, on
+# an accelerator. XLA's CPU backend ignores the setting and computes float32 dots in
+# float32. On a GPU, "default" (JAX's default, `None`) runs float32 dots in TF32 on
+# Ampere and later (10 explicit mantissa bits: 2**-10); on a TPU it means bfloat16
+# (7 bits: 2**-7). Where the hardware may do better (e.g. "high" as bf16_3x on a TPU)
+# the coarser value is used, so a tolerance built on it is never too tight.
+_F32 = None  # the dtype's own epsilon: the products are exact float32
+_MATMUL_EPS = {
+    "default": 2.0**-10,  # GPU (TF32); a TPU's bfloat16 is handled below
+    "bfloat16": 2.0**-7,
+    "BF16_BF16_F32": 2.0**-7,
+    "BF16_BF16_BF16": 2.0**-7,
+    "high": 2.0**-10,
+    "tensorfloat32": 2.0**-10,
+    "TF32_TF32_F32": 2.0**-10,
+    "F16_F16_F16": 2.0**-10,
+    "F16_F16_F32": 2.0**-10,
+    "BF16_BF16_F32_X3": 2.0**-16,  # three bf16 products: about 16 mantissa bits
+    "BF16_BF16_F32_X6": _F32,
+    "BF16_BF16_F32_X9": _F32,
+    "TF32_TF32_F32_X3": _F32,
+    "highest": _F32,
+    "float32": _F32,
+    "F32_F32_F32": _F32,
+    "F64_F64_F64": _F32,
+}
+_F8_EPS = 2.0**-3  # float8 e4m3: 3 mantissa bits
+
+
+def matmul_precision() -> str:
+    """The value of `jax_default_matmul_precision` in use ("default" for JAX's
+    default, `None`)."""
+    return jax.config.jax_default_matmul_precision or "default"
+
+
+def effective_eps(dtype=jnp.float32) -> float:
+    """The unit roundoff that the arithmetic on arrays of `dtype` actually has on the
+    default backend under the current `jax_default_matmul_precision`.
+
+    This is `jnp.finfo(dtype).eps`, except for float32 on an accelerator, where
+    matrix products may round their inputs to fewer bits (see `_MATMUL_EPS`): e.g.
+    2**-10 for TF32, JAX's default for float32 matmuls on a recent NVIDIA GPU, against
+    float32's 2**-23. The matmul precision setting only concerns 32-bit inputs, so
+    float64 (and bfloat16/float16, coarser already) keep their own epsilon.
+
+    Agreement tolerances of the benchmarks are multiples of this times a scale of the
+    compared quantities."""
+    eps = float(jnp.finfo(dtype).eps)
+    if jnp.dtype(dtype) != jnp.float32 or jax.default_backend() == "cpu":
+        return eps
+    precision = matmul_precision()
+    if precision == "default" and jax.default_backend() == "tpu":
+        matmul = 2.0**-7
+    elif precision.startswith("ANY_F8"):
+        matmul = _F8_EPS
+    else:
+        matmul = _MATMUL_EPS.get(precision, 2.0**-7)  # unknown: assume the coarsest
+    return eps if matmul is None else max(eps, matmul)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_info() -> dict:
+    """What every results row records about where it ran."""
+    device = jax.devices()[0]
+    kind = device.device_kind
+    if device.platform == "cpu":
+        kind = f"{cpu_name()}, {os.cpu_count()} cores"
+    return dict(
+        platform=device.platform,
+        device=kind,
+        jax=jax.__version__,
+        matmul_precision=matmul_precision(),
+        effective_eps_f32=effective_eps(jnp.float32),
+    )
+
+
 def row(id_, what, size, ours, baseline, ratio=None, target=None, ratio_min=None):
     """One line of the results table. `ratio` is a ratio of medians, `ratio_min` the
-    same ratio of minima; `target` is an upper bound on `ratio`."""
+    same ratio of minima; `target` is an upper bound on `ratio`. Records the device,
+    the JAX version and the matmul precision it ran with (`device_info`)."""
     return dict(
         ratio_min=ratio_min,
         row=id_,
@@ -120,6 +212,7 @@ def row(id_, what, size, ours, baseline, ratio=None, target=None, ratio_min=None
         ratio=ratio,
         target=target,
         ok=None if target is None or ratio is None else bool(ratio <= target),
+        **device_info(),
     )
 
 

@@ -4,16 +4,19 @@
     `t**3 * (0.5*|w'|^2 - loss(w))`, against the hand-written ODE
     `w'' = -(3/t) w' - grad loss(w)`, per evaluation, on bias-free ReLU MLPs with NLL on
     1,000 samples at about 10k, 240k (the paper's 784-200-200-200-10) and 1M
-    parameters. Target <= 1.05.
+    parameters. Two lines per size: one call of each compiled function, and 20
+    evaluations inside one compiled loop (the position moves a little each time, so
+    nothing is hoisted out of the loop), which is how `lnn.simulate` calls the
+    right-hand side and leaves out the per-call dispatch. Target <= 1.05 for both.
 (f) the same against the dense approach of existing Lagrangian-network code (build the
     full velocity Hessian and apply its pseudo-inverse), at sizes where it still fits.
 
 Both functions are wrapped in `jax.jit` the same way, so the ratio compares the
 computations, not the Python dispatch. Row (a) is timed by `paired_times`: the ratio is
 the median over rounds of per-round ratios, which cancels slow spells of a shared
-machine. A reference line times both inside one compiled loop of evaluations (the
-position moves a little each time, so nothing is hoisted out of the loop), which is how
-`lnn.simulate` calls the right-hand side.
+machine. Before timing, row (a) checks that the two accelerations agree to a tolerance
+that scales with the precision in use (`_common.effective_eps`: float32's epsilon on
+the CPU, TF32's on a GPU at JAX's default matmul precision).
 
 Usage: python benchmarks/bench_euler_lagrange.py [--quick]
 """
@@ -29,6 +32,7 @@ from jax.flatten_util import ravel_pytree
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import (  # noqa: E402
+    effective_eps,
     interleaved_medians,
     make_problem,
     ms,
@@ -132,6 +136,35 @@ def _row_a(fns, args, rounds, what, w, per_call=1, target=1.05):
     )
 
 
+# Agreement of the two accelerations, in units of effective_eps() x max |acceleration|.
+# Both programs compute the same gradient of the loss, but the generic one
+# differentiates t**3 * loss (its matmul inputs are scaled by t**3 before rounding, to
+# TF32 on a GPU) and XLA fuses and orders the reductions differently. Each entry of the
+# gradient is a reduction over up to ~1,000 terms (samples, layer widths), whose
+# rounding differences grow like sqrt(1000) ~ 32 roundoffs. Measured: at most 2.2 on
+# the 2-core CPU (float32), 0.2 on an H100 at default (TF32) precision (issue 14's
+# 1.50e-05 on 784-12-12-10, where max |acceleration| = 0.075). On the CPU this is
+# 3.8e-6 x scale, tighter than the fixed 1e-5 x scale it replaces; in TF32, 0.031.
+ACCEL_TOL_EPS = 32
+
+
+def check_accelerations(name, fns, t, w, wdot):
+    """Raises if `fns[0]` and `fns[1]` (hand-written, ours) disagree beyond
+    `ACCEL_TOL_EPS` effective roundoffs of the largest acceleration; returns the
+    error in those units."""
+    reference = fns[0](t, w, wdot)
+    err = _max_diff(reference, fns[1](t, w, wdot))
+    scale = max(float(jnp.max(jnp.abs(x))) for x in reference)
+    eps = effective_eps(jnp.float32)
+    if not err <= ACCEL_TOL_EPS * eps * scale:
+        raise AssertionError(
+            f"{name}: accelerations disagree by {err:.2e}, more than "
+            f"{ACCEL_TOL_EPS} x effective eps {eps:.2e} x max |acceleration| "
+            f"{scale:.2e} = {ACCEL_TOL_EPS * eps * scale:.2e}"
+        )
+    return err / (eps * scale)
+
+
 def rows_a(quick: bool = False):
     out = []
     t = jnp.asarray(1.5, jnp.float32)
@@ -139,10 +172,7 @@ def rows_a(quick: bool = False):
     for name, layers in sizes.items():
         loss, w, wdot = make_problem(layers, n_samples=1000)
         fns = [hand_written(loss), ours(loss)]
-        err = _max_diff(fns[0](t, w, wdot), fns[1](t, w, wdot))
-        scale = max(float(jnp.max(jnp.abs(x))) for x in fns[0](t, w, wdot))
-        if not err <= 1e-5 * scale:
-            raise AssertionError(f"{name}: accelerations disagree by {err:.2e}")
+        check_accelerations(name, fns, t, w, wdot)
         out.append(
             _row_a(
                 fns,
@@ -156,11 +186,9 @@ def rows_a(quick: bool = False):
             in_a_loop(hand_accel(loss)),
             in_a_loop(lnn.euler_lagrange(Table1Nesterov(loss))),
         ]
-        what = f"(reference) the same, 20 evaluations in one compiled loop, {name}"
+        what = f"the same, 20 evaluations in one compiled loop, {name}"
         rounds = 4 if quick else 30
-        out.append(
-            _row_a(loops, (t, w, wdot), rounds, what, w, per_call=20, target=None)
-        )
+        out.append(_row_a(loops, (t, w, wdot), rounds, what, w, per_call=20))
     return out
 
 

@@ -18,7 +18,14 @@ import jax.numpy as jnp
 import optax
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import interleaved_medians, make_problem, ms, n_params, row  # noqa: E402
+from _common import (  # noqa: E402
+    effective_eps,
+    interleaved_medians,
+    make_problem,
+    ms,
+    n_params,
+    row,
+)
 
 from lagrangian_nn import optim  # noqa: E402
 
@@ -50,15 +57,26 @@ def rows(quick: bool = False):
     track = {"C1": rescale_charge(1), "C2": rescale_charge(2)}
     ours = lambda q0: optim.run(optimizer, loss, q0, steps, track=track, dt=0.05)
     plain = plain_loop(optimizer, loss, steps)
-    # Same arithmetic: agreement to float32 rounding over a few steps (over many, the
-    # ReLU kinks amplify rounding differences between the two compiled programs).
+    # Same arithmetic: agreement to rounding over a few steps (over many, the ReLU
+    # kinks amplify rounding differences between the two compiled programs). In units
+    # of effective_eps() (float32's, or TF32's on a GPU at default precision) x max
+    # |weight|: each of the 5 updates rounds the weights once and adds lr x (momentum
+    # sum of gradients) whose own rounding (reductions over 1,000 samples and up to 784
+    # inputs, differently fused) is a small fraction of the weights. Measured: 0.4 on
+    # the 2-core CPU. 16 gives 6e-7 there, tighter than the fixed 1e-6 it replaces.
+    reference = plain_loop(optimizer, loss, 5)(w)
     check = optim.run(optimizer, loss, w, 5, dt=0.05).params
     err = max(
-        float(jnp.max(jnp.abs(a - b)))
-        for a, b in zip(check, plain_loop(optimizer, loss, 5)(w), strict=True)
+        float(jnp.max(jnp.abs(a - b))) for a, b in zip(check, reference, strict=True)
     )
-    if not err < 1e-6:
-        raise AssertionError(f"optim.run and the plain loop disagree by {err:.2e}")
+    scale = max(float(jnp.max(jnp.abs(x))) for x in reference)
+    tol = 16 * effective_eps(jnp.float32) * scale
+    if not err <= tol:
+        raise AssertionError(
+            f"optim.run and the plain loop disagree by {err:.2e}, more than 16 x "
+            f"effective eps {effective_eps(jnp.float32):.2e} x max |weight| "
+            f"{scale:.2e} = {tol:.2e}"
+        )
     t_plain, t_ours = interleaved_medians(
         [plain, ours], (w,), repeats=3 if quick else 10
     )

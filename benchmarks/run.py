@@ -17,17 +17,26 @@ Rows (see each module's docstring):
 
 "ratio" is ours / baseline, a ratio of medians (in brackets: the same ratio of the
 fastest runs); for (d) it is the log-log slope of memory against the number of
-parameters. Writes `benchmarks/results/latest.json` and `latest.md`.
+parameters.
+
+On a GPU it prints a GPU table (its header names the card, the JAX version and the
+matmul precision, `JAX_DEFAULT_MATMUL_PRECISION`), otherwise a CPU table (the CPU and
+its cores). Every row records the device, JAX version and matmul precision. Writes
+`benchmarks/results/latest-gpu.{json,md}` or `latest-cpu.{json,md}` (and a copy as
+`latest.{json,md}`), after each part, so a run cut short keeps the rows it finished.
+A part that raises is reported as a failed row, the other parts still run, and the
+exit status is 1.
 
 Usage: python benchmarks/run.py [--quick] [--rows abcdefg]
 """
 
 import argparse
 import json
-import os
+import math
 import platform
 import sys
 import time
+import traceback
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -38,6 +47,8 @@ import bench_memory  # noqa: E402
 import bench_optim  # noqa: E402
 import bench_simulate  # noqa: E402
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from _common import device_info, effective_eps, row  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 import lagrangian_nn as lnn  # noqa: E402
@@ -53,12 +64,33 @@ PARTS = {
 }
 
 
+def header_line(quick: bool, seconds: float) -> str:
+    """The table's first line: the device (the card, or the CPU and its cores), JAX
+    and the precision in use."""
+    info = device_info()
+    eps = effective_eps(jnp.float32)
+    precision = (
+        f"matmul precision {info['matmul_precision']} "
+        f"(float32 matmuls at effective eps 2^{math.log2(eps):.0f})"
+    )
+    if info["platform"] == "cpu":
+        where = f"CPU table: {info['device']}"
+    else:
+        where = f"{info['platform'].upper()} table: {info['device']}"
+    return (
+        f"{where}; jax {info['jax']}, lagrangian_nn {lnn.__version__}, float32, "
+        f"{precision}, Python {platform.python_version()}"
+        + (", quick settings" if quick else "")
+        + f"; {seconds:.0f} s"
+    )
+
+
 def markdown(rows, header) -> str:
     lines = [
         header,
         "",
-        "| row | what | size | ours | baseline | ratio | target | ok |",
-        "|---|---|---|---|---|---|---|---|",
+        "| row | what | size | ours | baseline | ratio | target | ok | device |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ratio = "" if r["ratio"] is None else f"{r['ratio']:.3g}"
@@ -66,38 +98,52 @@ def markdown(rows, header) -> str:
             ratio += f" (min {r['ratio_min']:.3g})"
         target = "" if r["target"] is None else f"≤ {r['target']:g}"
         ok = {None: "", True: "yes", False: "**no**"}[r["ok"]]
+        device = f"{r['device']}, jax {r['jax']}, {r['matmul_precision']}"
         lines.append(
             f"| {r['row']} | {r['what']} | {r['size']} | {r['ours']} | "
-            f"{r['baseline']} | {ratio} | {target} | {ok} |"
+            f"{r['baseline']} | {ratio} | {target} | {ok} | {device} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def write_results(rows, header, quick) -> Path:
+    """Writes `latest-{cpu,gpu}.{json,md}` (and `latest.{json,md}`) under
+    `benchmarks/results/`; returns the markdown file."""
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    kind = "cpu" if jax.default_backend() == "cpu" else "gpu"
+    data = json.dumps(
+        {"header": header, "quick": quick, **device_info(), "rows": rows}, indent=2
+    )
+    text = markdown(rows, header)
+    for stem in (f"latest-{kind}", "latest"):
+        (out / f"{stem}.json").write_text(data)
+        (out / f"{stem}.md").write_text(text)
+    return out / f"latest-{kind}.md"
 
 
 def main(quick: bool = False, parts: str = "abcdefg"):
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise SystemExit(f"--rows: unknown rows {sorted(unknown)}; choose from abcdefg")
-    rows = []
+    rows, failed = [], []
     start = time.perf_counter()
     for key in tqdm(parts, desc="benchmark rows"):
-        rows.extend(PARTS[key](quick))
-    device = jax.devices()[0]
-    header = (
-        f"lagrangian_nn {lnn.__version__}, jax {jax.__version__}, "
-        f"{device.platform} ({device.device_kind}), {os.cpu_count()} CPU cores, "
-        f"float32, {platform.python_version()}"
-        + (", quick settings" if quick else "")
-        + f"; {time.perf_counter() - start:.0f} s"
-    )
-    text = markdown(rows, header)
-    print(text)
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    (out / "latest.json").write_text(
-        json.dumps({"header": header, "quick": quick, "rows": rows}, indent=2)
-    )
-    (out / "latest.md").write_text(text)
-    return rows
+        try:
+            rows.extend(PARTS[key](quick))
+        except Exception as e:  # report it, run the other parts
+            traceback.print_exc()
+            failed.append(key)
+            message = f"{type(e).__name__}: {e}".replace("\n", " ").replace("|", "/")
+            rows.append(row(key, f"FAILED: {message}", "", "", ""))
+        write_results(rows, header_line(quick, time.perf_counter() - start), quick)
+    header = header_line(quick, time.perf_counter() - start)
+    path = write_results(rows, header, quick)
+    print(markdown(rows, header))
+    print(f"written: {path} and {path.with_suffix('.json')}")
+    if failed:
+        print(f"FAILED parts: {''.join(failed)}", file=sys.stderr)
+    return rows, failed
 
 
 if __name__ == "__main__":
@@ -105,4 +151,5 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
     parser.add_argument("--rows", default="abcdefg", help="which rows, e.g. 'ab'")
     args = parser.parse_args()
-    main(quick=args.quick, parts=args.rows)
+    _, failed = main(quick=args.quick, parts=args.rows)
+    sys.exit(1 if failed else 0)
