@@ -1,11 +1,114 @@
-"""Command-line interface: `python -m experiments {list,run} ...`."""
+"""Command-line interface: `python -m experiments {list,run,draw,table} ...`."""
 
 import argparse
+import contextlib
+import logging
+import os
+import signal
 import sys
+import threading
 import time
 
-from . import EXPERIMENTS, get
+from . import EXPERIMENTS, _common, get
 from ._common import DEFAULT_OUT
+
+INTERRUPTED = 130  # the exit status of a process ended by Ctrl-C (128 + SIGINT)
+
+
+class _DropInterruptLogs(logging.Filter):
+    """JAX logs a traceback ("jax.io_callback failed") when a KeyboardInterrupt lands
+    inside a host callback; the interrupt is reported in one line instead."""
+
+    def filter(self, record):
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, KeyboardInterrupt)
+
+
+class _Interrupts:
+    """Ctrl-C during `run` or `draw`: one line on standard error, no partial folder
+    left, exit status 130, no traceback.
+
+    The main thread gets the KeyboardInterrupt and reports it (`report`). But Python
+    runs signal handlers only between bytecodes of the main thread, so while it waits
+    in XLA (compiling, or a long solve) the interrupt would wait too, for minutes. A
+    watcher thread, woken through `signal.set_wakeup_fd` the moment SIGINT arrives,
+    gives the main thread `grace` seconds; if it has not reported by then, the watcher
+    removes the partial folders, reports, and ends the process itself.
+    """
+
+    def __init__(self, grace: float = 1.5):
+        self.grace = grace
+        self.current = None  # the experiment in progress
+        self.seen = threading.Event()
+        self.done = threading.Event()
+        self.lock = threading.Lock()
+
+    def message(self) -> str:
+        if self.current is None:
+            return "interrupted"
+        return f"interrupted; nothing written for {self.current}"
+
+    def report(self) -> int:
+        """Prints the one line (once, whichever thread comes first); returns 130."""
+        with self.lock:
+            if not self.done.is_set():
+                self.done.set()
+                sys.stdout.flush()
+                print(self.message(), file=sys.stderr, flush=True)
+        return INTERRUPTED
+
+    def is_interrupt(self, error: BaseException) -> bool:
+        """Whether `error` is, or came from, Ctrl-C (a KeyboardInterrupt raised inside
+        a JAX callback reaches us as a JAX runtime error)."""
+        return isinstance(error, KeyboardInterrupt) or self.seen.is_set()
+
+    def _on_sigint(self, signum, frame):
+        if self.seen.is_set():
+            return  # already stopping: a second Ctrl-C must not break the cleanup
+        self.seen.set()
+        raise KeyboardInterrupt
+
+    def _watch(self, fd: int):
+        while True:
+            try:
+                data = os.read(fd, 64)
+            except OSError:
+                return
+            if not data:  # `uninstall` closed the pipe
+                return
+            if signal.SIGINT not in data or self.done.wait(self.grace):
+                continue
+            # The main thread is stuck outside Python: finish here.
+            _common.commit_lock.acquire()  # held until the process ends
+            _common.remove_partial_folders()
+            self.report()
+            os._exit(INTERRUPTED)
+
+    @contextlib.contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self  # signals can only be handled in the main thread
+            return
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        old_handler = signal.signal(signal.SIGINT, self._on_sigint)
+        old_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        log_filter = _DropInterruptLogs()
+        jax_log = logging.getLogger("jax._src.callback")
+        jax_log.addFilter(log_filter)
+        watcher = threading.Thread(
+            target=self._watch, args=(read_fd,), name="interrupts", daemon=True
+        )
+        watcher.start()
+        try:
+            yield self
+        finally:
+            signal.set_wakeup_fd(old_fd)
+            signal.signal(signal.SIGINT, old_handler)
+            jax_log.removeFilter(log_filter)
+            os.close(write_fd)
+            watcher.join(timeout=1.0)
+            os.close(read_fd)
 
 
 def _control_text(c) -> str:
@@ -80,6 +183,56 @@ def claims_table(out) -> str:
     return "\n".join(lines)
 
 
+def _run(args, parser, interrupts: _Interrupts) -> int:
+    names = list(EXPERIMENTS) if args.name == "all" else [args.name]
+    failed = []
+    for name in names:
+        interrupts.current = name
+        module = get(name)
+        start = time.perf_counter()
+        print(f"== {name}{' (quick)' if args.quick else ''}", flush=True)
+        kwargs = dict(seed=args.seed, quick=args.quick, out=args.out)
+        if getattr(module, "USES_DATA", False):
+            if args.data == "kmnist" and args.data_dir is None:
+                parser.error(
+                    "`--data kmnist` needs `--data-dir DIR` (the folder with the "
+                    "official kmnist-*.npz files)."
+                )
+            kwargs.update(data=args.data, data_dir=args.data_dir)
+        results = module.main(**kwargs)
+        interrupts.current = None  # written
+        print(f"   done in {time.perf_counter() - start:.1f} s -> {args.out}/{name}")
+        _print_claims(results)
+        if not all(c["holds"] for c in results.get("claims", [])):
+            failed.append(name)
+    if failed:
+        print(f"claims not reproduced in: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _draw(args, parser, interrupts: _Interrupts) -> int:
+    from pathlib import Path
+
+    if args.name == "all":
+        names = [n for n in EXPERIMENTS if (Path(args.out) / n).is_dir()]
+        if not names:
+            parser.error(f"no finished runs in {args.out!r} to draw.")
+    else:
+        names = [args.name]
+    for name in names:
+        interrupts.current = name
+        module = get(name)
+        try:
+            folder = _common.redraw(name, module.draw, args.out)
+        except FileNotFoundError as e:
+            parser.error(str(e))
+        interrupts.current = None
+        drawn = sorted(p.name for p in folder.iterdir() if p.name not in _common.SAVED)
+        print(f"{name}: {', '.join(drawn)} -> {folder}", flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -98,6 +251,13 @@ def main(argv=None) -> int:
     run.add_argument(
         "--data-dir", default=None, help="folder with the KMNIST .npz files"
     )
+    draw = sub.add_parser(
+        "draw",
+        help="draw the figures of finished runs again from their saved "
+        "results.json and arrays.npz (no recomputation)",
+    )
+    draw.add_argument("name", help="experiment name, or `all` (every finished run)")
+    draw.add_argument("--out", default=DEFAULT_OUT, help="output folder of the runs")
     table = sub.add_parser(
         "table", help="print the claims of finished runs as Markdown"
     )
@@ -107,37 +267,24 @@ def main(argv=None) -> int:
     if args.command == "table":
         print(claims_table(args.out))
         return 0
-
     if args.command == "list":
         for name, text in EXPERIMENTS.items():
             print(f"{name:24s} {text}")
         return 0
-    names = list(EXPERIMENTS) if args.name == "all" else [args.name]
-    failed = []
-    for name in names:
+    if args.name != "all" and args.name not in EXPERIMENTS:
         try:
-            module = get(name)
+            get(args.name)
         except ValueError as e:
             parser.error(str(e))
-        start = time.perf_counter()
-        print(f"== {name}{' (quick)' if args.quick else ''}", flush=True)
-        kwargs = dict(seed=args.seed, quick=args.quick, out=args.out)
-        if getattr(module, "USES_DATA", False):
-            if args.data == "kmnist" and args.data_dir is None:
-                parser.error(
-                    "`--data kmnist` needs `--data-dir DIR` (the folder with the "
-                    "official kmnist-*.npz files)."
-                )
-            kwargs.update(data=args.data, data_dir=args.data_dir)
-        results = module.main(**kwargs)
-        print(f"   done in {time.perf_counter() - start:.1f} s -> {args.out}/{name}")
-        _print_claims(results)
-        if not all(c["holds"] for c in results.get("claims", [])):
-            failed.append(name)
-    if failed:
-        print(f"claims not reproduced in: {', '.join(failed)}", file=sys.stderr)
-        return 1
-    return 0
+    command = _run if args.command == "run" else _draw
+    interrupts = _Interrupts()
+    with interrupts.installed():
+        try:
+            return command(args, parser, interrupts)
+        except (KeyboardInterrupt, Exception) as e:
+            if not interrupts.is_interrupt(e):
+                raise
+            return interrupts.report()
 
 
 if __name__ == "__main__":

@@ -4,14 +4,17 @@ Every experiment computes first and draws second. `run_experiment` writes the re
 (`results.json` with the exact configuration and the key numbers, `arrays.npz` with the
 curves) into a hidden temporary folder, draws the figures from those saved files alone,
 and only then moves the folder into place. An interrupted run leaves at most a
-`.NAME.partial-*` folder, never a folder that looks complete.
+`.NAME.partial-*` folder, never a folder that looks complete (and the command line
+removes even that one). `redraw` draws a finished run's figures again from its saved
+files. Folders get the usual permissions (`0o777` less the umask).
 """
 
 import json
 import os
 import platform
+import secrets
 import shutil
-import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -135,6 +138,61 @@ def claim(
     return out
 
 
+# The partial folders of the runs in progress. `commit_lock` is held while a partial
+# folder becomes final, so an interrupt handler that must end the process from another
+# thread (`remove_partial_folders`) never races a run that is being committed.
+commit_lock = threading.Lock()
+_partial_folders: set[Path] = set()
+
+
+def _partial_folder(out: Path, name: str) -> Path:
+    """A new, empty `.NAME.partial-*` folder in `out`, with the usual permissions
+    (`tempfile.mkdtemp` would make it `drwx------`)."""
+    out.mkdir(parents=True, exist_ok=True)
+    while True:
+        path = out / f".{name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            path.mkdir()  # mode 0o777, less the umask
+        except FileExistsError:
+            continue
+        with commit_lock:
+            _partial_folders.add(path)
+        return path
+
+
+def _commit(tmp: Path, final: Path):
+    """Moves the finished folder `tmp` into place as `final`, replacing an older one."""
+    with commit_lock:
+        _partial_folders.discard(tmp)
+        old = None
+        if final.exists():
+            old = final.parent / f".{final.name}.old-{os.getpid()}"
+            final.rename(old)
+        try:
+            tmp.rename(final)
+        except BaseException:  # put the earlier run back
+            if old is not None and not final.exists():
+                old.rename(final)
+            raise
+        if old is not None:
+            shutil.rmtree(old)
+
+
+def _discard(tmp: Path):
+    with commit_lock:
+        _partial_folders.discard(tmp)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_partial_folders():
+    """Removes the partial folders of the runs in progress, for an interrupt handler
+    about to end the process. The caller must hold `commit_lock` (and keep it until
+    the process ends), so that no run is committed meanwhile."""
+    for path in list(_partial_folders):
+        shutil.rmtree(path, ignore_errors=True)
+    _partial_folders.clear()
+
+
 def run_experiment(
     name: str,
     *,
@@ -152,9 +210,7 @@ def run_experiment(
     Returns the results dictionary (also saved as `results.json`).
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    final = out / name
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=out))
+    tmp = _partial_folder(out, name)
     try:
         start = time.perf_counter()
         metrics, arrays, claims = compute(config)
@@ -171,17 +227,44 @@ def run_experiment(
         np.savez(tmp / "arrays.npz", **{k: np.asarray(v) for k, v in arrays.items()})
         (tmp / "results.json").write_text(json.dumps(results, indent=2))
         draw(tmp)
-        if final.exists():
-            old = out / f".{name}.old-{os.getpid()}"
-            final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(final)
+        _commit(tmp, out / name)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _discard(tmp)
         raise
     return results
+
+
+SAVED = ("results.json", "arrays.npz")
+
+
+def redraw(
+    name: str, draw: Callable[[Path], None], out: str | os.PathLike = DEFAULT_OUT
+) -> Path:
+    """Draws the figures of the finished run `out/NAME` again, from its saved
+    `results.json` and `arrays.npz` alone (no recomputation). The new folder holds
+    those two files and what `draw` writes, and replaces the old one only once `draw`
+    has finished, so figures that `draw` no longer makes do not linger.
+
+    Returns the run's folder.
+    """
+    out = Path(out)
+    final = out / name
+    missing = [f for f in SAVED if not (final / f).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"No finished run of {name!r} in {str(out)!r}: {final} lacks "
+            f"{' and '.join(missing)}. Run `python -m experiments run {name}` first."
+        )
+    tmp = _partial_folder(out, name)
+    try:
+        for f in SAVED:
+            shutil.copyfile(final / f, tmp / f)
+        draw(tmp)
+        _commit(tmp, final)
+    except BaseException:
+        _discard(tmp)
+        raise
+    return final
 
 
 def load(folder: Path) -> tuple[dict, dict]:
@@ -224,6 +307,18 @@ def save_figure(fig, folder: Path, stem: str):
 
 
 def progress(iterable, desc: str, total: int | None = None):
-    from tqdm.auto import tqdm
+    """`iterable`, with a bar counting its items (`desc: 2/5`) when standard error is a
+    terminal; in a log (a file, a pipe) just `iterable`, so logs get no bars."""
+    from lagrangian_nn._progress import stderr_is_interactive
 
-    return tqdm(iterable, desc=desc, total=total, leave=False)
+    if not stderr_is_interactive():
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(
+        iterable,
+        desc=desc,
+        total=total,
+        leave=False,
+        bar_format="{desc}: {n_fmt}/{total_fmt} |{bar}| [{elapsed}<{remaining}]",
+    )
