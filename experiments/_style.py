@@ -159,7 +159,8 @@ def shades(n: int, algorithm: str | None = None) -> list:
 
 def caption(fig, text: str, *, width: int | None = None):
     """Adds `text` as a caption below the figure (kept by the tight bounding box the
-    figures are saved with). The text is wrapped to the figure's width."""
+    figures are saved with). The text is wrapped to the figure's width. Call it last,
+    after every axis and legend is in place."""
     w_in = fig.get_figwidth()
     width = width or max(40, int(w_in * 21))
     # keep maths ($...$) in one piece when wrapping
@@ -168,15 +169,27 @@ def caption(fig, text: str, *, width: int | None = None):
     protected = "$".join(parts)
     wrapped = "\n".join(textwrap.fill(p, width) for p in protected.split("\n"))
     wrapped = wrapped.replace("\x00", " ")
+    # below everything already drawn (a legend under the axes included); the layout is
+    # settled first (3-D axes change their extent on the first draw) and then frozen,
+    # so that saving does not move the axes over the caption
+    fig.canvas.draw()
+    fig.canvas.draw()
+    fig.set_layout_engine("none")
+    renderer = fig.canvas.get_renderer()
+    for legend in fig.legends:  # pin figure legends where they are now: saving with
+        # a tight box would otherwise move them to the bottom of the enlarged box
+        ext = legend.get_window_extent(renderer).transformed(fig.transFigure.inverted())
+        legend.set_loc("center")
+        legend.set_bbox_to_anchor(ext, transform=fig.transFigure)
+    box = fig.get_tightbbox(renderer)
     fig.text(
-        0.005,
-        -0.01,
+        max(box.x0, 0.0) / w_in,
+        box.y0 / fig.get_figheight() - 0.01,
         wrapped,
         ha="left",
         va="top",
         fontsize=7.5,
         color="0.15",
-        transform=fig.transFigure,
     )
 
 
