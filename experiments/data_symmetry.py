@@ -27,10 +27,8 @@ from ._common import (
     claim,
     control,
     enable_float64,
-    figure_style,
     load,
     run_experiment,
-    save_figure,
 )
 
 NAME = "data_symmetry"
@@ -240,50 +238,77 @@ def compute(cfg):
 
 
 def draw(folder: Path):
-    plt = figure_style()
+    from . import _style as st
+
+    plt = st.use()
     res, a = load(folder)
-    fig, axes = plt.subplots(1, 4, figsize=(13.5, 3.1))
-    axes[0].scatter(
-        a["control_x"][:, 0], a["control_x"][:, 1], c="0.8", s=1, label="control"
-    )
-    axes[0].scatter(a["x"][:, 0], a["x"][:, 1], c=a["y"], s=2, cmap="viridis")
-    axes[0].set_aspect("equal")
-    axes[0].set_title(f"{res['config']['n_rotations']} rotations of each point")
-    axes[0].legend(loc="upper right")
+    cfg, m = res["config"], res["metrics"]
+    fig, axes = plt.subplots(1, 4, figsize=(st.DOUBLE, 2.3))
+    ax = axes[0]
+    ax.scatter(*a["control_x"].T, color="0.8", s=0.5, lw=0, rasterized=True)
+    colors = st.shades(int(a["y"].max()) + 1)
+    for k, c in enumerate(colors):
+        ax.scatter(*a["x"][a["y"] == k].T, color=c, s=0.5, lw=0, rasterized=True)
+    ax.set_aspect("equal")
+    ax.set_xlabel("input $x_1$")
+    ax.set_ylabel("input $x_2$")
+    ax.set_title("(a) training inputs")
 
     def drift(c):
         return np.maximum(np.abs(c - c[0]) / abs(c[0]), 1e-18)
 
-    for tag, style, label in (("", "-", "rotated data"), ("control_", ":", "control")):
-        axes[1].semilogy(a[f"{tag}nd_ts"], drift(a[f"{tag}nd_S"]), style, label=label)
-        ts = a[f"{tag}nagf_ts"]
-        axes[2].loglog(ts, np.abs(a[f"{tag}nagf_S"]), style, label=f"|S|, {label}")
-    axes[1].set_title("ND: S conserved")
-    axes[1].set_ylabel("|S(t) − S(0)| / |S(0)|")
-    axes[1].set_xlabel("t")
-    axes[1].legend()
+    for tag, ls, label in (("", "-", "rotated data"), ("control_", ":", "control")):
+        axes[1].semilogy(
+            a[f"{tag}nd_ts"],
+            drift(a[f"{tag}nd_S"]),
+            color=st.color("nd"),
+            ls=ls,
+            label=label,
+        )
+        axes[2].loglog(
+            a[f"{tag}nagf_ts"],
+            np.abs(a[f"{tag}nagf_S"]),
+            color=st.color("nagf"),
+            ls=ls,
+            label=label,
+        )
+    axes[1].set_title("(b) ND: $S$ conserved")
+    axes[1].set_ylabel("relative change of $S_{12}$")
+    axes[1].set_ylim(1e-19, 1e4)
+    axes[1].legend(loc="upper center", ncol=2, columnspacing=1.0, handlelength=1.8)
     ts = a["nagf_ts"]
     axes[2].loglog(
         ts,
         np.abs(a["nagf_S"][0]) * (ts / ts[0]) ** -3,
-        "--",
-        color="0.5",
-        label="∝ t⁻³",
+        **st.PREDICTED,
+        label="$\\propto t^{-3}$",
     )
-    axes[2].set_title(f"NAGF: slope {res['metrics']['nagf_S_decay_slope']:.6f}")
-    axes[2].legend()
-    axes[2].set_xlabel("t")
-    axes[3].plot(a["gf_ts"], a["gf_S"])
-    axes[3].set_title("GF: S = 0 (an identity)")
-    axes[3].set_xlabel("t")
-    axes[3].set_ylim(-1, 1)
-    axes[3].set_ylabel("S = (Ẇ1ᵀW1 − W1ᵀẆ1)[0, 1]")
+    axes[2].set_title(f"(c) NAGF: slope {m['nagf_S_decay_slope']:.6f}")
+    axes[2].set_ylabel("$|S_{12}|$")
+    axes[2].set_ylim(top=np.abs(a["nagf_S"][0]) * 1e3)
+    axes[2].legend(loc="upper right")
+    axes[3].semilogy(
+        a["gf_ts"], np.maximum(np.abs(a["gf_S"]), 1e-30), color=st.color("gf")
+    )
+    axes[3].set_ylim(1e-20, 1)
+    axes[3].set_title(f"(d) GF: $S = 0$ (max {m['gf_S_max_abs']:.0e})")
+    axes[3].set_ylabel("$|S_{12}|$")
+    for ax in axes[1:]:
+        ax.set_xlabel("time $t$")
     fig.suptitle(
-        "Rotation-invariant data (control: the same points stretched by "
-        "diag(1.5, 1/1.5), no symmetry)"
+        "Rotation-invariant data: the charge $S = \\dot W_1^\\top W_1 - W_1^\\top "
+        "\\dot W_1$ (Table 5, eqs. 47–48)"
     )
-    fig.tight_layout()
-    save_figure(fig, folder, "data_symmetry")
+    st.caption(
+        fig,
+        f"(a) The training inputs: each of {cfg['n_base']} base points rotated "
+        f"{cfg['n_rotations']} times, coloured by class (the label depends on the radius "
+        f"only); grey: the control data, the same points stretched by diag"
+        f"({cfg['control_stretch']}, 1/{cfg['control_stretch']}), which no rotation "
+        "leaves invariant. (b)–(d): the off-diagonal entry S12 of the 2×2 skew charge "
+        "along ND, NAGF and GF; (d) is rounding noise; dotted: the same flows on the control data.",
+    )
+    st.save(fig, folder, "data_symmetry")
 
 
 def main(*, seed=0, quick=False, out=DEFAULT_OUT):
