@@ -20,6 +20,7 @@ negative control is dotted (`CONTROL`, in grey unless it belongs to one algorith
 Series that are not algorithms (layers, matrix entries, masses) use `shades`.
 """
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -69,8 +70,7 @@ RC = {
     "figure.constrained_layout.use": True,
     "figure.constrained_layout.h_pad": 0.04,
     "figure.constrained_layout.w_pad": 0.04,
-    "font.family": "serif",
-    "font.serif": ["STIXGeneral", "DejaVu Serif"],
+    "font.family": ["STIXGeneral", "DejaVu Serif", "DejaVu Sans"],
     "mathtext.fontset": "stix",
     "font.size": 8.5,
     "axes.titlesize": 8.5,
@@ -153,7 +153,7 @@ def shades(n: int, algorithm: str | None = None) -> list:
         cmap = matplotlib.colormaps["cividis"]
         return [cmap(0.05 + 0.8 * f) for f in fractions]
     base = np.array(mcolors.to_rgb(color(algorithm)))
-    light, dark = base + (1 - base) * 0.65, base * 0.5
+    light, dark = base + (1 - base) * 0.45, base * 0.45
     return [tuple(float(x) for x in light + (dark - light) * f) for f in fractions]
 
 
@@ -163,12 +163,21 @@ def caption(fig, text: str, *, width: int | None = None):
     after every axis and legend is in place."""
     w_in = fig.get_figwidth()
     width = width or max(40, int(w_in * 21))
-    # keep maths ($...$) in one piece when wrapping
+    # keep maths ($...$) in one piece when wrapping, counted at its printed length
     parts = text.split("$")
-    parts[1::2] = [p.replace(" ", "\x00") for p in parts[1::2]]
-    protected = "$".join(parts)
-    wrapped = "\n".join(textwrap.fill(p, width) for p in protected.split("\n"))
-    wrapped = wrapped.replace("\x00", " ")
+    maths = {}
+    for k in range(1, len(parts), 2):
+        shown = re.sub(r"\\[a-zA-Z]+", "x", parts[k])
+        shown = re.sub(r"[{}^_\\!,]", "", shown)
+        token = chr(0xE000 + k) + "\x02" * max(0, len(shown) - 1)
+        maths[token] = "$" + parts[k] + "$"
+        parts[k] = token
+    wrapped = "\n".join(
+        textwrap.fill(p, width, break_long_words=False)
+        for p in "".join(parts).split("\n")
+    )
+    for token, math in maths.items():
+        wrapped = wrapped.replace(token, math)
     # below everything already drawn (a legend under the axes included); the layout is
     # settled first (3-D axes change their extent on the first draw) and then frozen,
     # so that saving does not move the axes over the caption

@@ -14,10 +14,8 @@ from ._common import (
     claim,
     control,
     enable_float64,
-    figure_style,
     load,
     run_experiment,
-    save_figure,
 )
 from ._homogeneous import run_gf_and_gd
 from ._networks import data_config
@@ -77,7 +75,7 @@ def compute(cfg):
     bound = cfg["rtol"]
     claims = [
         claim(
-            f"GF layer {h}: (‖W_h‖² + ‖b_h‖² − ‖W_h+1‖²) drift / |Δ‖W_h‖²|",
+            f"GF layer {h}: (‖W_h‖² + ‖b_h‖² − ‖W_(h+1)‖²) drift / |Δ‖W_h‖²|",
             "eq. 36, Table 3",
             metrics[f"gf_C{h}_relative_drift"],
             bound,
@@ -116,28 +114,60 @@ def compute(cfg):
 
 
 def draw(folder: Path):
-    plt = figure_style()
+    from . import _style as st
+
+    plt = st.use()
     res, a = load(folder)
     K = len(res["config"]["hidden"]) + 1
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    fig, axes = plt.subplots(1, 2, figsize=(st.DOUBLE, 2.5))
     ts = a["gf_ts"]
+    colors = st.shades(K - 1, "gf")
     for h in range(1, K):
-        axes[0].plot(ts, a["gf_W"][:, h - 1] - a["gf_W"][0, h - 1], label=f"Δ‖W{h}‖²")
         axes[0].plot(
-            ts, a[f"gf_C{h}"] - a[f"gf_C{h}"][0], "--", label=f"Δ(eq. 36, layer {h})"
+            ts,
+            a["gf_W"][:, h - 1] - a["gf_W"][0, h - 1],
+            color=colors[h - 1],
+            label=f"$\\Delta\\|W_{h}\\|^2$",
         )
-    axes[0].set_xlabel("t")
-    axes[0].legend(ncol=2)
-    axes[0].set_title("GF: weights move, the laws do not")
+    for h in range(1, K):
+        axes[0].plot(
+            ts,
+            a[f"gf_C{h}"] - a[f"gf_C{h}"][0],
+            color=colors[h - 1],
+            ls=(0, (3, 1.5)),
+            label=f"$\\Delta$(eq. 36, layer {h})",
+        )
+    axes[0].set_ylabel("change since $t = 0$")
+    axes[0].set_title("(a) GF: the weights move, the laws do not")
+    axes[0].legend(loc="upper left", ncol=2, columnspacing=1.0)
+    st.headroom(axes[0], 0.3)
     axes[1].plot(
-        ts, a["gf_summed"] - a["gf_summed"][0], label="GF: Δ(‖W1‖² − ‖W_K‖² + Σ‖b‖²)"
+        a["gd_ts"],
+        a["gd_summed"] - a["gd_summed"][0],
+        color=st.color("gd"),
+        ls=st.DISCRETE["linestyle"],
+        label="GD, raw",
     )
-    axes[1].plot(a["gd_ts"], a["gd_summed"] - a["gd_summed"][0], ":", label="GD (raw)")
-    axes[1].set_xlabel("t")
-    axes[1].legend()
-    axes[1].set_title("eq. 36 summed across layers")
-    fig.tight_layout()
-    save_figure(fig, folder, "bias")
+    axes[1].plot(
+        ts,
+        a["gf_summed"] - a["gf_summed"][0],
+        color=st.color("gf"),
+        label="GF",
+    )
+    axes[1].set_ylabel(r"$\Delta(\|W_1\|^2 - \|W_K\|^2 + \sum_h \|b_h\|^2)$")
+    axes[1].set_title("(b) eq. 36 summed over the layers")
+    axes[1].legend(loc="lower left")
+    for ax in axes:
+        ax.set_xlabel("time $t$")
+    st.caption(
+        fig,
+        f"ReLU network with biases, GF and GD (t = kη). (a) Dashed: the per-layer law "
+        "‖W_h‖² + ‖b_h‖² − ‖W_(h+1)‖², flat under GF while each squared norm changes by "
+        f"~{np.max(np.abs(a['gf_W'][-1] - a['gf_W'][0])):.0f}. (b) GD changes the summed "
+        "law by its per-step second-order terms only (GF's change: "
+        f"{np.max(np.abs(a['gf_summed'] - a['gf_summed'][0])):.0e}).",
+    )
+    st.save(fig, folder, "bias")
 
 
 def main(*, seed=0, quick=False, out=DEFAULT_OUT, data="digits", data_dir=None):

@@ -28,10 +28,8 @@ from ._common import (
     claim,
     control,
     enable_float64,
-    figure_style,
     load,
     run_experiment,
-    save_figure,
 )
 
 NAME = "linear_balance"
@@ -159,39 +157,70 @@ def compute(cfg):
 
 
 def draw(folder: Path):
-    plt = figure_style()
+    from . import _style as st
+
+    plt = st.use()
     res, a = load(folder)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.3))
+    m = res["metrics"]
+    fig, axes = plt.subplots(1, 3, figsize=(st.DOUBLE, 2.5))
     ts = a["gf_ts"]
     WW, C = a["gf_WWt2"], a["gf_C2"]
     idx = [(0, 0), (0, 1), (1, 1), (2, 5)]
-    for i, j in idx:
-        axes[0].plot(ts, WW[:, i, j] - WW[0, i, j], label=f"Δ(W2W2ᵀ)[{i},{j}]")
-        axes[0].plot(ts, C[:, i, j] - C[0, i, j], "k--", linewidth=0.7)
-    axes[0].set_title("GF: W2W2ᵀ moves, W2W2ᵀ − W3ᵀW3 (dashed) does not")
-    axes[0].set_xlabel("t")
-    axes[0].legend(fontsize=7)
-    tsn = a["nd_ts"]
-    for i, j in idx:
-        axes[1].plot(tsn, a["nd_C"][:, i, j] - a["nd_C"][0, i, j], label=f"ΔC[{i},{j}]")
-        axes[1].plot(
-            tsn, a["nd_C_predicted"][:, i, j] - a["nd_C"][0, i, j], "k--", linewidth=0.7
+    colors = st.shades(len(idx), "gf")
+    for (i, j), col in zip(idx, colors):
+        axes[0].plot(
+            ts, WW[:, i, j] - WW[0, i, j], color=col, label=f"$[{i + 1}, {j + 1}]$"
         )
-    err = res["metrics"]["nd_balance_rel_error"]
+        axes[0].plot(ts, C[:, i, j] - C[0, i, j], color=col, ls=(0, (3, 1.5)), lw=0.9)
+    axes[0].plot([], [], color="0.3", ls=(0, (3, 1.5)), lw=0.9, label="law")
+    axes[0].set_title(r"(a) GF: $W_2W_2^\top$ moves, the law does not")
+    axes[0].set_ylabel(r"change of the entry since $t = 0$")
+    axes[0].legend(loc="upper left", ncol=3, columnspacing=0.8, handlelength=1.5)
+    st.headroom(axes[0], 0.45)
+    tsn = a["nd_ts"]
+    colors = st.shades(len(idx), "nd")
+    for (i, j), col in zip(idx, colors):
+        axes[1].plot(
+            tsn,
+            a["nd_C"][:, i, j] - a["nd_C"][0, i, j],
+            color=col,
+            lw=1.8,
+            label=f"$[{i + 1}, {j + 1}]$",
+        )
+        axes[1].plot(
+            tsn, a["nd_C_predicted"][:, i, j] - a["nd_C"][0, i, j], **st.PREDICTED
+        )
+    axes[1].plot([], [], **st.PREDICTED, label="Table 2")
     axes[1].set_title(
-        f"ND: ΔC and 2∫∫(Ẇ2Ẇ2ᵀ − Ẇ3ᵀẆ3) (dashed)\nrelative error {err:.0e}"
+        f"(b) ND: the law's change (rel. error {m['nd_balance_rel_error']:.0e})"
     )
-    axes[1].set_ylabel("change since start")
-    axes[1].set_xlabel("t")
-    axes[1].legend(fontsize=7)
-    axes[2].plot(tsn, np.abs(a["nd_trC"] - a["nd_trC"][0]), label="|tr C(t) − tr C(0)|")
-    axes[2].plot(tsn, a["nd_bound"], "--", label="2 L(w0) t²")
-    axes[2].set_yscale("log")
-    axes[2].set_xlabel("t")
-    axes[2].legend()
-    axes[2].set_title("ND: trace bound (a consequence of energy conservation)")
-    fig.tight_layout()
-    save_figure(fig, folder, "linear_balance")
+    axes[1].set_ylabel(r"change of the entry since $t = 0$")
+    axes[1].legend(loc="lower left", ncol=3, columnspacing=0.8, handlelength=1.5)
+    st.headroom(axes[1], 0.0)
+    lo, hi = axes[1].get_ylim()
+    axes[1].set_ylim(lo - 0.45 * (hi - lo), hi)
+    axes[2].semilogy(
+        tsn[1:],
+        np.abs(a["nd_trC"] - a["nd_trC"][0])[1:],
+        color=st.color("nd"),
+        label=r"ND: $|\mathrm{tr}\,C(t) - \mathrm{tr}\,C(0)|$",
+    )
+    axes[2].semilogy(tsn[1:], a["nd_bound"][1:], **st.PREDICTED, label=r"$2L(w_0)t^2$")
+    axes[2].set_title("(c) ND: the trace bound")
+    axes[2].set_ylabel(r"change of $\mathrm{tr}\,C$")
+    axes[2].legend(loc="lower right")
+    for ax in axes:
+        ax.set_xlabel("time $t$")
+    st.caption(
+        fig,
+        "Linear network: $C = W_2W_2^\\top - W_3^\\top W_3$ (the matrix-valued charge of the "
+        "GL(n) symmetry of layer 2), four of its entries. (a) Under GF the entries of "
+        "$W_2W_2^\\top$ move (solid) while those of C do not (dashed). (b) Under ND, C changes "
+        "as $2\\int\\!\\!\\int(\\dot W_2 \\dot W_2^\\top - \\dot W_3^\\top \\dot W_3)$ "
+        "predicts (dashed). (c) The trace bound that energy "
+        "conservation implies, a consequence.",
+    )
+    st.save(fig, folder, "linear_balance")
 
 
 def main(*, seed=0, quick=False, out=DEFAULT_OUT, data="digits", data_dir=None):

@@ -24,11 +24,9 @@ from ._common import (
     claim,
     control,
     enable_float64,
-    figure_style,
     load,
     progress,
     run_experiment,
-    save_figure,
 )
 
 NAME = "ntk_width"
@@ -160,45 +158,62 @@ def compute(cfg):
 
 
 def draw(folder: Path):
-    plt = figure_style()
+    from . import _style as st
+
+    plt = st.use()
     res, a = load(folder)
     m = res["metrics"]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    fig, axes = plt.subplots(1, 2, figsize=(st.DOUBLE, 2.5))
+    c = st.color("nd")
     axes[0].loglog(
         a["m"],
         a["mean_speed"],
         "o-",
-        label=f"max_t mean |ẇ_i| (slope {m['mean_speed_slope']:.2f})",
+        color=c,
+        label=f"$\\max_t$ mean$_i |\\dot w_i|$ (slope {m['mean_speed_slope']:.2f})",
     )
-    axes[0].loglog(a["m"], a["bound"], "--", label="√(2 L(w0)/m) (eq. 49)")
+    axes[0].loglog(
+        a["m"], a["bound"], **st.PREDICTED, label=r"$\sqrt{2L(w_0)/m}$ (eq. 49)"
+    )
     axes[0].loglog(
         a["m"],
         a["l2_speed"],
-        "^:",
-        label=f"control: max_t ‖ẇ‖ (slope {m['l2_speed_slope']:.2f})",
+        "^",
+        color=c,
+        mfc="none",
+        ls=":",
+        label=f"control: $\\max_t \\|\\dot w\\|$ (slope {m['l2_speed_slope']:.2f})",
     )
-    axes[0].set_xlabel("parameters m")
-    axes[0].set_ylabel("speed")
-    axes[0].legend()
-    axes[0].set_title("ND from rest: speed")
+    axes[0].set_ylabel("speed (weight units per unit time)")
+    axes[0].set_title("(a) ND from rest: speed")
+    axes[0].set_ylim(top=axes[0].get_ylim()[1] * 30)
+    axes[0].legend(loc="upper right")
     axes[1].loglog(
         a["m"],
         a["max_disp"],
         "s-",
-        label=f"max_i |w_i(T) − w_i(0)| (slope {m['max_disp_slope']:.2f})",
+        color=c,
+        label=f"$\\max_i |w_i(T) - w_i(0)|$ (slope {m['max_disp_slope']:.2f})",
     )
     axes[1].loglog(
         a["m"],
         a["max_disp"][0] * (a["m"] / a["m"][0]) ** -0.5,
-        "--",
-        label="∝ m^(−1/2)",
+        **st.PREDICTED,
+        label="$\\propto m^{-1/2}$",
     )
-    axes[1].set_xlabel("parameters m")
-    axes[1].set_ylabel("displacement")
-    axes[1].legend()
-    axes[1].set_title("displacement (eq. 51)")
-    fig.tight_layout()
-    save_figure(fig, folder, "ntk_width")
+    axes[1].set_ylabel("largest weight displacement")
+    axes[1].set_title("(b) displacement (eq. 51)")
+    axes[1].set_ylim(top=axes[1].get_ylim()[1] * 3)
+    axes[1].legend(loc="upper right")
+    for ax in axes:
+        ax.set_xlabel("number of parameters $m$")
+    st.caption(
+        fig,
+        "ND from rest on networks of growing width: the mean speed of a single weight "
+        "falls like 1/√m (eq. 49), so the weights barely move for wide networks "
+        "(the NTK regime); the control, the speed of the whole vector, does not fall.",
+    )
+    st.save(fig, folder, "ntk_width")
 
 
 def main(*, seed=0, quick=False, out=DEFAULT_OUT, data="digits", data_dir=None):

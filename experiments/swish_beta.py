@@ -16,10 +16,8 @@ from ._common import (
     claim,
     control,
     enable_float64,
-    figure_style,
     load,
     run_experiment,
-    save_figure,
 )
 from ._homogeneous import run_gf_and_gd
 from ._networks import data_config
@@ -81,28 +79,53 @@ def compute(cfg):
 
 
 def draw(folder: Path):
-    plt = figure_style()
+    from . import _style as st
+
+    plt = st.use()
     res, a = load(folder)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for ax, tag in zip(axes, ("nobias", "bias")):
+    fig, axes = plt.subplots(1, 2, figsize=(st.DOUBLE, 2.4), sharey=True)
+    for ax, tag, letter in zip(axes, ("nobias", "bias"), "ab"):
         ts = a[f"{tag}_gf_ts"]
         beta = a[f"{tag}_gf_beta"]
+        dropped = a[f"{tag}_gf_C1"] + beta[:, 0]
+        ax.plot(
+            ts,
+            beta[:, 0] - beta[0, 0],
+            color=st.color("gf"),
+            lw=2.2,
+            alpha=0.45,
+            label=r"GF: $\Delta\|\beta_1\|^2$",
+        )
         ax.plot(
             ts,
             a[f"{tag}_gf_C1"] - a[f"{tag}_gf_C1"][0],
-            label="Δ(law with β" + (", b" if tag == "bias" else "") + ")",
+            color=st.color("gf"),
+            label="GF: $\\Delta$(law with $\\beta$"
+            + (", $b$)" if tag == "bias" else ")"),
         )
-        dropped = a[f"{tag}_gf_C1"] + beta[:, 0]
-        ax.plot(ts, dropped - dropped[0], "--", label="Δ(same law without β) (control)")
-        ax.plot(ts, beta[:, 0] - beta[0, 0], ":", label="Δ‖β1‖²")
-        ax.set_xlabel("t")
-        ax.legend()
+        ax.plot(
+            ts,
+            dropped - dropped[0],
+            **st.CONTROL,
+            label="control: $\\Delta$(the law without $\\beta$)",
+        )
+        ax.set_xlabel("time $t$")
         ax.set_title(
-            "Swish, "
-            + ("with biases (eq. 37)" if tag == "bias" else "no bias (Table 2)")
+            "(a) Swish, no bias (Table 2)"
+            if tag == "nobias"
+            else "(b) Swish with biases (eq. 37)"
         )
-    fig.tight_layout()
-    save_figure(fig, folder, "swish")
+    axes[0].set_ylabel("change since $t = 0$")
+    axes[0].legend(loc="upper left")
+    st.headroom(axes[0], 0.1)
+    st.caption(
+        fig,
+        "Swish σ(x) = x·sigmoid(βx) with a trainable β per neuron; layer 1. The law "
+        "‖W1‖² (+ ‖b1‖²) − ‖W2‖² − ‖β1‖² stays flat under GF; the same law without "
+        "the ‖β1‖² term (the control) changes as much as ‖β1‖² does, so the control "
+        "lies on the β curve.",
+    )
+    st.save(fig, folder, "swish")
 
 
 def main(*, seed=0, quick=False, out=DEFAULT_OUT, data="digits", data_dir=None):
