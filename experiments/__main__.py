@@ -287,8 +287,9 @@ def main(argv=None) -> int:
             return interrupts.report()
 
 
-if __name__ == "__main__":
-    status = main()
+def entry_point(argv=None):
+    """`main`, then exit with its status."""
+    status = main(argv)
     if status == INTERRUPTED:
         # Skip the interpreter's shutdown: an abandoned XLA computation may still be
         # running, and its host callbacks into a finalizing interpreter crash it.
@@ -296,3 +297,7 @@ if __name__ == "__main__":
         sys.stderr.flush()
         os._exit(status)
     sys.exit(status)
+
+
+if __name__ == "__main__":
+    entry_point()

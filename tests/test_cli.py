@@ -104,7 +104,7 @@ module = importlib.util.module_from_spec(spec)
 sys.modules["experiments.fake"] = module
 spec.loader.exec_module(module)
 experiments.EXPERIMENTS["fake"] = "a fake experiment"
-sys.exit(cli.main(sys.argv[1:]))
+cli.entry_point(sys.argv[1:])
 """
 
 
