@@ -8,9 +8,9 @@ import jax.tree_util as jtu
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from ._lagrangian import AbstractLagrangian
-from ._simulate import check_times, simulate
+from ._simulate import simulate
 from ._trajectory import Trajectory
-from ._tree import as_array_if_numbers, check_finite_tree
+from ._validate import as_array_if_numbers, check_finite_tree, check_times
 
 
 def _batch_size(tree, name: str) -> int | None:

@@ -6,26 +6,75 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import lineax as lx
 
-from ._custom_types import Lagrangian, RealScalarLike
+from ._custom_types import Lagrangian
+from ._validate import is_traced
 
 
 class AbstractLagrangian(eqx.Module):
-    """Base class for Lagrangians provided by the library.
+    r"""Base class for Lagrangians provided by the library, and for users' own.
 
-    Any callable `L(t, q, qdot) -> scalar` is a Lagrangian for `lagrangian_nn`; this base
-    class only adds an optional hook, `check_time_span`, that `lnn.simulate` calls with
-    the (concrete) integration interval so that a Lagrangian defined only for some times
-    (for example `t**3 * ...`, which needs `t > 0`) can reject a bad interval early.
+    Any callable `L(t, q, qdot) -> scalar` is a Lagrangian for `lagrangian_nn`; this
+    base class adds optional hooks that make the equations of motion cheaper and the
+    errors earlier:
+
+    - `mass_matrix(t, q, qdot)`: the mass matrix $M = \partial^2 L/\partial\dot q^2$,
+      stated instead of found. `lnn.euler_lagrange` then divides by it (scalar or
+      diagonal) or solves with it (a lineax operator) with no run-time test at all.
+      Plain callables get the automatic path: a diagonal read from the program, else
+      a dense or matrix-free solve.
+    - `span_checks(t0, t1)`: conditions on the time span under which the Lagrangian is
+      defined (for example $t_0 > 0$ for $t^3(\ldots)$), as `(flag, message)` pairs.
+      `lnn.simulate` checks them once, before its loop: in Python for concrete times
+      (`check_time_span`, a `ValueError`), as one run-time error for traced ones.
     """
 
     @abc.abstractmethod
     def __call__(self, t, q, qdot):
         raise NotImplementedError
 
-    def check_time_span(self, t0, t1) -> None:
-        """Raises `ValueError` if the Lagrangian is not defined on `[t0, t1]`."""
+    def mass_matrix(self, t, q, qdot):
+        r"""The mass matrix $M = \partial^2 L/\partial\dot q^2$, if the Lagrangian
+        states it; `None` (the default) lets `lnn.euler_lagrange` find it.
+
+        **Returns:** one of
+
+        - a scalar $c$ (possibly depending on `t`): $M = c\,I$;
+        - a pytree like `q` of coefficients, each a scalar or an array of its leaf's
+          shape: $M$ diagonal;
+        - a `lineax.AbstractLinearOperator` on pytrees like `q` (tag it
+          `lx.positive_semidefinite_tag` to get conjugate gradients);
+        - `None`.
+
+        It must be exact: it replaces $\partial^2 L/\partial\dot q^2$ in the
+        Euler–Lagrange equations. For `Conformal(s, L0)` the equations of motion use
+        `L0`'s mass (the weight $e^s$ cancels).
+        """
+        del t, q, qdot
+        return None
+
+    def span_checks(self, t0, t1) -> list:
+        """`(flag, message)` pairs, each flag a scalar boolean that is true when the
+        Lagrangian is not defined on `[t0, t1]`. Default: none."""
         del t0, t1
+        return []
+
+    def check_time_span(self, t0, t1) -> None:
+        """Raises `ValueError` if the Lagrangian is not defined on the concrete
+        interval `[t0, t1]` (see `span_checks`); does nothing for traced times."""
+        if is_traced((t0, t1)):
+            return
+        for flag, message in self.span_checks(jnp.asarray(t0), jnp.asarray(t1)):
+            if bool(flag):
+                raise ValueError(message)
+
+
+def span_checks_of(fn, t0, t1) -> list:
+    """The `span_checks` of `fn` if it has any (a Lagrangian, or a function of time
+    such as a log-weight), else none."""
+    checks = getattr(fn, "span_checks", None)
+    return list(checks(t0, t1)) if callable(checks) else []
 
 
 def _log_weight_rate_by_autodiff(log_weight, t):
@@ -82,28 +131,21 @@ class Conformal(AbstractLagrangian):
             return _log_weight_rate_by_autodiff(self.log_weight, t)
         return self.log_weight_rate(t)
 
-    def check_time_span(self, t0, t1) -> None:
-        for fn in (self.inner, self.log_weight):
-            if isinstance(fn, AbstractLagrangian):
-                fn.check_time_span(t0, t1)
+    def mass_matrix(self, t, q, qdot):
+        r"""$e^{s(t)} M_0$ if the inner Lagrangian states its mass $M_0$, else `None`.
+        (`lnn.euler_lagrange` uses $M_0$ itself, so the weight never overflows.)"""
+        if not isinstance(self.inner, AbstractLagrangian):
+            return None
+        mass = self.inner.mass_matrix(t, q, qdot)
+        if mass is None:
+            return None
+        weight = jnp.exp(self.log_weight(t))
+        if isinstance(mass, lx.AbstractLinearOperator):
+            return weight * mass
+        return jax.tree_util.tree_map(lambda m: weight * m, mass)
 
-
-def as_positive_scalar(value: RealScalarLike, name: str):
-    """Validates a strictly positive scalar hyperparameter such as a mass `kappa`.
-
-    Concrete values are checked eagerly (`ValueError`); traced values (under `jit` or
-    `vmap`) are checked at run time with `eqx.error_if`.
-    """
-    arr = jnp.asarray(value)
-    if arr.shape != ():
-        raise ValueError(
-            f"`{name}` must be a scalar; got an array of shape {arr.shape}."
-        )
-    if not jnp.issubdtype(arr.dtype, jnp.floating):
-        arr = arr.astype(float)
-    if isinstance(arr, jax.core.Tracer):
-        return eqx.error_if(arr, arr <= 0, f"`{name}` must be > 0.")
-    concrete = float(arr)
-    if not concrete > 0:
-        raise ValueError(f"`{name}` must be > 0; got {name} = {concrete!r}.")
-    return arr
+    def span_checks(self, t0, t1) -> list:
+        checks = []
+        for fn in (self.inner, self.log_weight, self.log_weight_rate):
+            checks += span_checks_of(fn, t0, t1)
+        return checks

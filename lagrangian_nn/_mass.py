@@ -15,6 +15,9 @@ Anything else (a contraction, a transpose, a select, a loop, ...) makes the read
 up, and the caller falls back to its general solver. Values that do not depend on u are
 computed by binding their primitives as usual, on demand.
 
+Any exception raised while reading makes `diagonal_mass` return `None` (the general
+path), never an error.
+
 `lanczos_ritz_values` is the other tool here: a few Lanczos steps on `u ↦ M u`, run once
 per solve at the initial state (`EulerLagrange.certify_mass`) when M is neither small
 enough for the dense Cholesky path nor read as diagonal, to refuse an indefinite or
@@ -184,6 +187,11 @@ def diagonal_mass(closed_jaxpr, leaves):
     try:
         outs = _Reader(shapes).run(closed_jaxpr, args)
     except _Unsupported:
+        return None
+    except Exception:  # noqa: BLE001
+        # The reader is only an optimisation: a primitive it does not know how to
+        # bind (a new JAX version, an unusual custom rule) must not break the
+        # solve. The caller falls back to its general path.
         return None
     coeffs = []
     for i, (out, leaf) in enumerate(zip(outs, leaves, strict=True)):

@@ -8,10 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._custom_types import Lagrangian, Loss
-from ._euler_lagrange import check_scalar_lagrangian
+from ._gradient_flow import GradientFlow
 from ._lagrangian import Conformal
-from ._tree import as_time, check_same_structure, tree_dot, tree_dtype
-from .dynamics import GradientFlow
+from ._tree import tree_dot, tree_dtype
+from ._validate import as_time, check_same_structure, check_scalar_lagrangian
 
 
 class _FromTransformation(eqx.Module):

@@ -1,107 +1,53 @@
-"""Integrating equations of motion with diffrax."""
+"""Integrating equations of motion with diffrax.
+
+Nothing in the loop branches on a check. Before it: the arguments (in Python when
+concrete, as one run-time error when traced), the time span the Lagrangian is defined
+on (`AbstractLagrangian.span_checks`) and the mass matrix at the initial state
+(`EulerLagrange.certify_mass`). In it: the vector field alone; a failing mass solve
+returns NaN, which the step-size controller rejects. After it: one combined error if
+the integration failed or left a non-finite state, saying why (the step limit with its
+likely causes, diffrax's own result, or the non-finite state).
+"""
 
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
-import numpy as np
 
 from ._euler_lagrange import EulerLagrange, euler_lagrange
+from ._gradient_flow import GradientFlow
 from ._lagrangian import AbstractLagrangian
+from ._mass_solve import error_if
+from ._progress import TimeProgressMeter
 from ._solver import FusedTsit5
 from ._trajectory import Trajectory
-from ._tree import (
+from ._tree import tree_all_finite, tree_dtype
+from ._validate import (
     as_array_if_numbers,
     check_finite_tree,
     check_floating_tree,
     check_same_structure,
+    check_times,
     describe,
-    tree_all_finite,
-    tree_dtype,
+    error_if_bad_times,
+    error_if_not_finite,
+    is_traced,
 )
-from .dynamics import GradientFlow
 
 _NONFINITE = (
     "The integration produced a non-finite state (NaN or inf). The equations of motion "
-    "blew up, or the step size was too large for the solver; try an adaptive "
-    "`stepsize_controller`, a smaller `dt0`, or an implicit solver for stiff systems."
+    "blew up, the mass matrix became singular along the way, or the step size was too "
+    "large for the solver; try an adaptive `stepsize_controller`, a smaller `dt0`, or "
+    "an implicit solver for stiff systems."
 )
-
-
-_BACKWARD = (
-    "Integrating backwards in time is not supported: `t1` must be >= `t0`, and `ts` "
-    "non-decreasing within [t0, t1]."
+_MAX_STEPS = (
+    "The maximum number of solver steps was reached (`max_steps` = {max_steps}) before "
+    "`t1`. Either the run needs more steps (raise `max_steps`; for a stiff system, "
+    "pass an implicit solver), or the equations of motion are singular near where it "
+    "stopped: a mass matrix that becomes singular, a `kappa2(t)` that vanishes, a "
+    "state that blows up in finite time."
 )
-
-
-def _is_traced(x) -> bool:
-    return any(isinstance(leaf, jax.core.Tracer) for leaf in jtu.tree_leaves(x))
-
-
-def check_times(t0, t1, ts) -> None:
-    """Raises `ValueError` for a concrete time span that is not finite or runs
-    backwards, or concrete save times `ts` that are not finite, not non-decreasing, or
-    outside `[t0, t1]`. Traced values are left to `_error_if_bad_times`."""
-    for name, value in (("t0", t0), ("t1", t1)):
-        if jnp.shape(value) != ():
-            raise ValueError(
-                f"`{name}` must be a scalar; got shape {jnp.shape(value)}."
-            )
-    if ts is not None and (jnp.ndim(ts) != 1 or jnp.shape(ts)[0] == 0):
-        raise ValueError(
-            f"`ts` must be a non-empty 1-D array; got shape {jnp.shape(ts)}."
-        )
-    if _is_traced((t0, t1)):
-        return
-    a, b = float(np.asarray(t0)), float(np.asarray(t1))
-    for name, value in (("t0", a), ("t1", b)):
-        if not np.isfinite(value):
-            raise ValueError(f"`{name}` must be finite; got {name} = {value!r}.")
-    if b < a:
-        raise ValueError(
-            f"`t1` must be >= `t0`; got t0 = {a!r} and t1 = {b!r}. Integrating "
-            "backwards in time is not supported."
-        )
-    if ts is None or _is_traced(ts):
-        return
-    check_finite_tree(ts, "ts")
-    x = np.asarray(ts)
-    steps = np.diff(x)
-    if np.any(steps < 0):
-        i = int(np.argmax(steps < 0))
-        raise ValueError(
-            f"`ts` must be non-decreasing; got ts[{i + 1}] = {float(x[i + 1])!r} after "
-            f"ts[{i}] = {float(x[i])!r}. Integrating backwards in time is not "
-            "supported."
-        )
-    if x.size and (x.min() < a or x.max() > b):
-        raise ValueError(
-            f"`ts` must lie within [t0, t1] = [{a!r}, {b!r}]; got ts from "
-            f"{float(x.min())!r} to {float(x.max())!r}."
-        )
-
-
-def _error_if_bad_times(t0, t1, ts):
-    """The checks of `check_times` for traced times, once, before the solve."""
-    if not _is_traced((t0, t1, ts)):
-        return t1, ts
-    bad = ~(jnp.isfinite(t0) & jnp.isfinite(t1) & (t1 >= t0))
-    if ts is not None:
-        bad = bad | ~jnp.all(jnp.isfinite(ts) & (ts >= t0) & (ts <= t1))
-        bad = bad | jnp.any(jnp.diff(ts) < 0)
-        ts = eqx.error_if(ts, bad, _BACKWARD)
-    t1 = eqx.error_if(t1, bad, _BACKWARD)
-    return t1, ts
-
-
-def _error_if_not_finite(x, name: str):
-    """For a traced initial state: a run-time error, once, before the solve."""
-    if not _is_traced(x):
-        return x
-    return eqx.error_if(
-        x, ~tree_all_finite(x), f"`{name}` must be finite; it holds NaN or inf."
-    )
 
 
 class _SecondOrder(eqx.Module):
@@ -119,6 +65,14 @@ class _FirstOrder(eqx.Module):
         return self.flow(t, y)
 
 
+def _error_if_bad_span(system, t0, t1):
+    """The Lagrangian's own conditions on a traced time span, once, before the
+    solve (concrete spans were checked in Python by `check_time_span`)."""
+    if not isinstance(system, AbstractLagrangian) or not is_traced((t0, t1)):
+        return t1
+    return error_if(t1, system.span_checks(t0, t1))
+
+
 @eqx.filter_jit
 def _solve(
     system, y0, t0, t1, ts, solver, controller, dt0, max_steps, progress, second_order
@@ -126,14 +80,14 @@ def _solve(
     if second_order:
         accel = euler_lagrange(system)
         q0, qdot0 = y0
-        # Once per solve, before the loop: on the matrix-free path a few Lanczos steps
-        # at the initial state refuse an indefinite or singular mass matrix (the dense
-        # and the diagonal paths certify M themselves, at every evaluation).
+        # Once per solve, before the loop: the mass matrix at the initial state (a
+        # sign test of its declared or read diagonal, a Cholesky factorisation, or a
+        # few Lanczos steps on the matrix-free path).
         y0 = (q0, accel.certify_mass(t0, q0, qdot0))
         vector_field = _SecondOrder(accel)
     else:
         vector_field = _FirstOrder(system)
-    meter = diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()
+    meter = TimeProgressMeter(t0, t1) if progress else diffrax.NoProgressMeter()
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(vector_field),
         solver,
@@ -149,9 +103,17 @@ def _solve(
         stepsize_controller=controller,
         max_steps=max_steps,
         progress_meter=meter,
-        throw=True,
+        throw=False,
     )
-    ys = eqx.error_if(sol.ys, ~tree_all_finite(sol.ys), _NONFINITE)
+    # After the loop, once: the step limit (with the likely causes), any other
+    # failure diffrax reports (its own message), then any non-finite value.
+    ys = eqx.error_if(
+        sol.ys,
+        sol.result == diffrax.RESULTS.max_steps_reached,
+        _MAX_STEPS.format(max_steps=max_steps),
+    )
+    ys = sol.result.error_if(ys, sol.result != diffrax.RESULTS.successful)
+    ys = eqx.error_if(ys, ~tree_all_finite(ys), _NONFINITE)
     if second_order:
         q, qdot = ys
     else:
@@ -206,18 +168,23 @@ def simulate(
     - `dt0`: initial step size (default: chosen by the controller).
     - `max_steps`: maximum number of solver steps. Reaching it raises diffrax's error.
     - `stepsize_controller`: overrides the default `PIDController(rtol, atol)`.
-    - `progress`: show a tqdm progress bar.
+    - `progress`: show the simulated time and step count (`t = 3.2 / 10, 180 steps`)
+      on standard error when it is a terminal or a Jupyter kernel; nothing in a log.
 
     **Returns:** an `lnn.Trajectory` with the state saved at `ts`.
 
     **Raises:** `ValueError` for inconsistent inputs, naming the argument: a non-finite
     `q0` or `qdot0` (which leaf, how many NaN and inf), `t1 < t0`, `ts` out of order or
     outside `[t0, t1]` (under `jit` or `vmap` these are run-time errors, checked once
-    before the solve). A runtime error naming the mass matrix if $M$ is singular or
-    not positive definite (see `lnn.euler_lagrange`; on the matrix-free path
-    `EulerLagrange.certify_mass` checks it once at the initial state); carrying
-    diffrax's message if the solve fails (step limit); or naming the non-finite state
-    if the solution is not finite. Never returns NaNs silently.
+    before the solve); a time span outside the Lagrangian's domain (`nesterov` from
+    $t_0 \le 0$; `AbstractLagrangian.span_checks`). A runtime error naming the mass
+    matrix if $M$ at the initial state is singular or not positive definite
+    (`EulerLagrange.certify_mass`, once, before the loop); after the loop, one naming
+    the step limit and its likely causes, diffrax's own message for any other failed
+    solve, or one naming the non-finite state. No check runs inside the loop (on a
+    GPU each would cost a device-to-host synchronisation per step): a mass matrix
+    that fails later makes the acceleration NaN, which ends in one of those errors.
+    Never returns NaNs silently.
 
     The integration is compiled once per structure of its inputs: calling again with
     new arrays of the same shapes (or a new `eqx.Module` loss holding new data) does not
@@ -281,10 +248,11 @@ def simulate(
     check_times(t0, t1, ts)
     # Under `jit`/`vmap` (e.g. `simulate_ensemble`) the same checks run once, before
     # the solve, as run-time errors.
-    t1, ts = _error_if_bad_times(t0, t1, ts)
-    q0 = _error_if_not_finite(q0, "q0")
+    t1, ts = error_if_bad_times(t0, t1, ts)
+    t1 = _error_if_bad_span(system, t0, t1)
+    q0 = error_if_not_finite(q0, "q0")
     if second_order:
-        qdot0 = _error_if_not_finite(qdot0, "qdot0")
+        qdot0 = error_if_not_finite(qdot0, "qdot0")
     if dt0 is not None:
         dt0 = jnp.asarray(dt0, dtype)
     if solver is None:

@@ -23,8 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._custom_types import Loss, RealScalarLike
-from ._lagrangian import AbstractLagrangian, Conformal, as_positive_scalar
+from ._gradient_flow import GradientFlow
+from ._lagrangian import AbstractLagrangian, Conformal, span_checks_of
 from ._tree import tree_dot
+from ._validate import as_positive_scalar, check_loss
 
 __all__ = [
     "GradientFlow",
@@ -35,11 +37,6 @@ __all__ = [
     "nesterov",
     "newtonian",
 ]
-
-
-def _check_loss(loss) -> None:
-    if not callable(loss):
-        raise ValueError(f"`loss` must be a callable loss(q) -> scalar; got {loss!r}.")
 
 
 def _half_sq(v):
@@ -61,6 +58,15 @@ class KineticMinusPotential(AbstractLagrangian):
             potential = self.potential_scale(t) * potential
         return self.mass * _half_sq(qdot) - potential
 
+    def mass_matrix(self, t, q, qdot):
+        r"""$M = m\,I$: declared, so the equations of motion divide by $m$ with no
+        run-time test (`m` is checked positive when the Lagrangian is built)."""
+        del t, q, qdot
+        return self.mass
+
+    def span_checks(self, t0, t1) -> list:
+        return span_checks_of(self.potential_scale, t0, t1)
+
 
 class _Linear(eqx.Module):
     """`t ↦ rate · t`: the log-weight `t/κ` of `damped`, with its rate."""
@@ -79,19 +85,26 @@ class _Constant(eqx.Module):
 
 
 class _PositiveTime(eqx.Module):
-    """Wraps a function of time defined only for `t > 0` with a runtime check."""
+    """Wraps a function of time defined only for `t > 0`. It returns NaN for `t <= 0`
+    (a `select`, no branch: it is evaluated at every step); `lnn.simulate` refuses
+    such a time span once, before its loop (`span_checks`), and an eager call of the
+    acceleration raises."""
 
     fn: Callable
     name: str = eqx.field(static=True)
 
     def __call__(self, t):
-        t = eqx.error_if(
-            t,
-            t <= 0,
-            f"`{self.name}` is only defined for t > 0 (its Lagrangian carries a factor "
-            "t³); start the integration at some t0 > 0.",
-        )
-        return self.fn(t)
+        return jnp.where(t > 0, self.fn(jnp.where(t > 0, t, 1)), jnp.nan)
+
+    def span_checks(self, t0, t1) -> list:
+        del t1
+        return [
+            (
+                ~(t0 > 0),
+                f"`{self.name}` is only defined for t > 0 (its Lagrangian carries a "
+                "factor t³); start the integration at some t0 > 0.",
+            )
+        ]
 
 
 def _three_log_t(t):
@@ -129,7 +142,7 @@ def newtonian(loss: Loss) -> KineticMinusPotential:
 
     **Returns:** the Lagrangian, an `eqx.Module` callable as `L(t, q, qdot)`.
     """
-    _check_loss(loss)
+    check_loss(loss)
     return KineticMinusPotential(loss)
 
 
@@ -147,7 +160,7 @@ def nesterov(loss: Loss) -> Nesterov:
 
     **Returns:** the Lagrangian, a `Conformal` with $s = 3\log t$, so $e^s = t^3$.
     """
-    _check_loss(loss)
+    check_loss(loss)
     return Nesterov(
         _PositiveTime(_three_log_t, "nesterov"),
         KineticMinusPotential(loss),
@@ -175,7 +188,7 @@ def damped(loss: Loss, kappa: RealScalarLike) -> Conformal:
 
     **Raises:** `ValueError` if `kappa <= 0` (a runtime error if `kappa` is traced).
     """
-    _check_loss(loss)
+    check_loss(loss)
     kappa = as_positive_scalar(kappa, "kappa")
     rate = _Linear(1 / kappa)
     return Conformal(
@@ -192,12 +205,27 @@ class _Ratio(eqx.Module):
 
 
 class _Reciprocal(eqx.Module):
+    """`1/kappa2(t)`, NaN where `kappa2(t) = 0` (a `select`, no branch). The span's
+    end points are checked once by `lnn.simulate` (`span_checks`)."""
+
     fn: Callable
 
     def __call__(self, t):
         value = self.fn(t)
-        value = eqx.error_if(value, value == 0, "`kappa2(t)` must be non-zero.")
-        return 1 / value
+        return jnp.where(value != 0, 1 / jnp.where(value != 0, value, 1), jnp.nan)
+
+    def span_checks(self, t0, t1) -> list:
+        bad = jnp.asarray(False)
+        for t in (t0, t1):
+            value = jnp.asarray(self.fn(t))
+            bad = bad | ~(jnp.isfinite(value) & (value != 0))
+        return [
+            (
+                bad,
+                "`kappa2(t)` must be finite and non-zero on the time span; it is zero "
+                "or not finite at `t0` or `t1`.",
+            )
+        ]
 
 
 # Gauss–Legendre nodes for the value of the log-weight in `general` (never used by the
@@ -282,7 +310,7 @@ def general(
     **Raises:** `ValueError` if `kappa2` is the constant 0, or if `kappa1` or `kappa2`
     is a function and neither `log_weight` nor `t_ref` is given.
     """
-    _check_loss(loss)
+    check_loss(loss)
     k1, k1_const = _as_function(kappa1, "kappa1")
     k2, k2_const = _as_function(kappa2, "kappa2")
     if k2_const is not None and not isinstance(k2_const, jax.core.Tracer):
@@ -307,20 +335,6 @@ def general(
     return Conformal(log_weight, inner, rate)
 
 
-class GradientFlow(eqx.Module):
-    r"""Gradient flow $\dot w = -\nabla L(w)$, Table 1 eq. (27).
-
-    Not a Lagrangian system: `lnn.simulate` integrates it as a first-order ODE (pass no
-    `qdot0`). Calling it returns the velocity `-∇loss(q)`.
-    """
-
-    loss: Loss
-
-    def __call__(self, t, q):
-        del t
-        return jax.tree_util.tree_map(jnp.negative, jax.grad(self.loss)(q))
-
-
 def gradient_flow(loss: Loss) -> GradientFlow:
     r"""Gradient flow (GF), $\dot w + \nabla L(w) = 0$ (Table 1, eq. 27): the massless
     limit of `damped(loss, kappa)` as $\kappa\to 0$.
@@ -331,5 +345,5 @@ def gradient_flow(loss: Loss) -> GradientFlow:
 
     **Returns:** a `GradientFlow`, to pass to `lnn.simulate` without `qdot0`.
     """
-    _check_loss(loss)
+    check_loss(loss)
     return GradientFlow(loss)

@@ -26,13 +26,12 @@ def rel_err(a, b):
 
 
 def without_diagonal_reading(monkeypatch):
-    """Switches off `euler_lagrange`'s static reading of a diagonal mass matrix, so
-    the run-time f/M00 test and CG run instead."""
+    """Switches off `euler_lagrange`'s use of a declared mass and its static reading
+    of a diagonal mass matrix, so the run-time f/M00 test and CG run instead."""
     import lagrangian_nn as lnn
 
-    monkeypatch.setattr(
-        lnn._euler_lagrange, "_diagonal_coefficients", lambda *args: None
-    )
+    monkeypatch.setattr(lnn._euler_lagrange, "declared_mass", lambda *args: None)
+    monkeypatch.setattr(lnn._euler_lagrange, "read_diagonal", lambda *args: None)
 
 
 # --- Named problems: each has a Lagrangian and an exact solution. ---------------------

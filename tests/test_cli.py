@@ -213,11 +213,6 @@ def test_time_progress_meter_rejects_bad_refresh_steps():
         TimeProgressMeter(0.0, 1.0, refresh_steps=0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lagrangian_nn/_simulate.py still uses diffrax.TqdmProgressMeter; "
-    "remove this marker when it uses _progress.TimeProgressMeter(t0, t1)",
-)
 def test_simulate_progress_in_a_log(capfd):
     import jax.numpy as jnp
 

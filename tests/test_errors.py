@@ -15,40 +15,49 @@ Q = jnp.array([1.0, 2.0])
 V = jnp.array([0.5, -0.5])
 
 
-# The matrix-free path raises its checks outside compiled code when called eagerly
-# and inside its CG branch when traced; both must name the mass matrix.
-EAGER_OR_JIT = [
-    pytest.param(lambda f: f, id="eager"),
-    pytest.param(eqx.filter_jit, id="jit"),
-]
+def _refused_everywhere(L, match, dense_threshold=16):
+    """A bad mass matrix is refused by an eager call, by `certify_mass` (eager and
+    compiled) and by `simulate` (which certifies once, before its loop). A compiled
+    call of the acceleration itself runs no check (no conditional and no host callback
+    in the hot path): it returns NaN, never a finite number."""
+    accel = lnn.euler_lagrange(L, dense_threshold=dense_threshold)
+    with pytest.raises(RuntimeErr, match=match):
+        accel(0.0, Q, V)
+    assert jnp.all(jnp.isnan(eqx.filter_jit(accel)(0.0, Q, V)))
+    with pytest.raises(RuntimeErr, match=match):
+        accel.certify_mass(0.0, Q, V)
+    with pytest.raises(RuntimeErr, match=match):
+        eqx.filter_jit(accel.certify_mass)(0.0, Q, V)
+    with pytest.raises(RuntimeErr, match=match):
+        lnn.simulate(L, Q, V, t0=0.0, t1=1.0)
 
 
-@pytest.mark.parametrize("wrap", EAGER_OR_JIT)
 @pytest.mark.parametrize("threshold", [16, 0], ids=["dense", "iterative"])
-def test_no_kinetic_term_names_the_mass_matrix(threshold, wrap):
+def test_no_kinetic_term_names_the_mass_matrix(threshold):
     L = lambda t, q, v: -jnp.sum(q**2)
-    with pytest.raises(RuntimeErr, match="mass matrix"):
-        wrap(lnn.euler_lagrange(L, dense_threshold=threshold))(0.0, Q, V)
+    _refused_everywhere(L, "mass matrix", threshold)
 
 
-@pytest.mark.parametrize("wrap", EAGER_OR_JIT)
-def test_indefinite_mass_names_the_mass_matrix(wrap):
-    L = lambda t, q, v: 0.5 * (v[0] ** 2 - v[1] ** 2) - 0.5 * jnp.sum(q**2)
-    with pytest.raises(RuntimeErr, match="mass matrix"):
-        wrap(lnn.euler_lagrange(L))(0.0, Q, V)
-    # The matrix-free path cannot certify definiteness in general, but it catches
-    # negative curvature along the solution (here ⟨a, M a⟩ < 0).
-    with pytest.raises(RuntimeErr, match="mass matrix"):
-        wrap(lnn.euler_lagrange(L, dense_threshold=0))(0.0, Q, V)
+# M = [[1, 2], [2, 1]], eigenvalues 3 and -1: not diagonal, so not read as such. The
+# force f = (-1, 1) is M's eigenvector of eigenvalue -1, so CG meets ⟨f, Mf⟩ < 0 at
+# once (the matrix-free solve cannot certify definiteness in general; it catches
+# negative curvature along its Krylov space).
+_INDEFINITE = jnp.array([[1.0, 2.0], [2.0, 1.0]])
 
 
-@pytest.mark.parametrize("wrap", EAGER_OR_JIT)
-def test_negative_definite_mass_is_rejected_with_hint(wrap):
+@pytest.mark.parametrize("threshold", [16, 0], ids=["dense", "iterative"])
+def test_indefinite_mass_names_the_mass_matrix(threshold):
+    L = lambda t, q, v: 0.5 * v @ _INDEFINITE @ v - (q[0] - q[1])
+    _refused_everywhere(L, "mass matrix", threshold)
+    # a diagonal M read from the program, with entries of both signs
+    d = jnp.array([1.0, -1.0])
+    L = lambda t, q, v: 0.5 * jnp.sum(d * v**2) - 0.5 * jnp.sum(q**2)
+    _refused_everywhere(L, "diagonal entries is not positive", threshold)
+
+
+def test_negative_definite_mass_is_rejected_with_hint():
     L = lambda t, q, v: -0.5 * jnp.sum(v**2) + 0.5 * jnp.sum(q**2)
-    with pytest.raises(RuntimeErr, match="-L"):
-        wrap(lnn.euler_lagrange(L))(0.0, Q, V)
-    with pytest.raises(RuntimeErr, match="-L"):
-        wrap(lnn.euler_lagrange(L, dense_threshold=0))(0.0, Q, V)
+    _refused_everywhere(L, "-L")
 
 
 def test_non_scalar_lagrangian():
@@ -86,9 +95,15 @@ def test_nesterov_needs_positive_start():
     for t0 in (0.0, -1.0):
         with pytest.raises(ValueError, match="t0"):
             lnn.simulate(L, Q, V, t0=t0, t1=1.0)
-    # a traced time t ≤ 0 is caught at run time
+        # an eager call of the acceleration at t <= 0
+        with pytest.raises(ValueError, match="t > 0"):
+            lnn.euler_lagrange(L)(t0, Q, V)
+    # a traced start t0 <= 0: one run-time error, before the solve's loop
+    run = eqx.filter_jit(lambda t0: lnn.simulate(L, Q, V, t0=t0, t1=1.0).q)
     with pytest.raises(RuntimeErr, match="t > 0"):
-        eqx.filter_jit(lnn.euler_lagrange(L))(jnp.asarray(0.0), Q, V)
+        run(jnp.asarray(0.0))
+    # the compiled acceleration runs no check; t <= 0 gives NaN, never a number
+    assert jnp.all(jnp.isnan(eqx.filter_jit(lnn.euler_lagrange(L))(0.0, Q, V)))
 
 
 def test_gradient_flow_given_a_velocity():
@@ -114,14 +129,41 @@ def test_general_rejects_zero_kappa2():
     with pytest.raises(ValueError, match="`kappa2` must be non-zero"):
         dynamics.general(LOSS, 1.0, 0.0)
     L = dynamics.general(LOSS, 1.0, lambda t: t - 1.0, t_ref=2.0)
-    with pytest.raises(RuntimeErr, match="kappa2"):
+    with pytest.raises(ValueError, match="kappa2"):
         lnn.euler_lagrange(L)(1.0, Q, V)
+    with pytest.raises(ValueError, match="kappa2"):
+        lnn.simulate(L, Q, V, t0=1.0, t1=2.0)
+    run = eqx.filter_jit(lambda t0: lnn.simulate(L, Q, V, t0=t0, t1=2.0).q)
+    with pytest.raises(RuntimeErr, match="kappa2"):
+        run(jnp.asarray(1.0))
+    assert jnp.all(jnp.isnan(eqx.filter_jit(lnn.euler_lagrange(L))(1.0, Q, V)))
 
 
 def test_step_limit_surfaces_diffrax_message():
     L = dynamics.newtonian(LOSS)
     with pytest.raises(RuntimeErr, match="maximum number of solver steps"):
         lnn.simulate(L, Q, V, t0=0.0, t1=100.0, max_steps=5)
+
+
+def test_mass_that_turns_negative_during_the_run():
+    # M = (1 - t)·I is positive at t0 = 0 (so the check before the loop passes) and
+    # negative after t = 1.
+    L = lambda t, q, v: 0.5 * (1.0 - t) * jnp.sum(v**2) - 0.5 * jnp.sum(q**2)
+    # constant steps jump past t = 1: the acceleration there is NaN, the run ends in
+    # a non-finite state, and that is an error
+    with pytest.raises(RuntimeErr, match="mass matrix became singular"):
+        lnn.simulate(
+            L,
+            Q,
+            V,
+            t0=0.0,
+            t1=1.5,
+            dt0=0.25,
+            stepsize_controller=diffrax.ConstantStepSize(),
+        )
+    # adaptive steps cannot get past the singularity at t = 1
+    with pytest.raises(RuntimeErr, match="maximum number of solver steps"):
+        lnn.simulate(L, Q, V, t0=0.0, t1=1.5, max_steps=300)
 
 
 def test_non_finite_state_is_an_error_not_nan():

@@ -96,7 +96,7 @@ def test_grad_through_simulate_diagonal_mass(monkeypatch):
     $\tfrac m2\|\dot q\|^2 - \mathrm{loss}(q)$, with ω held by an `eqx.Module` loss and
     m the Lagrangian's mass: $q(T)$ oscillates at $\Omega = \omega/\sqrt m$.
     The derivative in m passes through the diagonal of M itself."""
-    _forbid(monkeypatch, "_solve_iterative", "_solve_dense")
+    _forbid(monkeypatch, "solve_iterative", "solve_dense")
 
     # Defined here so that `simulate`'s compiled solve is traced afresh (and the
     # forbidden paths would be seen), whatever other tests compiled before.
@@ -133,7 +133,7 @@ def test_grad_through_simulate_conjugate_gradients(monkeypatch):
     $q(T) = U[\cos(\Omega T)\,U^\top q_0 + \sin(\Omega T)/\Omega\;U^\top\dot q_0]$,
     $\Omega = \sqrt{k/\lambda}$. The derivative in μ needs the $-dM\,\ddot q$ term of
     the implicit derivative; the one in k the force's."""
-    _forbid(monkeypatch, "_solve_diagonal", "_solve_dense")
+    _forbid(monkeypatch, "solve_diagonal", "solve_declared", "solve_dense")
     A0 = jnp.asarray(_spd(N, 1))
     S = jnp.asarray(_spd(N, 2) - np.eye(N))
 
@@ -164,7 +164,7 @@ def test_grad_through_simulate_ensemble(monkeypatch):
     r"""A batch of Newtonian oscillators with their own ω and start: the gradient of
     $\sum_i \langle w, q_i(T)\rangle$ with respect to the batched ω and $q_0$ is, member
     by member, the single oscillator's."""
-    _forbid(monkeypatch, "_solve_iterative", "_solve_dense")
+    _forbid(monkeypatch, "solve_iterative", "solve_dense")
 
     class Quadratic(eqx.Module):
         omega: jax.Array
@@ -203,7 +203,7 @@ def test_nesterov_acceleration_derivatives(monkeypatch):
     $\partial_t\ddot q = \tfrac3{t^2}\dot q$, $\partial_{\dot q}\ddot q = -\tfrac3t I$,
     $\partial_q\ddot q = -\nabla^2\mathrm{loss}$ and, for
     $\mathrm{loss} = \tfrac14\|q\|^4 + c\sum\cos q$, $\partial_c\ddot q = \sin q$."""
-    _forbid(monkeypatch, "_solve_iterative", "_solve_dense")
+    _forbid(monkeypatch, "solve_iterative", "solve_dense")
 
     class Loss(eqx.Module):
         c: jax.Array

@@ -12,8 +12,9 @@ import pytest
 from helpers import rel_err, without_diagonal_reading
 
 import lagrangian_nn as lnn
-from lagrangian_nn._euler_lagrange import _diagonal_coefficients, _split
+from lagrangian_nn._euler_lagrange import _split
 from lagrangian_nn._mass import diagonal_mass
+from lagrangian_nn._mass_solve import read_diagonal
 
 T = jnp.asarray(1.7)
 D = jnp.array([1.0, 2.5, 0.5])
@@ -26,7 +27,7 @@ LOSS = lambda w: jnp.sum(jnp.sin(w["a"]) ** 2) + jnp.sum(w["b"] ** 4)
 
 def coefficients(L, q, v, t=T):
     inner, _ = _split(L)
-    return _diagonal_coefficients(inner, t, q, v)
+    return read_diagonal(inner, t, q, v)
 
 
 def sq(tree):
@@ -148,9 +149,13 @@ def test_non_positive_diagonal_entry_is_an_error():
     for d in (jnp.array([1.0, 0.0, 2.0]), jnp.array([1.0, -1.0, 2.0])):
         L = lambda t, q, v, d=d: 0.5 * jnp.sum(d * v**2) - jnp.sum(q**2)
         assert coefficients(L, Q, V) is not None
-        for wrap in (lambda f: f, eqx.filter_jit):
-            with pytest.raises(eqx.EquinoxRuntimeError, match="diagonal"):
-                wrap(lnn.euler_lagrange(L, dense_threshold=0))(T, Q, V)
+        accel = lnn.euler_lagrange(L, dense_threshold=0)
+        with pytest.raises(eqx.EquinoxRuntimeError, match="diagonal"):
+            accel(T, Q, V)
+        with pytest.raises(eqx.EquinoxRuntimeError, match="diagonal"):
+            eqx.filter_jit(accel.certify_mass)(T, Q, V)
+        # compiled, the acceleration itself runs no check: NaN, never a number
+        assert jnp.all(jnp.isnan(eqx.filter_jit(accel)(T, Q, V)))
 
 
 LINEAR_MAPS = {
@@ -184,8 +189,8 @@ def test_reader_on_hand_written_maps(name):
 
 # --- Certification of M on the matrix-free path: Lanczos at the initial state. -------
 
-from lagrangian_nn._euler_lagrange import _ritz_values  # noqa: E402
 from lagrangian_nn._mass import lanczos_ritz_values  # noqa: E402
+from lagrangian_nn._mass_solve import mass_operator, ritz_values  # noqa: E402
 
 RuntimeErr = eqx.EquinoxRuntimeError
 
@@ -215,7 +220,7 @@ def test_ritz_values_lie_in_the_spectrum_and_find_its_ends():
     lam = spectrum(1000, 1).at[123].set(-0.5)
     L = kinetic(lam, seed=2)
     n = lam.size
-    theta = _ritz_values(L, T, jnp.zeros(n), jnp.ones(n))
+    theta = ritz_values(mass_operator(L, T, jnp.zeros(n), jnp.ones(n)), jnp.ones(n))
     assert theta.shape == (20,)
     tol = 1e-12 * jnp.max(jnp.abs(lam))
     assert jnp.all(theta >= jnp.min(lam) - tol)
@@ -283,17 +288,23 @@ def test_certify_mass_accepts_positive_definite(dtype):
         assert out is v or jnp.array_equal(out, v)
 
 
-def test_certify_mass_skips_the_dense_and_diagonal_paths(monkeypatch):
+def test_certify_mass_uses_cheaper_tests_on_the_dense_and_diagonal_paths(monkeypatch):
     calls = []
     monkeypatch.setattr(
-        lnn._euler_lagrange, "_ritz_values", lambda *a: calls.append(a) or None
+        lnn._mass_solve, "ritz_values", lambda *a: calls.append(a) or None
     )
+    # a diagonal read from the program: the sign of its entries
     diagonal = lambda t, q, v: 0.5 * jnp.sum((1 + q**2) * v**2)
     lnn.euler_lagrange(diagonal).certify_mass(0.0, jnp.ones(30), jnp.ones(30))
-    # n ≤ dense_threshold: Cholesky certifies at each evaluation
-    lnn.euler_lagrange(ISSUE_EXAMPLE, dense_threshold=20).certify_mass(
-        0.0, jnp.ones(20), jnp.ones(20)
-    )
+    with pytest.raises(RuntimeErr, match="diagonal entries is not positive"):
+        lnn.euler_lagrange(lambda t, q, v: -diagonal(t, q, v)).certify_mass(
+            0.0, jnp.ones(30), jnp.ones(30)
+        )
+    # n ≤ dense_threshold: the Cholesky factorisation
+    with pytest.raises(RuntimeErr, match="Cholesky factorisation failed"):
+        lnn.euler_lagrange(ISSUE_EXAMPLE, dense_threshold=20).certify_mass(
+            0.0, jnp.ones(20), jnp.ones(20)
+        )
     assert calls == []
 
 
@@ -315,9 +326,9 @@ def test_certification_runs_once_per_solve_outside_the_vector_field(monkeypatch)
 
     def counting(*args):
         traces.append(1)
-        return _ritz_values(*args)
+        return ritz_values(*args)
 
-    monkeypatch.setattr(lnn._euler_lagrange, "_ritz_values", counting)
+    monkeypatch.setattr(lnn._mass_solve, "ritz_values", counting)
     q0 = jnp.linspace(-1.0, 1.0, n)
     ts = jnp.linspace(0.0, 2.0, 5)
     traj = lnn.simulate(

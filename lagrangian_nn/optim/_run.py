@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from .._tree import check_floating_tree
+from .._validate import check_floating_tree
 
 
 class Step(eqx.Module):

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from .._lagrangian import as_positive_scalar
+from .._validate import as_positive_scalar
 
 
 def _check_lr(lr):

@@ -21,7 +21,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from .._noether import Generator
-from .._tree import check_floating_tree, tree_dot
+from .._tree import tree_dot
+from .._validate import check_floating_tree
 from ._families import Family
 
 # Singular values of exact symmetries, in units of the rounding level eps·√samples,

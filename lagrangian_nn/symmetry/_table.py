@@ -14,8 +14,11 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .. import dynamics
 from .._noether import Generator
-from .._tree import check_floating_tree, tree_dot
+from .._simulate import simulate
+from .._tree import tree_dot
+from .._validate import check_floating_tree
 from ._discover import Discovery
 
 
@@ -313,9 +316,6 @@ def conservation_table(
 
     **Returns:** a `ConservationTable` with `.text()` and `.markdown()`.
     """
-    import lagrangian_nn as lnn
-    from lagrangian_nn import dynamics
-
     if not isinstance(discovery, Discovery):
         raise ValueError(
             f"`discovery` must be the result of `discover`; got {type(discovery).__name__}."
@@ -329,7 +329,7 @@ def conservation_table(
     key = jax.random.key(0) if key is None else key
     dtype = jnp.result_type(*jax.tree.leaves(q))
     ts = jnp.linspace(0.0, t1, n_save, dtype=dtype)
-    gf = lnn.simulate(
+    gf = simulate(
         dynamics.gradient_flow(loss), q, t0=0.0, t1=t1, ts=ts, rtol=rtol, atol=atol
     )
     # ND from a random velocity of the size of ∇L(q): the charges start nonzero, so the
@@ -341,7 +341,7 @@ def conservation_table(
     v = [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(ks, leaves)]
     vnorm = jnp.sqrt(sum(jnp.vdot(x, x) for x in v))
     qdot0 = jax.tree.unflatten(tree, [(x * gnorm / vnorm).astype(x.dtype) for x in v])
-    nd = lnn.simulate(
+    nd = simulate(
         dynamics.newtonian(loss), q, qdot0, t0=0.0, t1=t1, ts=ts, rtol=rtol, atol=atol
     )
     laws = []
