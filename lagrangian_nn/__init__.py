@@ -13,6 +13,7 @@ from . import (
     nn as nn,
     optim as optim,
     symmetry as symmetry,
+    variational as variational,
 )
 from ._ensemble import simulate_ensemble as simulate_ensemble
 from ._euler_lagrange import (
