@@ -1,5 +1,10 @@
 """Automatic discovery of a network's continuous symmetries and their conservation laws."""
 
+from ._count import (
+    LawCount as LawCount,
+    LawCountError as LawCountError,
+    count_laws as count_laws,
+)
 from ._discover import (
     Discovery as Discovery,
     DiscoveryError as DiscoveryError,
