@@ -139,7 +139,9 @@ _KINKED = (ReLU, LeakyReLU, RePU)
 
 def _mlp_pattern_ok(model: MLP, xs) -> bool:
     """Whether every hidden neuron of a ReLU-like layer is active on some of the inputs
-    `xs` and inactive on others (a dead or an always-active neuron is not generic)."""
+    `xs` and inactive on others (a dead neuron, or one that is linear on all data, is
+    not generic), and every parameter moves the output for some input (no weight sits
+    on a path that is never active as a whole)."""
     h = xs
     for i, (w, act, beta) in enumerate(
         zip(model.weights, model.activations, model.betas)
@@ -153,21 +155,44 @@ def _mlp_pattern_ok(model: MLP, xs) -> bool:
             if not (pos.all() and neg.all()):
                 return False
         h = act(h, beta)
-    return True
+    if not any(isinstance(a, _KINKED) for a in model.activations[:-1]):
+        return True
+    used = _parameter_use(model, xs)
+    return bool(np.all(np.asarray(used) > 0))
 
 
-def _random_like(flat, key, scale_tree):
-    """A Gaussian vector with the per-leaf RMS scale of the tree `scale_tree`."""
-    leaves = jax.tree.leaves(scale_tree)
-    scales = [
-        np.full(
-            np.size(x),
-            float(np.sqrt(np.mean(np.asarray(x, np.float64) ** 2))) or 1.0,
-        )
-        for x in leaves
-    ]
-    s = np.concatenate(scales) if scales else np.zeros(0)
-    return jnp.asarray(s, flat.dtype) * jax.random.normal(key, flat.shape, flat.dtype)
+@jax.jit
+def _parameter_use(model, xs):
+    """Σ_x |∂(Σ_j φ_j(θ, x))/∂θ|, per flat parameter."""
+    flat, unravel = ravel_pytree(model)
+    g = jax.vmap(jax.grad(lambda th, x: jnp.sum(unravel(th)(x))), (None, 0))(flat, xs)
+    return jnp.sum(jnp.abs(g), axis=0)
+
+
+def _scales(params) -> np.ndarray:
+    """The per-leaf RMS scale of `params`, one entry per flat coordinate (1 for a leaf
+    that is all zeros)."""
+    out = []
+    for x in jax.tree.leaves(params):
+        rms = float(np.sqrt(np.mean(np.asarray(x, np.float64) ** 2)))
+        out.append(np.full(np.size(x), rms if rms > 0 else 1.0))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+class _Inputs:
+    """Draws `m` inputs at once: NumPy standard normal for an MLP (no compilation),
+    else the user's `inputs(key)`, vmapped and jitted (batch sizes are powers of two,
+    so it compiles a few times at most)."""
+
+    def __init__(self, inputs, shape, dtype, rng):
+        self.inputs, self.shape, self.dtype, self.rng = inputs, shape, dtype, rng
+        self.fn = None if inputs is None else jax.jit(jax.vmap(inputs))
+
+    def __call__(self, m):
+        if self.inputs is None:
+            return jnp.asarray(self.rng.standard_normal((m, *self.shape)), self.dtype)
+        seeds = self.rng.integers(0, 2**31 - 1, size=m)
+        return self.fn(jax.vmap(jax.random.key)(jnp.asarray(seeds)))
 
 
 def _make_fields(phi, unravel, D, flow, damping, dtype):
@@ -206,19 +231,13 @@ def _make_fields(phi, unravel, D, flow, damping, dtype):
 class _Sampler:
     """Draws the parameters `(x, c, a)` of `m` random fields at a time."""
 
-    def __init__(self, key, sample_inputs, out, dtype):
-        self.key, self.sample_inputs, self.out, self.dtype = (
-            key,
-            sample_inputs,
-            out,
-            dtype,
-        )
+    def __init__(self, rng, draw_inputs, out, dtype):
+        self.rng, self.draw_inputs, self.out, self.dtype = rng, draw_inputs, out, dtype
 
     def __call__(self, m):
-        self.key, kx, kc, ka = jax.random.split(self.key, 4)
-        xs = self.sample_inputs(jax.random.split(kx, m))
-        cs = jax.random.normal(kc, (m, *self.out.shape), self.out.dtype)
-        a = jax.random.normal(ka, (m,), self.dtype)
+        xs = self.draw_inputs(m)
+        cs = jnp.asarray(self.rng.standard_normal((m, *self.out.shape)), self.out.dtype)
+        a = jnp.asarray(self.rng.standard_normal(m), self.dtype)
         return xs, cs, a
 
 
@@ -257,6 +276,7 @@ def _count_at(s0, X, sample_params, *, eps, max_depth, oversample, max_batch):
         added = 0
         while True:
             m = min(dim - Q.shape[1], max_batch) + oversample
+            m = 1 << (m - 1).bit_length()  # powers of two: few compilations
             ps = tuple(sample_params(m) for _ in range(depth + 1))
             v, scale = fn(ps, s0)
             v = np.asarray(v, np.float64)
@@ -385,11 +405,6 @@ def count_laws(
                 f"`model`; got {type(params).__name__}."
             )
         phi = lambda theta, x: theta(x)  # noqa: E731
-        if inputs is None:
-            d0 = model.sizes[0]
-            inputs = lambda k: jax.random.normal(  # noqa: E731
-                k, (d0,), jax.tree.leaves(params)[0].dtype
-            )
     elif callable(model):
         if params is None:
             raise ValueError(
@@ -408,7 +423,7 @@ def count_laws(
             f"{type(model).__name__}."
         )
     check_floating_tree(params, "params")
-    if not callable(inputs):
+    if inputs is not None and not callable(inputs):
         raise ValueError(
             f"`inputs` must be a callable `inputs(key) -> x`; got {type(inputs).__name__}."
         )
@@ -438,8 +453,12 @@ def count_laws(
     eps = float(jnp.finfo(dtype).eps)
     D = flat0.shape[0]
     dim = D if flow == "gf" else 2 * D + 1
-    k_x, key = jax.random.split(key)
-    x0 = inputs(k_x)
+    seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    if inputs is None:  # an MLP: standard normal inputs
+        x0 = jnp.zeros((model.sizes[0],), dtype)
+    else:
+        x0 = inputs(jax.random.key(seed))
     try:
         out = jax.eval_shape(lambda th: phi(th, x0), params)
     except Exception as e:  # a model that does not run on its inputs
@@ -448,17 +467,14 @@ def count_laws(
             f"shape {np.shape(x0)}: {e}"
         ) from e
     X = _make_fields(phi, unravel, D, flow, damping, dtype)
-    sample_inputs = jax.jit(jax.vmap(inputs))
+    draw_inputs = _Inputs(inputs, np.shape(x0), dtype, rng)
+    scales = _scales(params)
 
     counts, first = [], None
     for point in range(n_points):
-        key, k_pt = jax.random.split(key)
-        for attempt in range(max_tries):
-            k_pt, k_th, k_v, k_t, k_pool = jax.random.split(k_pt, 5)
-            theta = _random_like(flat0, k_th, params)
-            if not is_mlp or _mlp_pattern_ok(
-                unravel(theta), sample_inputs(jax.random.split(k_pool, 64))
-            ):
+        for _ in range(max_tries):
+            theta = jnp.asarray(scales * rng.standard_normal(D), dtype)
+            if not is_mlp or _mlp_pattern_ok(unravel(theta), draw_inputs(64)):
                 break
         else:
             raise LawCountError(
@@ -469,12 +485,10 @@ def count_laws(
         if flow == "gf":
             s0 = theta
         else:
-            t0 = jax.random.uniform(k_t, (1,), dtype, 0.5, 2.0)
-            v0 = _random_like(flat0, k_v, params)
+            t0 = jnp.asarray(rng.uniform(0.5, 2.0, 1), dtype)
+            v0 = jnp.asarray(scales * rng.standard_normal(D), dtype)
             s0 = jnp.concatenate([t0, theta, v0])
-
-        key, k_fields = jax.random.split(key)
-        sample_params = _Sampler(k_fields, sample_inputs, out, dtype)
+        sample_params = _Sampler(rng, draw_inputs, out, dtype)
         C, amps, ranks, stable = _count_at(
             s0,
             X,
