@@ -13,6 +13,7 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .. import dynamics
 from .._noether import Generator
@@ -109,7 +110,16 @@ class Law:
 
 @dataclasses.dataclass(frozen=True)
 class ConservationTable:
+    """The laws of a `Discovery`, and (when `conservation_table` was given a
+    `law_count`) the completeness verdict: `found` independent GF laws in the family,
+    `total` from `lnn.symmetry.count_laws`, `missing = total - found`, and a one-line
+    `verdict`."""
+
     laws: list
+    found: int | None = None
+    total: int | None = None
+    missing: int | None = None
+    verdict: str = ""
 
     HEADER = (
         "symmetry ξ",
@@ -129,6 +139,8 @@ class ConservationTable:
             "|" + " --- |" * len(self.HEADER),
         ]
         lines += ["| " + " | ".join(law.row()) + " |" for law in self.laws]
+        if self.verdict:
+            lines += ["", self.verdict]
         return "\n".join(lines)
 
     def text(self) -> str:
@@ -147,6 +159,8 @@ class ConservationTable:
                 f"{law.gf_control:.1e}), ND law along ND {law.nd_residual:.1e} "
                 f"(control {law.nd_control:.1e}; control = {law.control_description})"
             )
+        if self.verdict:
+            out.append(self.verdict)
         return "\n".join(out)
 
     def __str__(self):
@@ -279,6 +293,7 @@ def conservation_table(
     rtol: float | None = None,
     atol: float | None = None,
     key=None,
+    law_count=None,
 ) -> ConservationTable:
     r"""Renders each discovered generator as a conservation law in the four forms of
     the paper (GF, ND, NAGF, general dynamics) and checks it along a GF trajectory and an
@@ -313,6 +328,13 @@ def conservation_table(
     - `rtol`, `atol`: solver tolerances; default `max(1e-8, 100·eps)` and `rtol/100`
       for `q`'s dtype.
     - `key`: PRNG key of the ND initial velocity (default `jax.random.key(0)`).
+    - `law_count`: optionally, the result of `lnn.symmetry.count_laws(..., flow="gf")`
+      for the same model. The table then states whether the family's laws are all the
+      laws: `found` is the number of functionally independent GF laws
+      $\tfrac12\langle q, Aq\rangle$ from the symmetric parts of the discovered
+      generators $\xi = Aq$ (the rank of their gradients $\tfrac12(A + A^\top)q$ at
+      `q`; exact for families closed under transposition, such as the rescaling and
+      $\mathfrak{gl}$ families), and `missing = law_count.count - found`.
 
     **Returns:** a `ConservationTable` with `.text()` and `.markdown()`.
     """
@@ -321,6 +343,14 @@ def conservation_table(
             f"`discovery` must be the result of `discover`; got {type(discovery).__name__}."
         )
     check_floating_tree(q, "q")
+    if law_count is not None and (
+        type(law_count).__name__ != "LawCount" or law_count.flow != "gf"
+    ):
+        raise ValueError(
+            "`law_count` must be the result of `lnn.symmetry.count_laws(..., "
+            "flow='gf')` (the table's laws are gradient-flow laws); got "
+            f"{getattr(law_count, 'flow', type(law_count).__name__)!r}."
+        )
     if not (isinstance(n_save, int) and n_save >= 5 and n_save % 2 == 1):
         raise ValueError(f"`n_save` must be an odd int ≥ 5; got {n_save!r}.")
     eps = _eps(q)
@@ -344,7 +374,7 @@ def conservation_table(
     nd = simulate(
         dynamics.newtonian(loss), q, qdot0, t0=0.0, t1=t1, ts=ts, rtol=rtol, atol=atol
     )
-    laws = []
+    laws, integrable_fields = [], []
     for expr, gen in zip(discovery.describe(), discovery.generators):
         integrable = is_gradient_field(gen, q)
         control, control_text = _control(gen, q)
@@ -356,6 +386,8 @@ def conservation_table(
                 float(_nd_law(g, integ, nd.ts, nd.q, nd.qdot)),
             )
 
+        if law_count is not None:
+            integrable_fields.append(_symmetric_part(gen, q))
         drift, nd_res = measure(gen, integrable)
         gf_c, nd_c = measure(control, control_integrable and integrable)
         laws.append(
@@ -373,4 +405,43 @@ def conservation_table(
                 control_text,
             )
         )
-    return ConservationTable(laws)
+    if law_count is None:
+        return ConservationTable(laws)
+    found = _independent(integrable_fields, eps)
+    total = law_count.count
+    missing = total - found
+    verdict = (
+        f"Complete: the family's {found} independent GF law(s) are all {total} laws "
+        "of the model (count_laws)."
+        if missing == 0
+        else f"Incomplete: the family gives {found} independent GF law(s); the model "
+        f"has {total} (count_laws), so {missing} are missing from the family."
+        if missing > 0
+        else f"Inconsistent: the family gives {found} independent GF laws but "
+        f"count_laws finds only {total}; check that both describe the same model."
+    )
+    return ConservationTable(laws, found, total, missing, verdict)
+
+
+def _symmetric_part(gen: Generator, q):
+    r"""$\tfrac12(A + A^\top)q$ for the linear field $\xi(q) = Aq$: the gradient of the
+    GF law $\tfrac12\langle q, Aq\rangle$ that the symmetric part of $A$ gives ($A^\top q$
+    by a VJP)."""
+    t = jnp.zeros(())
+    xi, vjp = jax.vjp(lambda u: gen.xi(t, u), q)
+    (xt,) = vjp(q)
+    return jax.tree.map(lambda a, b: (a + b) / 2, xi, xt)
+
+
+def _independent(fields, eps) -> int:
+    """The rank of the fields (pytrees) at one point: the number of functionally
+    independent laws whose gradients they are. Singular values of the normalised
+    fields below `1e3·eps·√n` count as zero."""
+    if not fields:
+        return 0
+    from jax.flatten_util import ravel_pytree
+
+    F = np.stack([np.asarray(ravel_pytree(f)[0], np.float64) for f in fields])
+    F = F / np.maximum(np.linalg.norm(F, axis=1, keepdims=True), 1e-300)
+    sv = np.linalg.svd(F, compute_uv=False)
+    return int(np.sum(sv > 1e3 * eps * math.sqrt(len(fields))))
