@@ -1,0 +1,422 @@
+"""lnn.variational: variational integrators from any Lagrangian, and their exact
+discrete Noether charges."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optimistix as optx
+import pytest
+
+import lagrangian_nn as lnn
+from experiments import __main__ as cli
+from tests.helpers import charged_particle, damped_oscillator, kepler
+
+V = lnn.variational
+ROT2 = jnp.array([[0.0, -1.0], [1.0, 0.0]])
+
+
+def _plain(L):
+    """`L` as a plain callable (hides the declared mass and the Table-1 type, so the
+    integrator takes its general path: Newton on every step)."""
+    return lambda t, q, v: L(t, q, v)
+
+
+def _slope(dts, errs):
+    return np.polyfit(np.log(dts), np.log(errs), 1)[0]
+
+
+# --- (1) the integrators -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [V.Midpoint, V.Trapezoid, V.Lobatto])
+def test_convergence_order_harmonic(cls):
+    """Order 2 (midpoint, trapezoid) and 4 (Lobatto) against cos/sin, fitted over dt
+    (the step count is fixed, so one compiled program serves every dt; the error
+    is read at t = 2)."""
+    omega = 1.3
+    L = lambda t, q, v: 0.5 * jnp.sum(v**2) - 0.5 * omega**2 * jnp.sum(q**2)
+    q0, v0 = jnp.array([1.0, 0.5]), jnp.array([0.0, 1.0])
+    t, dts, errs = 2.0, np.array([0.1, 0.05, 0.025]), []
+    exact = q0 * np.cos(omega * t) + v0 / omega * np.sin(omega * t)
+    for dt in dts:
+        tr = V.integrate(cls(L), q0, v0, t0=0.0, dt=dt, n_steps=80)
+        errs.append(float(jnp.max(jnp.abs(tr.q[round(t / dt)] - exact))))
+    assert abs(_slope(dts, errs) - cls.order) < 0.1, errs
+
+
+@pytest.mark.parametrize("cls", [V.Trapezoid, V.Lobatto])
+def test_convergence_order_damped_conformal(cls):
+    """`damped` = Conformal(t/κ, ...): q̈ + γq̇ + ω²q = 0 against its closed form. The
+    trapezoid steps explicitly; Lobatto solves through the conformal factorisation."""
+    gamma, omega = 0.3, 2.0
+    kappa = 1 / gamma
+    L = lnn.dynamics.damped(lambda q: 0.5 * omega**2 * kappa * jnp.sum(q**2), kappa)
+    exact = damped_oscillator(gamma, omega)
+    q0, v0 = jnp.array([1.0]), jnp.array([0.3])
+    t, dts, errs = 2.0, np.array([0.1, 0.05, 0.025]), []
+    for dt in dts:
+        tr = V.integrate(cls(L), q0, v0, t0=0.0, dt=dt, n_steps=80)
+        errs.append(float(jnp.abs(tr.q[round(t / dt), 0] - exact(t, q0[0], v0[0]))))
+    assert abs(_slope(dts, errs) - cls.order) < 0.15, errs
+
+
+def test_trapezoid_of_nd_is_eq21():
+    """Eq. 21 is the trapezoid variational integrator of ½|ẇ|² − L(w) with h = √η:
+    the same iterates to rounding, from the same (w0, w1)."""
+    loss = lambda w: 0.25 * jnp.sum(w**4) + 0.5 * jnp.sum((w - 0.3) ** 2)
+    w0, v0 = jnp.array([1.0, -0.5, 0.2]), jnp.array([0.0, 1.0, -0.4])
+    eta = 0.01
+    h = eta**0.5
+    opt = lnn.optim.newtonian(eta, velocity=v0)
+    state, w, ws = opt.init(w0), w0, [w0]
+    update = jax.jit(lambda w, s: opt.update(jax.grad(loss)(w), s, w))
+    for _ in range(200):
+        u, state = update(w, state)
+        w = w + u
+        ws.append(w)
+    ws = jnp.stack(ws)
+    # eq. 21's first displacement is h v0 − η∇L(w0); the trapezoid's is
+    # h (p0 − (h/2)∇L(w0)), so start it with p0 = v0 − (h/2)∇L(w0)
+    p0 = v0 - 0.5 * h * jax.grad(loss)(w0)
+    L = lnn.dynamics.newtonian(loss)
+    tr = V.integrate(V.Trapezoid(L), w0, p0, t0=0.0, dt=h, n_steps=200)
+    assert float(jnp.max(jnp.abs(tr.q - ws))) < 1e-13
+    # and without the shifted start it is a different sequence (the test can fail)
+    off = V.integrate(V.Trapezoid(L), w0, v0, t0=0.0, dt=h, n_steps=200)
+    assert float(jnp.max(jnp.abs(off.q - ws))) > 1e-4
+
+
+def test_explicit_path_matches_newton_and_has_no_solve():
+    """The explicit Störmer–Verlet path of a Table-1 Lagrangian equals the general
+    Newton path of the same L (as a plain callable), for ND and for NAGF's t³."""
+    loss = lambda q: 0.25 * jnp.sum(q**4) + 0.5 * jnp.sum(q**2)
+    q0, v0 = jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0])
+    for L, t0 in (
+        (lnn.dynamics.newtonian(loss), 0.0),
+        (lnn.dynamics.nesterov(loss), 1.0),
+    ):
+        fast = V.integrate(V.Trapezoid(L), q0, v0, t0=t0, dt=0.05, n_steps=60)
+        slow = V.integrate(V.Trapezoid(_plain(L)), q0, v0, t0=t0, dt=0.05, n_steps=60)
+        assert float(jnp.max(jnp.abs(fast.q - slow.q))) < 1e-12
+        if t0 == 0.0:
+            assert float(jnp.max(jnp.abs(fast.qdot - slow.qdot))) < 1e-12
+    # the explicit step's program has no root-finding loop
+    stepper = V._integrate._stepper(
+        V.Trapezoid(lnn.dynamics.newtonian(loss)), jnp.float64, None, 32
+    )
+    assert stepper.explicit
+    jaxpr = jax.make_jaxpr(lambda q, p, g: stepper(0.0, 0.1, q, p, q, (), g))(
+        q0, v0, q0
+    )
+    assert "while" not in str(jaxpr)
+
+
+def test_nesterov_matches_simulate():
+    """NAGF's t³ Lagrangian (t0 > 0): the Lobatto integrator agrees with the
+    Runge–Kutta solution of the Table-1 ODE."""
+    loss = lambda q: 0.5 * jnp.sum(jnp.array([1.0, 3.0]) * q**2)
+    L = lnn.dynamics.nesterov(loss)
+    q0, v0 = jnp.array([1.0, 1.0]), jnp.array([0.0, 0.0])
+    tr = V.integrate(V.Lobatto(L), q0, v0, t0=0.5, dt=0.05, n_steps=60, save_every=60)
+    ref = lnn.simulate(L, q0, v0, t0=0.5, t1=3.5, rtol=1e-11, atol=1e-12)
+    assert float(jnp.max(jnp.abs(tr.q[-1] - ref.q[-1]))) < 1e-5
+
+
+def test_huge_conformal_weight_does_not_overflow():
+    """e^{t/κ} with t/κ = 1e7: the reduced steps never form the weight."""
+    kappa = 1e-3
+    L = lnn.dynamics.damped(lambda q: 0.5 * jnp.sum(q**2), kappa)
+    tr = V.integrate(
+        V.Trapezoid(L), jnp.array([1.0]), jnp.array([0.0]), t0=1e4, dt=1e-4, n_steps=50
+    )
+    assert np.all(np.isfinite(np.asarray(tr.q)))
+    # overdamped: q̇ ≈ −q, so q decays like e^{−(t − t0)}
+    assert abs(float(tr.q[-1, 0]) - np.exp(-50 * 1e-4)) < 1e-3
+
+
+# --- symplecticity -------------------------------------------------------------------
+
+
+def _omega_defect(discrete, t, dt, q, p, factor):
+    n = q.size
+
+    def flat(x):
+        q1, p1 = V.step(discrete, t, dt, x[:n], x[n:])
+        return jnp.concatenate([q1, p1])
+
+    M = jax.jacfwd(flat)(jnp.concatenate([q, p]))
+    Om = jnp.block([[jnp.zeros((n, n)), jnp.eye(n)], [-jnp.eye(n), jnp.zeros((n, n))]])
+    return float(jnp.max(jnp.abs(M.T @ Om @ M - factor * Om)))
+
+
+@pytest.mark.parametrize("cls", [V.Midpoint, V.Trapezoid, V.Lobatto])
+def test_symplectic(cls):
+    """MᵀΩM = Ω for the one-step map of a non-separable Lagrangian (Kepler plus a
+    magnetic term), and e^{−Δs}Ω for `damped` (explicit and implicit paths)."""
+    L_mag, _, _ = charged_particle()
+    L = lambda t, q, v: kepler()(t, q, v) + L_mag(t, q, v)
+    q, p = jnp.array([1.0, 0.2]), jnp.array([0.1, 0.9])
+    defect = _omega_defect(cls(L), 0.0, 0.1, q, p, 1.0)
+    assert defect < 1e-13
+    if cls is V.Lobatto:
+        return  # (compiling its Jacobian again costs ~10 s; the conformal weights
+        # enter Lobatto as they enter Midpoint, which is checked)
+    kappa, dt = 0.7, 0.1
+    Ld = lnn.dynamics.damped(lambda w: jnp.sum(w**4) + jnp.sum(w**2), kappa)
+    factor = np.exp(-dt / kappa)
+    assert _omega_defect(cls(Ld), 2.0, dt, q, p, factor) < 1e-13
+    # control: the conservative relation fails for the damped map
+    assert _omega_defect(cls(Ld), 2.0, dt, q, p, 1.0) > 1e-2
+
+
+# --- (2) discrete Noether charges ----------------------------------------------------
+
+
+def _orbit_loss(w):
+    # the paper's rotation-symmetric orbits (Section 6.1): a Mexican hat in 3-D
+    return (jnp.sum(w**2) - 1.0) ** 2
+
+
+def _so3():
+    gens = []
+    for i, j in ((0, 1), (0, 2), (1, 2)):
+        A = jnp.zeros((3, 3)).at[i, j].set(-1.0).at[j, i].set(1.0)
+        gens.append(lnn.Generator(lambda t, q, A=A: A @ q))
+    return gens
+
+
+@pytest.mark.parametrize("cls", [V.Trapezoid, V.Lobatto])
+def test_rotation_charges_conserved(cls):
+    """The three so(3) charges of ND on the orbit loss, conserved to rounding; the
+    Lagrangian's own `noether_charge` on the saved velocities gives the same J_k."""
+    L = lnn.dynamics.newtonian(_orbit_loss)
+    Ld = cls(L)
+    q0, v0 = jnp.array([1.2, 0.1, -0.3]), jnp.array([-0.2, 1.0, 0.5])
+    tr = V.integrate(Ld, q0, v0, t0=0.0, dt=0.05, n_steps=400)
+    # Lobatto's node velocities (−3q0 + 4qm − q1)/h cancel terms of size 8|q|, so its
+    # rounding per step is a few times the trapezoid's (measured: 8e-14 vs 1e-14)
+    tol = 1e-13 if cls is V.Trapezoid else 3e-13
+    for gen in _so3() if cls is V.Trapezoid else _so3()[:1]:
+        J = np.asarray(V.discrete_noether_charge(Ld, gen, tr, 0.05))
+        assert np.max(np.abs(J - J[0])) < tol * max(1.0, abs(J[0]))
+        Q = np.asarray(tr.evaluate(lnn.noether_charge(L, gen)))
+        assert np.max(np.abs(Q - J)) < 1e-13
+    if cls is V.Lobatto:
+        return
+    # control: an anisotropic loss breaks the rotation about z
+    Lb = lnn.dynamics.newtonian(lambda w: _orbit_loss(w) + 0.3 * w[0] ** 2)
+    trb = V.integrate(cls(Lb), q0, v0, t0=0.0, dt=0.05, n_steps=400)
+    Jb = np.asarray(V.discrete_noether_charge(cls(Lb), _so3()[0], trb, 0.05))
+    assert np.max(np.abs(Jb - Jb[0])) > 1e-2
+
+
+def test_magnetic_canonical_angular_momentum():
+    """A charged particle in a uniform field: the canonical angular momentum
+    m(q×v) + (eB/2)|q|² is conserved to rounding by the midpoint integrator
+    (general Newton path), and the orbit converges to the exact circle."""
+    L, exact, lz = charged_particle()
+    Ld = V.Midpoint(L)
+    q0, v0 = jnp.array([1.0, 0.0]), jnp.array([0.2, 0.7])
+    tr = V.integrate(Ld, q0, v0, t0=0.0, dt=0.02, n_steps=500)
+    gen = lnn.Generator(lambda t, q: ROT2 @ q)
+    J = np.asarray(V.discrete_noether_charge(Ld, gen, tr, 0.02))
+    assert np.max(np.abs(J - J[0])) < 1e-13
+    # the discrete charge is the textbook formula at the Legendre velocities
+    assert np.max(np.abs(np.asarray(tr.evaluate(lz)) - J)) < 1e-13
+    assert float(jnp.max(jnp.abs(tr.q[-1] - exact(10.0, q0, v0)))) < 1e-3
+
+
+def test_conformal_charges_decay_exactly():
+    """For `damped` (L = e^{t/κ}L0) and a rotation, the reduced discrete charge obeys
+    J̃_{k+1} = e^{−Δs} J̃_k exactly."""
+    kappa, dt = 0.5, 0.05
+    L = lnn.dynamics.damped(lambda w: jnp.sum(w**2) ** 2, kappa)
+    Ld = V.Trapezoid(L)
+    tr = V.integrate(
+        Ld, jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0]), t0=0.0, dt=dt, n_steps=100
+    )
+    gen = lnn.Generator(lambda t, q: ROT2 @ q)
+    J = np.asarray(V.discrete_noether_charge(Ld, gen, tr, dt, reduced=True))
+    predicted = J[0] * np.exp(-np.arange(len(J)) * dt / kappa)  # falls by e^{-10}
+    assert np.max(np.abs(J / predicted - 1)) < 1e-12
+    Jfull = np.asarray(V.discrete_noether_charge(Ld, gen, tr, dt))
+    assert np.max(np.abs(Jfull / J[0] - 1)) < 1e-12  # e^{s}J̃ conserved
+    # control: the undamped decay law is wrong by a factor e^{10}
+    assert np.max(np.abs(J / J[0] - 1)) > 0.9
+
+
+def _net():
+    key = jax.random.PRNGKey(0)
+    model = lnn.nn.MLP([3, 4, 1], [lnn.nn.ReLU(), lnn.nn.Identity()], key=key)
+    kx, ky = jax.random.split(jax.random.PRNGKey(1))
+    # the data span only the first input coordinate, so rotating inputs 2 and 3 is a
+    # symmetry of the loss
+    x = jnp.zeros((8, 3)).at[:, 0].set(jax.random.normal(kx, (8,)))
+    y = jax.random.normal(ky, (8, 1))
+    return model, lnn.nn.make_loss(x, y, "squared_error")
+
+
+def test_relu_network_charges_under_nd():
+    """ND on a ReLU network. A symmetry of loss *and* kinetic term (rotating the
+    inputs: W1 ↦ W1 e^{εP}, orthogonal) has an exactly conserved discrete charge. The
+    neuron rescaling leaves the loss invariant but not ½|ẇ|², so it has no conserved
+    charge; the exact discrete balance J_n − J_0 = Σ R_k holds instead."""
+    model, loss = _net()
+    L = lnn.dynamics.newtonian(loss)
+    Ld = V.Trapezoid(L)
+    v0 = jax.tree.map(lambda w: 0.3 * jnp.ones_like(w), model)
+    tr = V.integrate(Ld, model, v0, t0=0.0, dt=0.05, n_steps=200)
+    P = jnp.zeros((3, 3)).at[1, 2].set(-1.0).at[2, 1].set(1.0)
+    rot = lnn.nn.rotate_inputs(model, P)
+    J = np.asarray(V.discrete_noether_charge(Ld, rot, tr, 0.05))
+    assert np.max(np.abs(J - J[0])) < 1e-13 * max(1.0, np.max(np.abs(J)))
+    assert (
+        np.max(np.abs(np.asarray(tr.evaluate(lnn.noether_charge(L, rot))) - J)) < 1e-13
+    )
+    scale = lnn.nn.rescale(model, 1, 0)
+    Js = np.asarray(V.discrete_noether_charge(Ld, scale, tr, 0.05))
+    R = np.asarray(V.discrete_invariance_residual(Ld, scale, tr, 0.05))
+    assert np.max(np.abs(Js - Js[0])) > 1e-3  # not conserved
+    balance = Js[1:] - Js[0] - np.cumsum(R)
+    assert np.max(np.abs(balance)) < 1e-13 * max(1.0, np.max(np.abs(Js)))
+
+
+# --- (3) long-time energy ------------------------------------------------------------
+
+
+def test_kepler_energy_bounded_vs_tsit5():
+    """Kepler (e = 0.5) over 200 periods: the leapfrog energy error stays bounded at
+    its first-period size; Tsit5 at the same number of gradients (6 per step, so a
+    step 6x larger) drifts steadily, ending well above that."""
+    k = 1.0
+    L = lnn.dynamics.newtonian(lambda q: -k / jnp.linalg.norm(q))
+    ecc = 0.5
+    q0 = jnp.array([1.0 - ecc, 0.0])
+    v0 = jnp.array([0.0, np.sqrt((1 + ecc) / (1 - ecc))])
+    period, per = 2 * np.pi, 300
+    dt = period / per
+    n_periods = 200
+    tr = V.integrate(
+        V.Trapezoid(L),
+        q0,
+        v0,
+        t0=0.0,
+        dt=dt,
+        n_steps=per * n_periods,
+        save_every=per // 4,
+    )
+    E = np.asarray(tr.evaluate(lnn.energy(L)))
+    err = np.abs(E - E[0])
+    first, last = np.max(err[: 4 * 10]), np.max(err[-4 * 10 :])
+    assert last < 2.0 * first  # bounded: no growth over 190 periods
+    import diffrax
+
+    rk = lnn.simulate(
+        L,
+        q0,
+        v0,
+        t0=0.0,
+        t1=n_periods * period,
+        dt0=6 * dt,
+        stepsize_controller=diffrax.ConstantStepSize(),
+        ts=jnp.linspace(0, n_periods * period, 201),
+        max_steps=10**5,
+    )
+    Erk = np.asarray(rk.evaluate(lnn.energy(L)))
+    drift = np.abs(Erk - Erk[0])
+    assert drift[-1] > 5 * drift[20] > 0  # grows with time
+    assert drift[-1] > 2 * np.max(err)  # measured: 2.3e-3 against 6e-4
+
+
+# --- errors --------------------------------------------------------------------------
+
+
+def _ho():
+    return lambda t, q, v: 0.5 * jnp.sum(v**2) - 0.5 * jnp.sum(q**2)
+
+
+def test_error_plain_lagrangian_as_discrete():
+    with pytest.raises(ValueError, match="`discrete`.*Trapezoid\\(L\\)"):
+        V.integrate(_ho(), jnp.ones(2), jnp.ones(2), t0=0.0, dt=0.1, n_steps=3)
+
+
+def test_error_lagrangian_not_callable():
+    with pytest.raises(ValueError, match="`lagrangian` must be a callable"):
+        V.Trapezoid(3.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"dt": -0.1}, "`dt` must be > 0; got dt = -0.1"),
+        ({"n_steps": 0}, "`n_steps` must be an int >= 1; got 0"),
+        ({"save_every": 4}, "`save_every` must divide `n_steps`"),
+        ({"solver": "newton"}, "`solver` must be an `optimistix` root finder"),
+    ],
+)
+def test_error_bad_arguments(kwargs, match):
+    args = {"t0": 0.0, "dt": 0.1, "n_steps": 6, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        V.integrate(V.Midpoint(_ho()), jnp.ones(2), jnp.ones(2), **args)
+
+
+def test_error_qdot0_structure():
+    with pytest.raises(ValueError, match="`qdot0`"):
+        V.integrate(
+            V.Midpoint(_ho()), jnp.ones(2), jnp.ones(3), t0=0.0, dt=0.1, n_steps=2
+        )
+
+
+def test_error_nesterov_t0():
+    L = lnn.dynamics.nesterov(lambda q: jnp.sum(q**2))
+    with pytest.raises(ValueError, match="t > 0"):
+        V.integrate(V.Trapezoid(L), jnp.ones(2), jnp.ones(2), t0=0.0, dt=0.1, n_steps=2)
+
+
+def test_error_solver_fails_after_loop():
+    """A root solve that cannot converge is reported once, after the loop."""
+    with pytest.raises(Exception, match="did not converge"):
+        V.integrate(
+            V.Midpoint(kepler()),
+            jnp.array([1.0, 0.0]),
+            jnp.array([0.0, 1.0]),
+            t0=0.0,
+            dt=0.1,
+            n_steps=4,
+            solver=optx.Newton(rtol=1e-30, atol=1e-30),
+            max_steps=2,
+        )
+
+
+def test_error_charge_arguments():
+    Ld = V.Midpoint(_ho())
+    tr = V.integrate(
+        Ld, jnp.ones(2), jnp.zeros(2), t0=0.0, dt=0.1, n_steps=4, save_every=2
+    )
+    gen = lnn.Generator(lambda t, q: ROT2 @ q)
+    with pytest.raises(ValueError, match="`traj` must be saved at every step"):
+        V.discrete_noether_charge(Ld, gen, tr, 0.1)
+    with pytest.raises(ValueError, match="`gen` must be a point symmetry"):
+        V.discrete_noether_charge(Ld, lnn.Generator(gen.xi, lambda t, q: 1.0), tr, 0.2)
+    with pytest.raises(ValueError, match="`gen` must be an `lnn.Generator`"):
+        V.discrete_noether_charge(Ld, lambda t, q: q, tr, 0.2)
+
+
+# --- (4) the experiment, end to end --------------------------------------------------
+
+
+def test_experiment_quick(tmp_path):
+    assert (
+        cli.main(["run", "variational_vs_rk", "--quick", "--out", str(tmp_path)]) == 0
+    )
+    folder = tmp_path / "variational_vs_rk"
+    res = json.loads((folder / "results.json").read_text())
+    assert (folder / "arrays.npz").exists()
+    for stem in ("energy", "charges"):
+        assert (folder / f"{stem}.png").stat().st_size > 10_000
+    for c in res["claims"]:
+        assert c["holds"], c
+        if c["basis"] != "consequence":
+            assert c["control"]["missed"], c
