@@ -18,6 +18,8 @@ EXPERIMENTS = {
     "ntk_width": "Section 7, eqs. 49-51: ND velocities and displacements against width",
     "discrete_vs_continuous": "GD/ND/NAGD against their flows, and the exact discrete laws",
     "symmetry_discovery": "Discover the symmetries and print the conservation laws (Tables 2-3)",
+    "conservation_counts": "Count every conservation law (GF, ND, heavy ball, NAGF), Marcotte et al.",
+    "variational_vs_rk": "Variational integrators vs Tsit5: bounded energy, exact discrete charges",
 }
 
 

@@ -55,7 +55,7 @@ _TOL_FACTOR = 1e3
 class LawCountError(DiscoveryError):
     """Raised by `count_laws` when the count cannot be certified: the singular values
     show no clear gap between the directions of the Lie algebra and rounding, the
-    brackets did not stabilise within `max_depth`, or the generic points disagree.
+    brackets did not stabilise within `max_depth`, or no generic point was found.
 
     Attributes (where known): `singular_values`, `threshold`, `rounding_level`,
     `largest_zero`, `smallest_nonzero`, `counts`.
@@ -76,15 +76,16 @@ class LawCount:
     - `rank_by_depth`: the rank reached with brackets of depth 0, 1, ... (depth 0: the
       fields themselves); the last depth added nothing.
     - `singular_values`: of the matrix of all sampled columns (each normalised to unit
-      length), descending, at the first generic point.
+      length), descending, at the generic point of largest rank.
     - `threshold`: singular values at most this count as zero.
     - `rounding_level`: the size of an exact dependency's singular value, up to a modest
       factor (from the dtype's eps and the cancellation in each bracket).
     - `largest_zero`, `smallest_nonzero`: the two sides of the gap (NaN when empty).
     - `gap`: `smallest_nonzero / max(largest_zero, rounding_level)`; `count_laws`
       refuses below `min_gap`.
-    - `counts`: the count at each generic point (all equal).
-    - `columns`: the number of sampled columns at the first point.
+    - `counts`: the count at each of the `n_points` random points (`count` is the
+      smallest: see `count_laws`).
+    - `columns`: the number of sampled columns at that point.
     - `dtype`, `seconds` (wall time of the whole count).
     """
 
@@ -228,6 +229,18 @@ def _make_fields(phi, unravel, D, flow, damping, dtype):
     return X
 
 
+class _Brackets(dict):
+    """The jitted bracket function of each depth, built once per `count_laws` call."""
+
+    def __init__(self, X):
+        super().__init__()
+        self.X = X
+
+    def __missing__(self, depth):
+        fn = self[depth] = _bracket_fn(self.X, depth)
+        return fn
+
+
 class _Sampler:
     """Draws the parameters `(x, c, a)` of `m` random fields at a time."""
 
@@ -262,7 +275,7 @@ def _bracket_fn(X, depth):
     return jax.jit(batched, static_argnums=())
 
 
-def _count_at(s0, X, sample_params, *, eps, max_depth, oversample, max_batch):
+def _count_at(s0, fns, sample_params, *, eps, max_depth, oversample, max_batch):
     """Grows the span of bracket columns at `s0`, depth by depth. Returns (columns as
     a (dim, n) float64 array normalised, per-column amplification, rank_by_depth)."""
     dim = s0.shape[0]
@@ -272,7 +285,7 @@ def _count_at(s0, X, sample_params, *, eps, max_depth, oversample, max_batch):
     # SVD then certifies the gap against rounding
     stable = False
     for depth in range(max_depth + 1):
-        fn = _bracket_fn(X, depth)
+        fn = fns[depth]
         added = 0
         while True:
             m = min(dim - Q.shape[1], max_batch) + oversample
@@ -320,13 +333,13 @@ def count_laws(
     flow: str = "gf",
     key,
     inputs=None,
-    n_points: int = 1,
+    n_points: int = 3,
     damping: float = 1.0,
     max_depth: int = 8,
     oversample: int = 8,
     max_batch: int = 4096,
     min_gap: float = _MIN_GAP,
-    max_tries: int = 20,
+    max_tries: int = 100,
 ) -> LawCount:
     r"""The number of independent conservation laws of `model` under `flow`: the
     functions of the state conserved for every loss and every data set that factor
@@ -357,8 +370,15 @@ def count_laws(
     $\epsilon$ the dtype's machine epsilon; singular values at most `1e3` times that
     count as zero. The count is returned only if the smallest singular value counted
     as nonzero is at least `min_gap` times the larger of the largest counted as zero
-    and the rounding level, and all `n_points` generic points give the same count;
-    otherwise `LawCountError` is raised. Use float64.
+    and the rounding level, at every one of the `n_points` points; otherwise
+    `LawCountError` is raised. Use float64.
+
+    **Several points.** For an analytic model (smooth activations, linear, polynomial)
+    the rank is the same at almost every point. For ReLU-like models it can drop on
+    open sets of parameters, where some paths are never active together on any input
+    (there the extra laws are real, but local to that region). The count is computed at
+    `n_points` random points and the one of largest rank is reported: the generic
+    count, that of Marcotte et al.; `counts` lists all.
 
     **Arguments:**
 
@@ -374,7 +394,7 @@ def count_laws(
     - `key`: PRNG key for the generic points, inputs and random fields.
     - `inputs`: `inputs(key) -> x`, a sampler of one input (required for a callable
       model; for an MLP, default standard normal of shape `(d0,)`).
-    - `n_points`: the number of independent generic points; all must agree.
+    - `n_points`: the number of random points; the count of largest rank is returned.
     - `damping`: $\tau$ for `"heavy_ball"` (a positive number).
     - `max_depth`: the deepest bracket tried before giving up.
     - `oversample`: columns sampled beyond the room left, per batch.
@@ -470,7 +490,8 @@ def count_laws(
     draw_inputs = _Inputs(inputs, np.shape(x0), dtype, rng)
     scales = _scales(params)
 
-    counts, first = [], None
+    fns = _Brackets(X)
+    counts, results = [], []
     for point in range(n_points):
         for _ in range(max_tries):
             theta = jnp.asarray(scales * rng.standard_normal(D), dtype)
@@ -491,7 +512,7 @@ def count_laws(
         sample_params = _Sampler(rng, draw_inputs, out, dtype)
         C, amps, ranks, stable = _count_at(
             s0,
-            X,
+            fns,
             sample_params,
             eps=eps,
             max_depth=max_depth,
@@ -534,17 +555,14 @@ def count_laws(
                 **info,
             )
         counts.append(dim - rank)
-        if first is None:
-            first = (rank, ranks, C.shape[1], info, gap)
-    if len(set(counts)) > 1:
-        raise LawCountError(
-            f"the generic points disagree: counts {counts}. A point was not generic "
-            "(e.g. a neuron dead on all inputs); the count would be a guess.",
-            counts=tuple(counts),
-        )
-    rank, ranks, ncols, info, gap = first
+        results.append((rank, ranks, C.shape[1], info, gap))
+    # For analytic models the rank is the same at almost every point. For ReLU-like
+    # models it can drop on open sets of parameters (e.g. where two neurons are never
+    # active together on any input); the generic count is that of the largest rank.
+    best = int(np.argmin(counts))
+    rank, ranks, ncols, info, gap = results[best]
     return LawCount(
-        count=counts[0],
+        count=counts[best],
         dimension=dim,
         rank=rank,
         flow=flow,

@@ -1,0 +1,616 @@
+r"""Counting every conservation law, and reproducing Marcotte, Gribonval & Peyré.
+
+`lnn.symmetry.count_laws` counts the independent functions of the state conserved for
+every loss and data set that factor through a model, $N = \dim(\text{state}) -
+\dim\mathrm{Lie}(V)$ at a generic point (Lie brackets as nested JVPs, rank by a
+certified SVD gap). We reproduce, as numbers:
+
+1. gradient flow, deep ReLU networks with and without biases: $N = \sum_h d_h$ (the
+   hidden widths), on random architectures of depth 2-4 and widths 2-9 (NeurIPS 2023);
+2. gradient flow, deep linear networks: $N$ equals the rank of the gradients of the
+   known laws $W_hW_h^\top - W_{h+1}^\top W_{h+1}$ at the point (computed independently);
+3. momentum flows (ND, heavy ball, NAGF), deep ReLU networks: $N = 0$ (ICML 2024);
+4. momentum flows, deep linear networks: $N$ equals the number of independent laws
+   $m(t)Q(\theta, \dot\theta)$ with $Q$ a polynomial of degree ≤ 2 and $m$ the flow's
+   integrating factor ($1$, $e^{\tau t}$, $t^3$), found by a linear solve for the
+   coefficients of $Q$; and those laws are exactly spanned by the Noether charges
+   (`lnn.noether_charge`) of the skew generators $A = -A^\top$ of each hidden layer's
+   $GL(d_h)$ (they also leave the kinetic energy invariant; the symmetric ones do not).
+
+Then the scaling: the time per architecture, and the largest two-layer ReLU network
+certified in under a minute. Their SageMath notebooks report 34 min to 1 h 53 for the
+50-architecture GF sweeps and 2 min 19 s (20 linear) and 1 min 03 s (20 ReLU) for the
+momentum sweeps, on 64 cores, with widths at most 3 to 9.
+
+Negative controls: the same counts for networks whose first hidden activation is the
+identity (ReLU formula must miss), the rescaling laws alone against the linear count,
+the GF count of linear networks against their momentum count, and the Noether charges of
+symmetric generators (outside the law space).
+"""
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import _networks as N, _style
+from ._common import (
+    DEFAULT_OUT,
+    claim,
+    control,
+    enable_float64,
+    load,
+    progress,
+    run_experiment,
+)
+
+NAME = "conservation_counts"
+MOMENTUM = ("nd", "heavy_ball", "nagf")
+# the published times (Marcotte et al.'s notebooks, 64 cores), in seconds
+PUBLISHED = {
+    "gf_relu_50": (34 * 60, 113 * 60),
+    "momentum_linear_20": 139,
+    "momentum_relu_20": 63,
+}
+
+
+def config_for(quick, seed):
+    return {
+        "seed": seed,
+        "n_relu": 2 if quick else 50,
+        "relu_depths": [2, 3] if quick else [2, 4],
+        "relu_widths": [2, 4] if quick else [2, 9],
+        "n_relu_controls": 1 if quick else 5,
+        "n_linear": 1 if quick else 20,
+        "linear_depths": [2, 3] if quick else [2, 4],
+        "linear_widths": [2, 3] if quick else [2, 4],
+        "n_momentum_relu": 1 if quick else 20,
+        "momentum_relu_widths": [2, 2] if quick else [2, 5],
+        "n_momentum_linear": 1 if quick else 20,
+        "momentum_linear_widths": [2, 2] if quick else [2, 3],
+        "momentum_linear_depths": [2, 2] if quick else [2, 3],
+        "damping": 1.0,
+        "scaling_widths": [8] if quick else [25, 50, 100, 200, 400, 800],
+        "scaling_d0": 4,
+        "scaling_d_out": 2,
+        "scaling_budget_s": 60.0,
+    }
+
+
+def _arch(rng, depths, widths):
+    depth = int(rng.integers(depths[0], depths[1] + 1))
+    return [int(w) for w in rng.integers(widths[0], widths[1] + 1, size=depth + 1)]
+
+
+def _net(sizes, act, *, bias=False, seed=0, first=None):
+    from lagrangian_nn import nn
+
+    acts = [act] * (len(sizes) - 2) + [nn.Identity()]
+    if first is not None:
+        acts[0] = first
+    return N.build(sizes, acts, bias=bias, seed=seed)
+
+
+def known_linear_rank(model) -> int:
+    """The rank at `model` of the gradients of the entries of
+    $W_hW_h^\top - W_{h+1}^\top W_{h+1}$ (the known GF laws of a deep linear net)."""
+    import jax
+    import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+
+    from lagrangian_nn import nn
+
+    flat, unravel = ravel_pytree(model)
+
+    def known(th):
+        q = unravel(th)
+        out = []
+        for h in range(1, q.depth):
+            C = nn.linear_quantity(q, h)
+            out.append(C[jnp.triu_indices(C.shape[0])])
+        return jnp.concatenate(out)
+
+    J = np.asarray(jax.jacfwd(known)(flat))
+    return _rank(J)
+
+
+def rescaling_rank(model) -> int:
+    """The same rank for the diagonals only (the rescaling laws): the control."""
+    import jax
+    import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+
+    from lagrangian_nn import nn
+
+    flat, unravel = ravel_pytree(model)
+
+    def known(th):
+        q = unravel(th)
+        return jnp.concatenate(
+            [jnp.diag(nn.linear_quantity(q, h)) for h in range(1, q.depth)]
+        )
+
+    return _rank(np.asarray(jax.jacfwd(known)(flat)))
+
+
+def _rank(M, factor=1e3):
+    M = M / np.maximum(np.linalg.norm(M, axis=1, keepdims=True), 1e-300)
+    sv = np.linalg.svd(M, compute_uv=False)
+    return int(np.sum(sv > factor * np.finfo(float).eps * np.sqrt(M.shape[0])))
+
+
+def _tau(flow, t, damping):
+    return {"nd": 0.0, "heavy_ball": damping, "nagf": 3.0 / t}[flow]
+
+
+def quadratic_laws(model, flow, *, damping=1.0, seed=0):
+    r"""An orthonormal basis (rows) of the coefficient vectors of the polynomials $Q$ of
+    degree ≤ 2 in $z = (\theta, \dot\theta)$, without constant term, such that
+    $m(t)Q$ is conserved along every field of `flow` ($m'/m = \tau$), and the singular
+    values. Coefficients: $Q = \sum_{i\le j} p_{ij}z_iz_j + \sum_i b_iz_i$."""
+    import jax
+    import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+
+    flat, unravel = ravel_pytree(model)
+    D = flat.shape[0]
+    n = 2 * D
+    iu, ju = np.triu_indices(n)
+    K = len(iu) + n
+    rng = np.random.default_rng(seed)
+    scale = float(np.sqrt(np.mean(np.asarray(flat) ** 2)))
+    m = K + 20
+    d_out = model.sizes[-1]
+
+    def grad(th, x, c):
+        return jax.grad(lambda t: jnp.sum(c * unravel(t)(x)))(th)
+
+    th = scale * rng.standard_normal((m, D))
+    xs = rng.standard_normal((m, model.sizes[0]))
+    cs = rng.standard_normal((m, d_out))
+    g = np.asarray(jax.jit(jax.vmap(grad))(jnp.asarray(th), xs, cs))
+    z = np.concatenate([th, scale * rng.standard_normal((m, D))], axis=1)
+    gt = np.concatenate([np.zeros((m, D)), g], axis=1)
+    rows_y = np.concatenate(
+        [z[:, ju] * gt[:, iu] + z[:, iu] * gt[:, ju], gt], axis=1
+    )  # ∇_v Q · g = 0
+    t = rng.uniform(0.5, 2.0, m)
+    z2 = np.concatenate(
+        [scale * rng.standard_normal((m, D)), scale * rng.standard_normal((m, D))], 1
+    )
+    tau = np.array([_tau(flow, ti, damping) for ti in t])[:, None]
+    u = np.concatenate([z2[:, D:], -tau * z2[:, D:]], axis=1)
+    rows_z = np.concatenate(
+        [
+            tau * z2[:, iu] * z2[:, ju] + z2[:, ju] * u[:, iu] + z2[:, iu] * u[:, ju],
+            tau * z2 + u,
+        ],
+        axis=1,
+    )  # τ Q + ∇Q · (v, −τ v) = 0
+    A = np.concatenate([rows_y, rows_z])
+    A = A / np.maximum(np.linalg.norm(A, axis=1, keepdims=True), 1e-300)
+    _, S, Vt = np.linalg.svd(A, full_matrices=True)
+    sv = np.zeros(K)
+    sv[: len(S)] = S
+    null = sv <= 1e3 * np.finfo(float).eps * np.sqrt(A.shape[0])
+    assert A.shape[0] >= K
+    return Vt[null], sv, K
+
+
+def charge_coefficients(model, flow, *, skew=True, damping=1.0, seed=0):
+    """Coefficient vectors (as in `quadratic_laws`) of $Q = e^{-s(t)}\\times$ the Noether
+    charge of each generator $A$ of each hidden layer's $GL(d_h)$, from
+    `lnn.noether_charge` with the flow's Lagrangian: the skew basis $E_{ab} - E_{ba}$
+    (`skew=True`) or the symmetric one $E_{ab} + E_{ba}$ (the control)."""
+    import jax
+    import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+
+    import lagrangian_nn as lnn
+    from lagrangian_nn import nn
+
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.standard_normal((6, model.sizes[0])))
+    y = jnp.asarray(rng.standard_normal((6, model.sizes[-1])))
+    loss = nn.make_loss(x, y, kind="squared_error")
+    L = {
+        "nd": lambda: lnn.dynamics.newtonian(loss),
+        "heavy_ball": lambda: lnn.dynamics.damped(loss, 1.0 / damping),
+        "nagf": lambda: lnn.dynamics.nesterov(loss),
+    }[flow]()
+    flat, unravel = ravel_pytree(model)
+    D = flat.shape[0]
+    n = 2 * D
+    iu, ju = np.triu_indices(n)
+    out = []
+    for h in range(1, model.depth):
+        d = model.sizes[h]
+        for a in range(d):
+            for b in range(a if skew else a, d):
+                if skew and a == b:
+                    continue
+                A = np.zeros((d, d))
+                A[a, b] += 1.0
+                A[b, a] += -1.0 if skew else 1.0
+                Q = lnn.noether_charge(L, nn.gl(model, h, jnp.asarray(A)), reduced=True)
+                f = (
+                    lambda zz, Q=Q: Q(  # noqa: E731
+                        jnp.asarray(1.0), unravel(zz[:D]), unravel(zz[D:])
+                    )
+                )
+                z0 = jnp.zeros(n)
+                H = np.asarray(jax.hessian(f)(z0))
+                gr = np.asarray(jax.grad(f)(z0))
+                quad = np.where(iu == ju, np.diag(H)[iu] / 2, H[iu, ju])
+                out.append(np.concatenate([quad, gr]))
+    return np.array(out)
+
+
+def subspace_distance(A, B) -> float:
+    """The sine of the largest principal angle between the row spaces of `A` and `B`
+    (1 when their dimensions differ)."""
+    if A.shape[0] != B.shape[0] or A.shape[0] == 0:
+        return 1.0 if A.shape[0] != B.shape[0] else 0.0
+    Qa, _ = np.linalg.qr(A.T)
+    Qb, _ = np.linalg.qr(B.T)
+    return float(np.linalg.norm(Qb - Qa @ (Qa.T @ Qb), 2))
+
+
+def compute(cfg):
+    enable_float64()
+    import jax
+
+    from lagrangian_nn import nn, symmetry as sy
+
+    rng = np.random.default_rng(cfg["seed"])
+    metrics, arrays, claims = {}, {}, []
+    key = lambda k: jax.random.key(cfg["seed"] * 100_003 + k)  # noqa: E731
+
+    # 1. GF, deep ReLU, with and without biases
+    relu = {"sizes": [], "expected": [], "count": [], "count_bias": [], "time": []}
+    relu["gap"], relu["control"], relu["control_expected"] = [], [], []
+    for k in progress(range(cfg["n_relu"]), desc="GF ReLU"):
+        sizes = _arch(rng, cfg["relu_depths"], cfg["relu_widths"])
+        t0 = time.perf_counter()
+        r = sy.count_laws(_net(sizes, nn.ReLU(), seed=k), key=key(k))
+        rb = sy.count_laws(_net(sizes, nn.ReLU(), bias=True, seed=k), key=key(k))
+        relu["time"].append((time.perf_counter() - t0) / 2)
+        relu["sizes"].append(sizes)
+        relu["expected"].append(sum(sizes[1:-1]))
+        relu["count"].append(r.count)
+        relu["count_bias"].append(rb.count)
+        relu["gap"].append(min(r.gap, rb.gap))
+        if k < cfg["n_relu_controls"]:
+            # control: the first hidden activation linear, the ReLU formula must miss
+            rc = sy.count_laws(
+                _net(sizes, nn.ReLU(), seed=k, first=nn.Identity()), key=key(k)
+            )
+            relu["control"].append(rc.count)
+            relu["control_expected"].append(sum(sizes[1:-1]))
+    for name in ("expected", "count", "count_bias", "time", "gap"):
+        arrays[f"relu_{name}"] = np.array(relu[name])
+    mism = int(np.sum(arrays["relu_count"] != arrays["relu_expected"]))
+    mism_b = int(np.sum(arrays["relu_count_bias"] != arrays["relu_expected"]))
+    ctrl = int(np.sum(np.array(relu["control"]) != np.array(relu["control_expected"])))
+    metrics.update(
+        relu_architectures=relu["sizes"],
+        relu_mismatches=mism,
+        relu_bias_mismatches=mism_b,
+        relu_control_counts=relu["control"],
+        relu_sweep_seconds=float(2 * np.sum(relu["time"])),
+        relu_min_gap=float(np.min(relu["gap"])),
+    )
+
+    # 2. GF, deep linear: count against the rank of the known laws' gradients
+    lin = {"sizes": [], "count": [], "known": [], "rescaling": [], "time": []}
+    for k in progress(range(cfg["n_linear"]), desc="GF linear"):
+        sizes = _arch(rng, cfg["linear_depths"], cfg["linear_widths"])
+        m = _net(sizes, nn.Identity(), seed=100 + k)
+        t0 = time.perf_counter()
+        lin["count"].append(sy.count_laws(m, key=key(100 + k)).count)
+        lin["time"].append(time.perf_counter() - t0)
+        lin["known"].append(known_linear_rank(m))
+        lin["rescaling"].append(rescaling_rank(m))
+        lin["sizes"].append(sizes)
+    for name in ("count", "known", "rescaling", "time"):
+        arrays[f"linear_{name}"] = np.array(lin[name])
+    metrics.update(
+        linear_architectures=lin["sizes"],
+        linear_mismatches=int(np.sum(arrays["linear_count"] != arrays["linear_known"])),
+        linear_control_mismatches=int(
+            np.sum(arrays["linear_count"] != arrays["linear_rescaling"])
+        ),
+        linear_sweep_seconds=float(np.sum(lin["time"])),
+    )
+
+    # 3. momentum flows, deep ReLU: no law
+    mr = {f: [] for f in MOMENTUM}
+    mr_time, mr_sizes, mr_control = [], [], []
+    for k in progress(range(cfg["n_momentum_relu"]), desc="momentum ReLU"):
+        sizes = _arch(rng, [2, 3], cfg["momentum_relu_widths"])
+        m = _net(sizes, nn.ReLU(), seed=200 + k)
+        t0 = time.perf_counter()
+        for f in MOMENTUM:
+            mr[f].append(
+                sy.count_laws(m, flow=f, key=key(200 + k), damping=cfg["damping"]).count
+            )
+        mr_time.append((time.perf_counter() - t0) / len(MOMENTUM))
+        mr_sizes.append(sizes)
+        if k == 0:  # control: the same architecture, linear: so(d_h) laws appear
+            ml = _net(sizes, nn.Identity(), seed=200 + k)
+            mr_control.append(sy.count_laws(ml, flow="nd", key=key(200 + k)).count)
+    for f in MOMENTUM:
+        arrays[f"momentum_relu_{f}"] = np.array(mr[f])
+    arrays["momentum_relu_time"] = np.array(mr_time)
+    metrics.update(
+        momentum_relu_architectures=mr_sizes,
+        momentum_relu_max_count=int(max(max(v) for v in mr.values())),
+        momentum_relu_control_linear_nd=mr_control,
+        momentum_relu_sweep_seconds=float(len(MOMENTUM) * np.sum(mr_time)),
+    )
+
+    # 4. momentum flows, deep linear: quadratic laws and Noether charges
+    ml_count = {f: [] for f in MOMENTUM}
+    ml_quad = {f: [] for f in MOMENTUM}
+    ml_noether, ml_noether_ctrl, ml_gf, ml_time, ml_sizes = [], [], [], [], []
+    for k in progress(range(cfg["n_momentum_linear"]), desc="momentum linear"):
+        sizes = _arch(rng, cfg["momentum_linear_depths"], cfg["momentum_linear_widths"])
+        m = _net(sizes, nn.Identity(), seed=300 + k)
+        t0 = time.perf_counter()
+        for f in MOMENTUM:
+            c = sy.count_laws(m, flow=f, key=key(300 + k), damping=cfg["damping"])
+            ml_count[f].append(c.count)
+        ml_time.append((time.perf_counter() - t0) / len(MOMENTUM))
+        dist = ctrl_dist = 0.0
+        for f in MOMENTUM:
+            null, _, _ = quadratic_laws(m, f, damping=cfg["damping"], seed=k)
+            ml_quad[f].append(len(null))
+            ch = charge_coefficients(m, f, damping=cfg["damping"])
+            dist = max(dist, subspace_distance(ch, null))
+            if f == "nd":  # control: symmetric generators' charges are not laws
+                chs = charge_coefficients(m, f, skew=False)
+                Qn, _ = np.linalg.qr(null.T)
+                res = chs.T - Qn @ (Qn.T @ chs.T)
+                ctrl_dist = float(
+                    np.min(np.linalg.norm(res, axis=0) / np.linalg.norm(chs.T, axis=0))
+                )
+        ml_noether.append(dist)
+        ml_noether_ctrl.append(ctrl_dist)
+        ml_gf.append(sy.count_laws(m, key=key(300 + k)).count)
+        ml_sizes.append(sizes)
+    for f in MOMENTUM:
+        arrays[f"momentum_linear_{f}"] = np.array(ml_count[f])
+        arrays[f"momentum_linear_quadratic_{f}"] = np.array(ml_quad[f])
+    arrays["momentum_linear_noether_distance"] = np.array(ml_noether)
+    arrays["momentum_linear_time"] = np.array(ml_time)
+    arrays["momentum_linear_gf"] = np.array(ml_gf)
+    so = [sum(d * (d - 1) // 2 for d in s[1:-1]) for s in ml_sizes]
+    arrays["momentum_linear_so_dimension"] = np.array(so)
+    metrics.update(
+        momentum_linear_architectures=ml_sizes,
+        momentum_linear_mismatches=int(
+            sum(np.sum(np.array(ml_count[f]) != np.array(ml_quad[f])) for f in MOMENTUM)
+        ),
+        momentum_linear_so_mismatches=int(
+            sum(np.sum(np.array(ml_count[f]) != np.array(so)) for f in MOMENTUM)
+        ),
+        momentum_linear_control_gf_mismatches=int(
+            np.sum(np.array(ml_count["nd"]) != np.array(ml_gf))
+        ),
+        momentum_linear_noether_max_distance=float(np.max(ml_noether)),
+        momentum_linear_control_symmetric_min_residual=float(np.min(ml_noether_ctrl)),
+        momentum_linear_sweep_seconds=float(len(MOMENTUM) * np.sum(ml_time)),
+    )
+
+    # scaling: two-layer ReLU networks of growing width (GF)
+    sc_w, sc_t, sc_c, sc_d = [], [], [], []
+    for w in progress(cfg["scaling_widths"], desc="scaling"):
+        sizes = [cfg["scaling_d0"], w, cfg["scaling_d_out"]]
+        t0 = time.perf_counter()
+        r = sy.count_laws(_net(sizes, nn.ReLU(), seed=w), key=key(w))
+        dt = time.perf_counter() - t0
+        sc_w.append(w), sc_t.append(dt), sc_c.append(r.count), sc_d.append(r.dimension)
+        if r.count != w or dt > cfg["scaling_budget_s"]:
+            break
+    arrays.update(
+        scaling_width=np.array(sc_w),
+        scaling_seconds=np.array(sc_t),
+        scaling_count=np.array(sc_c),
+        scaling_parameters=np.array(sc_d),
+    )
+    ok = [
+        i
+        for i in range(len(sc_w))
+        if sc_c[i] == sc_w[i] and sc_t[i] <= cfg["scaling_budget_s"]
+    ]
+    big = ok[-1] if ok else None
+    metrics.update(
+        largest_certified_width=sc_w[big] if ok else 0,
+        largest_certified_parameters=sc_d[big] if ok else 0,
+        largest_certified_seconds=sc_t[big] if ok else float("nan"),
+        published_seconds=PUBLISHED,
+    )
+
+    nrc = len(relu["control"])
+    claims += [
+        claim(
+            f"GF ReLU nets, no biases: count ≠ Σ hidden widths (of {cfg['n_relu']})",
+            "Marcotte et al. 2023",
+            mism,
+            0.0,
+            basis="count",
+            control=control(
+                f"the same for the first {nrc} nets with their first hidden layer "
+                "linear",
+                ctrl,
+            ),
+        ),
+        claim(
+            f"GF ReLU nets with biases: count ≠ Σ hidden widths (of {cfg['n_relu']})",
+            "Marcotte et al. 2023",
+            mism_b,
+            0.0,
+            basis="count",
+            control=control(
+                f"the same for the first {nrc} nets (no biases) with their first "
+                "hidden layer linear",
+                ctrl,
+            ),
+        ),
+        claim(
+            f"GF linear nets: count ≠ rank of ∇(W_hW_hᵀ − W_{{h+1}}ᵀW_{{h+1}}) "
+            f"(of {cfg['n_linear']})",
+            "Marcotte et al. 2023",
+            metrics["linear_mismatches"],
+            0.0,
+            basis="count",
+            control=control(
+                "the same comparison with the diagonal (rescaling) laws only",
+                metrics["linear_control_mismatches"],
+            ),
+        ),
+        claim(
+            "momentum flows (ND, heavy ball, NAGF), ReLU nets: largest count "
+            f"(of {cfg['n_momentum_relu']} × 3)",
+            "Marcotte et al. 2024",
+            metrics["momentum_relu_max_count"],
+            0.0,
+            basis="count",
+            control=control(
+                "ND count of the first architecture made linear",
+                mr_control[0],
+            ),
+        ),
+        claim(
+            "momentum flows, linear nets: count ≠ number of degree-2 laws "
+            f"(of {cfg['n_momentum_linear']} × 3)",
+            "Marcotte et al. 2024",
+            metrics["momentum_linear_mismatches"],
+            0.0,
+            basis="count",
+            control=control(
+                "ND count against the GF count of the same nets",
+                metrics["momentum_linear_control_gf_mismatches"],
+            ),
+        ),
+        claim(
+            "momentum flows, linear nets: Noether charges of skew A span the degree-2 "
+            "laws (sine of the largest angle)",
+            "Noether, Lemma 2",
+            metrics["momentum_linear_noether_max_distance"],
+            1e-8,
+            basis="pointwise",
+            control=control(
+                "smallest relative residual of a symmetric A's charge off the laws",
+                metrics["momentum_linear_control_symmetric_min_residual"],
+            ),
+        ),
+    ]
+    return metrics, arrays, claims
+
+
+def draw(folder: Path):
+    res, a = load(folder)
+    plt = _style.use()
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(_style.DOUBLE, 2.8))
+    lim = max(a["relu_expected"].max(), a["linear_known"].max()) + 2
+    ax0.plot([0, lim], [0, lim], **_style.PREDICTED, label="count = prediction")
+    ax0.plot(
+        a["relu_expected"],
+        a["relu_count"],
+        "o",
+        color=_style.color("GF"),
+        label="GF ReLU (no bias)",
+        ms=4,
+    )
+    ax0.plot(
+        a["relu_expected"],
+        a["relu_count_bias"],
+        "x",
+        color=_style.color("GD"),
+        label="GF ReLU (bias)",
+        ms=4,
+    )
+    ax0.plot(
+        a["linear_known"],
+        a["linear_count"],
+        "s",
+        mfc="none",
+        color=_style.CYCLE[3],
+        label="GF linear",
+        ms=4,
+    )
+    for f, mk in zip(MOMENTUM, ("^", "v", "d")):
+        ax0.plot(
+            a["momentum_linear_quadratic_" + f],
+            a["momentum_linear_" + f],
+            mk,
+            color=_style.color("ND" if f != "nagf" else "NAGF"),
+            mfc="none",
+            ms=4,
+            label=f"{f} linear",
+        )
+    ax0.set_xlabel("predicted count (Σ widths, known-law rank, degree-2 laws)")
+    ax0.set_ylabel("count_laws")
+    ax0.legend(loc="upper left", fontsize=6)
+    ax1.loglog(
+        a["scaling_parameters"], a["scaling_seconds"], "o-", color=_style.color("GF")
+    )
+    ax1.axhline(60, **_style.CONTROL, label="one minute")
+    ax1.set_xlabel("parameters D (two-layer ReLU)")
+    ax1.set_ylabel("seconds per count")
+    ax1.legend(loc="upper left")
+    _style.caption(
+        fig,
+        "Left: counts of conservation laws against the published predictions "
+        "(every point on the diagonal). Right: time to certify the count of a "
+        "two-layer ReLU network against its number of parameters, on this machine.",
+    )
+    _style.save(fig, folder, "counts")
+    m = res["metrics"]
+    (folder / "table.md").write_text(table_markdown(res))
+    del m
+
+
+def table_markdown(res) -> str:
+    m, c = res["metrics"], res["config"]
+    pub = PUBLISHED
+    rows = [
+        "| result | architectures | reproduced | our time (2-core CPU) | published time "
+        "(64 cores, SageMath) |",
+        "| --- | --- | --- | --- | --- |",
+        f"| GF, deep ReLU, no biases / biases: N = Σ hidden widths | {c['n_relu']} "
+        f"(depth 2–4, widths 2–9) | {c['n_relu'] - m['relu_mismatches']}/"
+        f"{c['n_relu']} and {c['n_relu'] - m['relu_bias_mismatches']}/{c['n_relu']} | "
+        f"{m['relu_sweep_seconds']:.0f} s (both) | {pub['gf_relu_50'][0] // 60} min to "
+        f"{pub['gf_relu_50'][1] // 60} min per sweep |",
+        f"| GF, deep linear: N = rank of the known laws | {c['n_linear']} | "
+        f"{c['n_linear'] - m['linear_mismatches']}/{c['n_linear']} | "
+        f"{m['linear_sweep_seconds']:.0f} s | – |",
+        f"| ND, heavy ball, NAGF, deep ReLU: N = 0 | {c['n_momentum_relu']} | "
+        f"max N = {m['momentum_relu_max_count']} | "
+        f"{m['momentum_relu_sweep_seconds']:.0f} s (3 flows) | "
+        f"{pub['momentum_relu_20']} s |",
+        f"| ND, heavy ball, NAGF, deep linear: N = degree-2 laws = Noether charges of "
+        f"so(d_h) | {c['n_momentum_linear']} | "
+        f"{3 * c['n_momentum_linear'] - m['momentum_linear_mismatches']}/"
+        f"{3 * c['n_momentum_linear']} | {m['momentum_linear_sweep_seconds']:.0f} s "
+        f"(3 flows) | {pub['momentum_linear_20']} s |",
+        f"| largest two-layer ReLU net certified in < 1 min | width "
+        f"{m['largest_certified_width']} ({m['largest_certified_parameters']} "
+        f"parameters) | N = width | {m['largest_certified_seconds']:.1f} s | widths ≤ 9 |",
+    ]
+    return "\n".join(rows)
+
+
+def main(*, seed=0, quick=False, out=DEFAULT_OUT):
+    results = run_experiment(
+        NAME,
+        config=config_for(quick, seed),
+        compute=compute,
+        draw=draw,
+        out=out,
+        quick=quick,
+    )
+    print(table_markdown(results))
+    return results
