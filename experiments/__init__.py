@@ -20,7 +20,6 @@ EXPERIMENTS = {
     "symmetry_discovery": "Discover the symmetries and print the conservation laws (Tables 2-3)",
     "conservation_counts": "Count every conservation law (GF, ND, heavy ball, NAGF), Marcotte et al.",
     "variational_vs_rk": "Variational integrators vs Tsit5: bounded energy, exact discrete charges",
-    "variational_vs_rk": "Variational integrators vs Tsit5: bounded energy, exact discrete charges",
 }
 
 
