@@ -1,0 +1,192 @@
+"""lnn.symmetry.count_laws: the four published counts at small sizes, a user model, the
+completeness verdict, every bad input, and the experiment's --quick run."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import lagrangian_nn as lnn
+from experiments import __main__ as cli, conservation_counts as cc
+from lagrangian_nn import nn, symmetry as sy
+
+
+def net(sizes, act, *, bias=False, seed=0, first=None):
+    acts = [act] * (len(sizes) - 2) + [nn.Identity()]
+    if first is not None:
+        acts[0] = first
+    return nn.MLP(sizes, acts, bias=bias, key=jax.random.key(seed), dtype=jnp.float64)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_gf_relu_count_is_sum_of_hidden_widths(bias):
+    r = sy.count_laws(net([3, 3, 2, 2], nn.ReLU(), bias=bias), key=jax.random.key(0))
+    assert r.count == 3 + 2
+    assert r.dimension == (3 * 3 + 3 * 2 + 2 * 2) + (7 if bias else 0)
+    assert r.rank == r.dimension - r.count
+    assert r.gap > 1e6 and "5 independent" in r.summary()
+
+
+def test_gf_count_changes_when_the_activation_does():
+    # negative control: the first hidden layer linear (GL(3) instead of 3 rescalings)
+    r = sy.count_laws(
+        net([3, 3, 2, 2], nn.ReLU(), first=nn.Identity()), key=jax.random.key(0)
+    )
+    assert r.count != 3 + 2
+    # and tanh (no homogeneity): no law at all
+    assert sy.count_laws(net([3, 3, 2], nn.Tanh()), key=jax.random.key(0)).count == 0
+
+
+def test_gf_linear_count_matches_the_known_laws():
+    m = net([2, 3, 2], nn.Identity())
+    r = sy.count_laws(m, key=jax.random.key(1))
+    assert r.count == cc.known_linear_rank(m) == 3 * 4 // 2
+    assert len(r.rank_by_depth) > 2  # brackets were needed: the fields are no algebra
+    assert cc.rescaling_rank(m) != r.count  # control: the rescaling laws alone
+
+
+def test_momentum_relu_has_no_law_but_linear_does():
+    r = sy.count_laws(net([2, 2, 1], nn.ReLU()), flow="nd", key=jax.random.key(2))
+    assert r.count == 0 and r.dimension == 2 * 6 + 1
+    lin = sy.count_laws(net([2, 2, 1], nn.Identity()), flow="nd", key=jax.random.key(2))
+    assert lin.count == 1  # control: so(2) of the hidden layer
+
+
+@pytest.mark.parametrize("flow", ["heavy_ball", "nagf"])
+def test_momentum_linear_count_is_degree_two_laws_and_noether_charges(flow):
+    m = net([2, 2, 1], nn.Identity())
+    r = sy.count_laws(m, flow=flow, key=jax.random.key(3), n_points=1)
+    null, _, _ = cc.quadratic_laws(m, flow)
+    assert r.count == len(null) == 1
+    charges = cc.charge_coefficients(m, flow)
+    assert cc.subspace_distance(charges, null) < 1e-8
+    # control: the symmetric generator's charge is not a law
+    sym = cc.charge_coefficients(m, flow, skew=False)
+    assert cc.subspace_distance(sym[:1], null) > 0.1
+
+
+def test_user_model():
+    # φ(θ, x) = (u·x) v: a rank-one factorisation, one law ‖u‖² − ‖v‖²
+    def phi(theta, x):
+        return jnp.dot(theta["u"], x) * theta["v"]
+
+    params = {"u": jnp.ones(2), "v": jnp.ones(3)}
+    r = sy.count_laws(
+        phi,
+        params,
+        key=jax.random.key(0),
+        inputs=lambda k: jax.random.normal(k, (2,), jnp.float64),
+    )
+    assert r.count == 1 and r.dimension == 5
+
+
+def test_completeness_verdict():
+    m = net([2, 2, 2], nn.Identity())
+    x = jax.random.normal(jax.random.key(0), (6, 2))
+    loss = nn.make_loss(x, jnp.sin(x), kind="squared_error")
+    total = sy.count_laws(m, key=jax.random.key(0))
+    d = sy.discover(loss, m, sy.rescaling_family(m), key=jax.random.key(1))
+    table = sy.conservation_table(d, loss, m, law_count=total, n_save=5, t1=0.01)
+    assert (table.found, table.total, table.missing) == (2, 3, 1)
+    assert "1 are missing" in table.text()
+    with pytest.raises(ValueError, match="`law_count` must be the result"):
+        sy.conservation_table(d, loss, m, law_count=3, n_save=5)
+
+
+def test_ambiguous_gap_is_refused():
+    m = net([2, 2, 1], nn.ReLU())
+    with pytest.raises(sy.LawCountError, match="cannot certify the rank") as e:
+        sy.count_laws(m, key=jax.random.key(0), min_gap=1e30, n_points=1)
+    assert isinstance(e.value, sy.DiscoveryError) and len(e.value.singular_values)
+
+
+def test_unstable_brackets_are_refused():
+    with pytest.raises(sy.LawCountError, match="did not stabilise within `max_depth`"):
+        sy.count_laws(net([2, 3, 2], nn.Identity()), key=jax.random.key(0), max_depth=0)
+
+
+M = net([2, 2, 1], nn.ReLU())
+K = jax.random.key(0)
+
+
+def test_bad_flow():
+    with pytest.raises(ValueError, match="`flow` must be one of .* got 'sgd'"):
+        sy.count_laws(M, flow="sgd", key=K)
+
+
+def test_bad_model():
+    with pytest.raises(ValueError, match="`model` must be an `lnn.nn.MLP` .* got int"):
+        sy.count_laws(3, key=K)
+
+
+def test_callable_model_needs_params():
+    with pytest.raises(ValueError, match="`params` is required .* got None"):
+        sy.count_laws(lambda th, x: x, key=K, inputs=lambda k: 0.0)
+
+
+def test_callable_model_needs_inputs():
+    with pytest.raises(ValueError, match="`inputs` is required .* got None"):
+        sy.count_laws(lambda th, x: x, {"a": jnp.ones(2)}, key=K)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="`inputs` must be a callable .* got list"):
+        sy.count_laws(M, key=K, inputs=[1.0])
+
+
+def test_params_unlike_the_mlp():
+    with pytest.raises(ValueError, match="`params` must be None or an `lnn.nn.MLP`"):
+        sy.count_laws(M, net([2, 3, 1], nn.ReLU()), key=K)
+
+
+def test_integer_params():
+    with pytest.raises(ValueError, match="params"):
+        sy.count_laws(lambda th, x: th * x, jnp.arange(3), key=K, inputs=lambda k: 1.0)
+
+
+def test_bad_n_points():
+    with pytest.raises(ValueError, match="`n_points` must be an int ≥ 1; got 0"):
+        sy.count_laws(M, key=K, n_points=0)
+
+
+def test_bad_damping():
+    with pytest.raises(ValueError, match="`damping` must be a positive .* got -1"):
+        sy.count_laws(M, flow="heavy_ball", key=K, damping=-1.0)
+
+
+def test_bad_min_gap():
+    with pytest.raises(ValueError, match="`min_gap` must be a number ≥ 1; got 0.5"):
+        sy.count_laws(M, key=K, min_gap=0.5)
+
+
+def test_model_that_does_not_run():
+    with pytest.raises(ValueError, match="`model` could not be evaluated"):
+        sy.count_laws(
+            lambda th, x: th["w"] @ x,
+            {"w": jnp.ones((2, 3))},
+            key=K,
+            inputs=lambda k: jnp.ones(5),
+        )
+
+
+def test_experiment_quick(tmp_path):
+    assert (
+        cli.main(["run", "conservation_counts", "--quick", "--out", str(tmp_path)]) == 0
+    )
+    folder = tmp_path / "conservation_counts"
+    assert (folder / "counts.png").stat().st_size > 10_000
+    assert (folder / "table.md").exists()
+    res = json.loads((folder / "results.json").read_text())
+    for c in res["claims"]:
+        assert c["holds"], c
+        assert c["control"]["missed"], c
+    m = res["metrics"]
+    assert m["relu_mismatches"] == m["relu_bias_mismatches"] == 0
+    assert m["momentum_relu_max_count"] == 0
+    arrays = np.load(folder / "arrays.npz")
+    assert np.all(
+        arrays["momentum_linear_nd"] == arrays["momentum_linear_so_dimension"]
+    )
+    assert lnn.symmetry.count_laws is sy.count_laws
