@@ -70,6 +70,7 @@ def config_for(quick, seed):
         "momentum_linear_widths": [2, 2] if quick else [2, 3],
         "momentum_linear_depths": [2, 2] if quick else [2, 3],
         "damping": 1.0,
+        "n_points": 1 if quick else 3,
         "scaling_widths": [8] if quick else [25, 50, 100, 200, 400, 800],
         "scaling_d0": 4,
         "scaling_d_out": 2,
@@ -272,8 +273,14 @@ def compute(cfg):
     for k in progress(range(cfg["n_relu"]), desc="GF ReLU"):
         sizes = _arch(rng, cfg["relu_depths"], cfg["relu_widths"])
         t0 = time.perf_counter()
-        r = sy.count_laws(_net(sizes, nn.ReLU(), seed=k), key=key(k))
-        rb = sy.count_laws(_net(sizes, nn.ReLU(), bias=True, seed=k), key=key(k))
+        r = sy.count_laws(
+            n_points=cfg["n_points"], model=_net(sizes, nn.ReLU(), seed=k), key=key(k)
+        )
+        rb = sy.count_laws(
+            n_points=cfg["n_points"],
+            model=_net(sizes, nn.ReLU(), bias=True, seed=k),
+            key=key(k),
+        )
         relu["time"].append((time.perf_counter() - t0) / 2)
         relu["sizes"].append(sizes)
         relu["expected"].append(sum(sizes[1:-1]))
@@ -283,7 +290,9 @@ def compute(cfg):
         if k < cfg["n_relu_controls"]:
             # control: the first hidden activation linear, the ReLU formula must miss
             rc = sy.count_laws(
-                _net(sizes, nn.ReLU(), seed=k, first=nn.Identity()), key=key(k)
+                n_points=cfg["n_points"],
+                model=_net(sizes, nn.ReLU(), seed=k, first=nn.Identity()),
+                key=key(k),
             )
             relu["control"].append(rc.count)
             relu["control_expected"].append(sum(sizes[1:-1]))
@@ -307,7 +316,9 @@ def compute(cfg):
         sizes = _arch(rng, cfg["linear_depths"], cfg["linear_widths"])
         m = _net(sizes, nn.Identity(), seed=100 + k)
         t0 = time.perf_counter()
-        lin["count"].append(sy.count_laws(m, key=key(100 + k)).count)
+        lin["count"].append(
+            sy.count_laws(n_points=cfg["n_points"], model=m, key=key(100 + k)).count
+        )
         lin["time"].append(time.perf_counter() - t0)
         lin["known"].append(known_linear_rank(m))
         lin["rescaling"].append(rescaling_rank(m))
@@ -332,13 +343,23 @@ def compute(cfg):
         t0 = time.perf_counter()
         for f in MOMENTUM:
             mr[f].append(
-                sy.count_laws(m, flow=f, key=key(200 + k), damping=cfg["damping"]).count
+                sy.count_laws(
+                    n_points=cfg["n_points"],
+                    model=m,
+                    flow=f,
+                    key=key(200 + k),
+                    damping=cfg["damping"],
+                ).count
             )
         mr_time.append((time.perf_counter() - t0) / len(MOMENTUM))
         mr_sizes.append(sizes)
         if k == 0:  # control: the same architecture, linear: so(d_h) laws appear
             ml = _net(sizes, nn.Identity(), seed=200 + k)
-            mr_control.append(sy.count_laws(ml, flow="nd", key=key(200 + k)).count)
+            mr_control.append(
+                sy.count_laws(
+                    n_points=cfg["n_points"], model=ml, flow="nd", key=key(200 + k)
+                ).count
+            )
     for f in MOMENTUM:
         arrays[f"momentum_relu_{f}"] = np.array(mr[f])
     arrays["momentum_relu_time"] = np.array(mr_time)
@@ -358,7 +379,13 @@ def compute(cfg):
         m = _net(sizes, nn.Identity(), seed=300 + k)
         t0 = time.perf_counter()
         for f in MOMENTUM:
-            c = sy.count_laws(m, flow=f, key=key(300 + k), damping=cfg["damping"])
+            c = sy.count_laws(
+                n_points=cfg["n_points"],
+                model=m,
+                flow=f,
+                key=key(300 + k),
+                damping=cfg["damping"],
+            )
             ml_count[f].append(c.count)
         ml_time.append((time.perf_counter() - t0) / len(MOMENTUM))
         dist = ctrl_dist = 0.0
@@ -376,7 +403,9 @@ def compute(cfg):
                 )
         ml_noether.append(dist)
         ml_noether_ctrl.append(ctrl_dist)
-        ml_gf.append(sy.count_laws(m, key=key(300 + k)).count)
+        ml_gf.append(
+            sy.count_laws(n_points=cfg["n_points"], model=m, key=key(300 + k)).count
+        )
         ml_sizes.append(sizes)
     for f in MOMENTUM:
         arrays[f"momentum_linear_{f}"] = np.array(ml_count[f])
@@ -407,7 +436,9 @@ def compute(cfg):
     for w in progress(cfg["scaling_widths"], desc="scaling"):
         sizes = [cfg["scaling_d0"], w, cfg["scaling_d_out"]]
         t0 = time.perf_counter()
-        r = sy.count_laws(_net(sizes, nn.ReLU(), seed=w), key=key(w))
+        r = sy.count_laws(
+            n_points=cfg["n_points"], model=_net(sizes, nn.ReLU(), seed=w), key=key(w)
+        )
         dt = time.perf_counter() - t0
         sc_w.append(w), sc_t.append(dt), sc_c.append(r.count), sc_d.append(r.dimension)
         if r.count != w or dt > cfg["scaling_budget_s"]:

@@ -140,9 +140,8 @@ _KINKED = (ReLU, LeakyReLU, RePU)
 
 def _mlp_pattern_ok(model: MLP, xs) -> bool:
     """Whether every hidden neuron of a ReLU-like layer is active on some of the inputs
-    `xs` and inactive on others (a dead neuron, or one that is linear on all data, is
-    not generic), and every parameter moves the output for some input (no weight sits
-    on a path that is never active as a whole)."""
+    `xs` (a dead neuron is not generic), and every parameter moves the output for some
+    input (no weight sits on a path that is never active as a whole)."""
     h = xs
     for i, (w, act, beta) in enumerate(
         zip(model.weights, model.activations, model.betas)
@@ -152,8 +151,7 @@ def _mlp_pattern_ok(model: MLP, xs) -> bool:
             h = h + model.biases[i]
         if i < len(model.weights) - 1 and isinstance(act, _KINKED):
             pos = np.asarray(jnp.any(h > 0, axis=0))
-            neg = np.asarray(jnp.any(h < 0, axis=0))
-            if not (pos.all() and neg.all()):
+            if not pos.all():
                 return False
         h = act(h, beta)
     if not any(isinstance(a, _KINKED) for a in model.activations[:-1]):
@@ -352,8 +350,8 @@ def count_laws(
     open set where the ranks are locally constant, which a random point hits with
     probability one. For `lnn.nn.MLP` models with ReLU, LeakyReLU or RePU hidden layers
     the point is redrawn (up to `max_tries` times) until every hidden neuron is active
-    on some sampled inputs and inactive on others (no dead neuron, none that is linear
-    on all data); pre-activations are then nonzero with probability one. The inputs
+    on some sampled inputs and every parameter moves the output for some input (no
+    dead neuron or dead path); pre-activations are then nonzero with probability one. The inputs
     are sampled too, since the laws must hold for every data set.
 
     **Method.** Random fields $X = \nabla_\theta\langle c, \varphi(\theta, x)\rangle$
