@@ -33,6 +33,7 @@ import dataclasses
 import math
 import time
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,6 +51,8 @@ _ZERO_FACTOR = 1e4
 # Singular values of dependent columns, in units of the rounding level, measured on the
 # test networks (GF and momentum flows, depths 2-4); see `count_laws`.
 _TOL_FACTOR = 1e3
+# inputs on which a ReLU-like MLP's activation pattern is checked
+_N_CHECK = 512
 
 
 class LawCountError(DiscoveryError):
@@ -136,6 +139,38 @@ def _is_int(x) -> bool:
 
 
 _KINKED = (ReLU, LeakyReLU, RePU)
+
+
+def _revive(model: MLP, xs) -> MLP:
+    """`model` with the incoming weights (and bias) of each hidden ReLU-like neuron that
+    is never positive on the inputs `xs` negated, layer by layer, so that it is active
+    on some of them. The sign flip maps the Gaussian draw to a distribution with a
+    density, so the point stays generic; without it a deep narrow ReLU net almost
+    always has a dead neuron (a width-2 layer after ReLUs is dead with probability
+    1/4 per neuron)."""
+    weights = [np.asarray(w) for w in model.weights]
+    biases = None if model.biases is None else [np.asarray(b) for b in model.biases]
+    h = np.asarray(xs)
+    for i, (act, beta) in enumerate(zip(model.activations, model.betas)):
+        pre = h @ weights[i].T
+        if biases is not None:
+            pre = pre + biases[i]
+        if i < len(weights) - 1 and isinstance(act, _KINKED):
+            sign = np.where(np.any(pre > 0, axis=0), 1.0, -1.0)
+            weights[i] = weights[i] * sign[:, None]
+            pre = pre * sign
+            if biases is not None:
+                biases[i] = biases[i] * sign
+        h = np.asarray(act(jnp.asarray(pre), beta))
+    dtype = model.weights[0].dtype
+    model = eqx.tree_at(
+        lambda m: m.weights, model, [jnp.asarray(w, dtype) for w in weights]
+    )
+    if biases is not None:
+        model = eqx.tree_at(
+            lambda m: m.biases, model, [jnp.asarray(b, dtype) for b in biases]
+        )
+    return model
 
 
 def _mlp_pattern_ok(model: MLP, xs) -> bool:
@@ -493,13 +528,21 @@ def count_laws(
     for point in range(n_points):
         for _ in range(max_tries):
             theta = jnp.asarray(scales * rng.standard_normal(D), dtype)
-            if not is_mlp or _mlp_pattern_ok(unravel(theta), draw_inputs(64)):
+            if not is_mlp:
+                break
+            xs = draw_inputs(_N_CHECK)
+            revived = _revive(unravel(theta), xs)
+            theta = ravel_pytree(revived)[0]
+            if _mlp_pattern_ok(revived, xs):
                 break
         else:
             raise LawCountError(
-                f"no generic point found in `max_tries` = {max_tries} draws: some "
-                "hidden ReLU-like neuron was dead or active on every sampled input at "
-                "each draw of θ."
+                f"no generic point found in `max_tries` = {max_tries} draws: at each "
+                "draw of θ (after negating the incoming weights of hidden ReLU-like "
+                "neurons never active), some hidden neuron stayed inactive or some "
+                f"parameter moved no output on all {_N_CHECK} sampled inputs (a dead "
+                "neuron or a dead path); pass a larger `max_tries`.",
+                counts=tuple(counts),
             )
         if flow == "gf":
             s0 = theta
