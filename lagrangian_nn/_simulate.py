@@ -9,11 +9,14 @@ the integration failed or left a non-finite state, saying why (the step limit wi
 likely causes, diffrax's own result, or the non-finite state).
 """
 
+import functools
+
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import numpy as np
 
 from ._euler_lagrange import EulerLagrange, euler_lagrange
 from ._gradient_flow import GradientFlow
@@ -25,7 +28,7 @@ from ._trajectory import Trajectory
 from ._tree import tree_all_finite, tree_dtype
 from ._validate import (
     as_array_if_numbers,
-    check_finite_tree,
+    check_finite_trees,
     check_floating_tree,
     check_same_structure,
     check_times,
@@ -63,6 +66,26 @@ class _FirstOrder(eqx.Module):
 
     def __call__(self, t, y, args):
         return self.flow(t, y)
+
+
+# Built once: constructing equinox modules costs a fraction of a millisecond per
+# call, which a short solve on a GPU notices.
+_DEFAULT_SOLVER = FusedTsit5()
+
+
+@functools.lru_cache(maxsize=64)
+def _pid(rtol: float, atol: float) -> diffrax.PIDController:
+    return diffrax.PIDController(rtol=rtol, atol=atol)
+
+
+def _as_dtype(x, dtype):
+    """`x` as an array of `dtype`, with no work for a JAX array that already is one
+    and a host (numpy) array for host values: `filter_jit` moves those in one
+    transfer, where `jnp.asarray` would dispatch one device operation per leaf (on a
+    GPU, a fixed cost per call of `simulate` that a short solve notices)."""
+    if isinstance(x, jax.Array):
+        return x if x.dtype == dtype else x.astype(dtype)
+    return np.asarray(x, dtype)
 
 
 def _error_if_bad_span(system, t0, t1):
@@ -206,7 +229,6 @@ def simulate(
     second_order = not isinstance(system, GradientFlow)
     q0 = as_array_if_numbers(q0, "q0")
     check_floating_tree(q0, "q0")
-    check_finite_tree(q0, "q0")
     if second_order:
         if qdot0 is None:
             raise ValueError(
@@ -216,7 +238,6 @@ def simulate(
         qdot0 = as_array_if_numbers(qdot0, "qdot0")
         check_floating_tree(qdot0, "qdot0")
         check_same_structure(q0, qdot0, "q0", "qdot0")
-        check_finite_tree(qdot0, "qdot0")
     elif qdot0 is not None:
         raise ValueError(
             "`system` is gradient flow, a first-order system, so `qdot0` must be None; "
@@ -227,25 +248,31 @@ def simulate(
     for name, value in (("rtol", rtol), ("atol", atol)):
         if not value >= 0:
             raise ValueError(f"`{name}` must be non-negative; got {value!r}.")
+    # One device-to-host transfer for all of q0 and qdot0 (see `check_finite_trees`),
+    # and the times checked as given, before they become device arrays: on a GPU
+    # each host read of a device array is a synchronisation.
+    check_finite_trees((q0, "q0"), (qdot0, "qdot0"))
+    if ts is not None and not is_traced(ts):
+        ts = np.asarray(ts)
+    check_times(t0, t1, ts)
     if isinstance(system, AbstractLagrangian):
         system.check_time_span(t0, t1)
 
     dtype = tree_dtype(q0)
-    q0 = jtu.tree_map(lambda x: jnp.asarray(x, dtype), q0)
+    q0 = jtu.tree_map(lambda x: _as_dtype(x, dtype), q0)
     if second_order:
-        qdot0 = jtu.tree_map(lambda x: jnp.asarray(x, dtype), qdot0)
-    t0 = jnp.asarray(t0, dtype)
-    t1 = jnp.asarray(t1, dtype)
+        qdot0 = jtu.tree_map(lambda x: _as_dtype(x, dtype), qdot0)
+    t0 = _as_dtype(t0, dtype)
+    t1 = _as_dtype(t1, dtype)
     for name, value in (("t0", t0), ("t1", t1)):
         if value.shape != ():
             raise ValueError(f"`{name}` must be a scalar; got shape {value.shape}.")
     if ts is not None:
-        ts = jnp.asarray(ts, dtype)
+        ts = _as_dtype(ts, dtype)
         if ts.ndim != 1 or ts.shape[0] == 0:
             raise ValueError(
                 f"`ts` must be a non-empty 1-D array; got shape {ts.shape}."
             )
-    check_times(t0, t1, ts)
     # Under `jit`/`vmap` (e.g. `simulate_ensemble`) the same checks run once, before
     # the solve, as run-time errors.
     t1, ts = error_if_bad_times(t0, t1, ts)
@@ -256,9 +283,9 @@ def simulate(
     if dt0 is not None:
         dt0 = jnp.asarray(dt0, dtype)
     if solver is None:
-        solver = FusedTsit5()
+        solver = _DEFAULT_SOLVER
     if stepsize_controller is None:
-        stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol)
+        stepsize_controller = _pid(float(rtol), float(atol))
     if isinstance(stepsize_controller, diffrax.ConstantStepSize) and dt0 is None:
         raise ValueError("`dt0` is required with a constant step size; got None.")
 

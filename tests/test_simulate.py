@@ -202,11 +202,17 @@ def test_simulate_compiles_once():
     assert len(traces) == after_first
 
 
-def test_progress_bar(capfd):
+def test_progress_is_quiet_in_a_log(capfd):
+    # stderr is captured here, so not a terminal: no bar, no carriage returns, and
+    # the same result as without progress (the meter on a terminal is tested in
+    # tests/test_cli.py)
     L, _ = harmonic_oscillator()
-    lnn.simulate(L, jnp.array([1.0]), jnp.array([0.0]), t0=0.0, t1=1.0, progress=True)
+    args = (L, jnp.array([1.0]), jnp.array([0.0]))
+    with_meter = lnn.simulate(*args, t0=0.0, t1=1.0, progress=True)
     err = capfd.readouterr().err
-    assert "100.00%" in err
+    assert err == ""
+    plain = lnn.simulate(*args, t0=0.0, t1=1.0)
+    assert jnp.array_equal(with_meter.q, plain.q)
 
 
 def test_lists_of_numbers_are_read_as_arrays():
