@@ -416,6 +416,10 @@ def test_experiment_quick(tmp_path):
     assert (folder / "arrays.npz").exists()
     for stem in ("energy", "charges"):
         assert (folder / f"{stem}.png").stat().st_size > 10_000
+    # the network horizon stays where leapfrog and Tsit5 (6h) are both stable
+    assert res["config"]["net_horizon_reason"]
+    assert res["metrics"]["net_vi_h_sqrt_lambda_max"] < 2
+    assert res["metrics"]["net_rk_amplification_bound"] <= 1.1
     for c in res["claims"]:
         assert c["holds"], c
         if c["basis"] != "consequence":
