@@ -57,21 +57,22 @@ PUBLISHED = {
 def config_for(quick, seed):
     return {
         "seed": seed,
-        "n_relu": 2 if quick else 50,
-        "relu_depths": [2, 3] if quick else [2, 4],
-        "relu_widths": [2, 4] if quick else [2, 9],
+        "n_relu": 1 if quick else 50,
+        "relu_depths": [2, 2] if quick else [2, 4],
+        "relu_widths": [2, 3] if quick else [2, 9],
         "n_relu_controls": 1 if quick else 5,
         "n_linear": 1 if quick else 20,
-        "linear_depths": [2, 3] if quick else [2, 4],
-        "linear_widths": [2, 3] if quick else [2, 4],
+        "linear_depths": [2, 2] if quick else [2, 4],
+        "linear_widths": [2, 2] if quick else [2, 4],
         "n_momentum_relu": 1 if quick else 20,
         "momentum_relu_widths": [2, 2] if quick else [2, 5],
+        "momentum_relu_depths": [2, 2] if quick else [2, 3],
         "n_momentum_linear": 1 if quick else 20,
         "momentum_linear_widths": [2, 2] if quick else [2, 3],
         "momentum_linear_depths": [2, 2] if quick else [2, 3],
         "damping": 1.0,
         "n_points": 1 if quick else 3,
-        "scaling_widths": [8] if quick else [25, 50, 100, 200, 400, 800],
+        "scaling_widths": [3] if quick else [25, 50, 100, 200, 400, 800],
         "scaling_d0": 4,
         "scaling_d_out": 2,
         "scaling_budget_s": 60.0,
@@ -346,7 +347,7 @@ def compute(cfg):
     mr = {f: [] for f in MOMENTUM}
     mr_time, mr_sizes, mr_control, mr_skipped = [], [], [], []
     for k in progress(range(cfg["n_momentum_relu"]), desc="momentum ReLU"):
-        sizes = _arch(rng, [2, 3], cfg["momentum_relu_widths"])
+        sizes = _arch(rng, cfg["momentum_relu_depths"], cfg["momentum_relu_widths"])
         m = _net(sizes, nn.ReLU(), seed=200 + k)
         t0 = time.perf_counter()
         try:

@@ -262,6 +262,11 @@ def _make_fields(phi, unravel, D, flow, damping, dtype):
     return X
 
 
+# the bracket functions of the last few MLP structures counted (most recent last)
+_CACHE: dict = {}
+_CACHE_SIZE = 8
+
+
 class _Brackets(dict):
     """The jitted bracket function of each depth, built once per `count_laws` call."""
 
@@ -523,7 +528,15 @@ def count_laws(
     draw_inputs = _Inputs(inputs, np.shape(x0), dtype, rng)
     scales = _scales(params)
 
-    fns = _Brackets(X)
+    if is_mlp:  # the bracket functions depend only on the structure: compile once
+        ck = (flow, float(damping), jax.tree.structure(params), str(dtype), D)
+        ck += tuple(np.shape(x) for x in jax.tree.leaves(params))
+        fns = _CACHE.pop(ck, None) or _Brackets(X)
+        _CACHE[ck] = fns
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+    else:
+        fns = _Brackets(X)
     counts, results = [], []
     for point in range(n_points):
         for _ in range(max_tries):
