@@ -389,7 +389,8 @@ def count_laws(
     $[0.5, 2]$ and $\dot\theta$ Gaussian at the same scale). Laws are counted on the
     open set where the ranks are locally constant, which a random point hits with
     probability one. For `lnn.nn.MLP` models with ReLU, LeakyReLU or RePU hidden layers
-    the point is redrawn (up to `max_tries` times) until every hidden neuron is active
+    the incoming weights (and bias) of each hidden neuron never active on 512 sampled
+    inputs are negated, layer by layer (the point keeps a density), and the point is redrawn (up to `max_tries` times) until every hidden neuron is active
     on some sampled inputs and every parameter moves the output for some input (no
     dead neuron or dead path); pre-activations are then nonzero with probability one. The inputs
     are sampled too, since the laws must hold for every data set.
