@@ -390,9 +390,10 @@ def count_laws(
     open set where the ranks are locally constant, which a random point hits with
     probability one. For `lnn.nn.MLP` models with ReLU, LeakyReLU or RePU hidden layers
     the incoming weights (and bias) of each hidden neuron never active on 512 sampled
-    inputs are negated, layer by layer (the point keeps a density), and the point is redrawn (up to `max_tries` times) until every hidden neuron is active
-    on some sampled inputs and every parameter moves the output for some input (no
-    dead neuron or dead path); pre-activations are then nonzero with probability one. The inputs
+    inputs are negated, layer by layer (the point keeps a density), and the point is
+    redrawn (up to `max_tries` times) until every hidden neuron is active on some
+    sampled inputs and every parameter moves the output for some input (no dead neuron
+    or dead path); pre-activations are then nonzero with probability one. The inputs
     are sampled too, since the laws must hold for every data set.
 
     **Method.** Random fields $X = \nabla_\theta\langle c, \varphi(\theta, x)\rangle$
