@@ -23,6 +23,16 @@ EXPERIMENTS = {
 }
 
 
+# Runnable by name, but left out of `run all` until a full run of it has completed with
+# its claims holding (issue 16: its full sweep has not yet been run to the end).
+NOT_IN_ALL = frozenset({"conservation_counts"})
+
+
+def in_all() -> list[str]:
+    """The experiments that `python -m experiments run all` runs, in order."""
+    return [name for name in EXPERIMENTS if name not in NOT_IN_ALL]
+
+
 def get(name: str):
     if name not in EXPERIMENTS:
         raise ValueError(
