@@ -317,32 +317,33 @@ def draw(folder: Path):
     res, a = load(folder)
     vi_c, rk_c = st.CYCLE[3], st.CYCLE[0]
     fig, axes = plt.subplots(1, 2, figsize=(st.DOUBLE, 2.5))
-    ax = axes[0]
-    x = a["kepler_periods"]
-    ax.loglog(x[1:], a["kepler_rk_energy_error"][1:], color=rk_c, label="Tsit5 (6h)")
-    ax.loglog(
-        x[1:],
-        a["kepler_vi_energy_error"][1:],
-        color=vi_c,
-        label="variational (trapezoid, h)",
+
+    def panel(ax, x, name, rk_label, vi_label, xlabel, title):
+        ax.loglog(x[1:], a[f"{name}_rk_energy_error"][1:], color=rk_c, label=rk_label)
+        ax.loglog(x[1:], a[f"{name}_vi_energy_error"][1:], color=vi_c, label=vi_label)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("relative energy error")
+        ax.set_title(title)
+        ax.legend(loc="upper left")
+
+    panel(
+        axes[0],
+        a["kepler_periods"],
+        "kepler",
+        "Tsit5 (6h)",
+        "variational (trapezoid, h)",
+        "periods",
+        "(a) Kepler, e = 0.5",
     )
-    ax.set_xlabel("periods")
-    ax.set_ylabel("relative energy error")
-    ax.set_title("(a) Kepler, e = 0.5")
-    ax.legend(loc="upper left")
-    ax = axes[1]
-    ts = a["pendulum_ts"]
-    ax.loglog(ts[1:], a["pendulum_rk_energy_error"][1:], color=rk_c, label="Tsit5 (3h)")
-    ax.loglog(
-        ts[1:],
-        a["pendulum_vi_energy_error"][1:],
-        color=vi_c,
-        label="variational (midpoint, h)",
+    panel(
+        axes[1],
+        a["pendulum_ts"],
+        "pendulum",
+        "Tsit5 (3h)",
+        "variational (midpoint, h)",
+        "time $t$",
+        "(b) double pendulum",
     )
-    ax.set_xlabel("time $t$")
-    ax.set_ylabel("relative energy error")
-    ax.set_title("(b) double pendulum")
-    ax.legend(loc="upper left")
     st.caption(
         fig,
         "Energy error of the variational integrators (bounded, oscillating) against "
