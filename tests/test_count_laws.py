@@ -37,6 +37,25 @@ def test_gf_relu_count_is_sum_of_hidden_widths(bias):
     assert r.gap > 1e6 and "5 independent" in r.summary()
 
 
+def test_all_patterns_against_the_patterns_data_reach():
+    # A width-2 ReLU layer feeds a width-3 one: a neuron whose two incoming weights are
+    # positive is always active, so near such θ the net is partly linear and has more
+    # laws. `patterns="all"` (Marcotte et al.'s path-lifting count) sees every pattern;
+    # `patterns="data"` counts near the drawn θ, never fewer (ranks are lower
+    # semicontinuous), and more on some draws.
+    m = net([3, 2, 3, 2], nn.ReLU())
+    r = sy.count_laws(m, key=K)
+    assert r.count == 2 + 3 and r.patterns == "all"
+    local = [
+        sy.count_laws(m, key=jax.random.key(k), patterns="data", n_points=1).count
+        for k in range(4)
+    ]
+    assert min(local) >= r.count and max(local) > r.count, local
+    # LeakyReLU and RePU(2): the same rescaling laws
+    for act in (nn.LeakyReLU(0.1), nn.RePU(2)):
+        assert sy.count_laws(net([3, 2, 3, 2], act), key=K).count == 5
+
+
 def test_gf_count_changes_when_the_activation_does():
     # negative control: the first hidden layer linear (GL(3) instead of 3 rescalings)
     r = sy.count_laws(
@@ -171,6 +190,17 @@ def test_bad_damping():
 def test_bad_min_gap():
     with pytest.raises(ValueError, match="`min_gap` must be a number ≥ 1; got 0.5"):
         sy.count_laws(M, key=K, min_gap=0.5)
+
+
+def test_bad_patterns():
+    with pytest.raises(ValueError, match="`patterns` must be one of .* got 'some'"):
+        sy.count_laws(M, key=K, patterns="some")
+
+
+def test_all_patterns_needs_integer_repu():
+    m = net([2, 2, 1], nn.RePU(1.5))
+    with pytest.raises(ValueError, match="integer degree.*p = 1.5.*patterns='data'"):
+        sy.count_laws(m, key=K)
 
 
 def test_model_that_does_not_run():

@@ -90,6 +90,8 @@ class LawCount:
       smallest: see `count_laws`).
     - `columns`: the number of sampled columns at that point.
     - `dtype`, `seconds` (wall time of the whole count).
+    - `patterns`: `"all"` or `"data"` for an MLP with ReLU-like hidden layers (see
+      `count_laws`), else `None`.
     """
 
     count: int
@@ -107,6 +109,7 @@ class LawCount:
     columns: int
     dtype: str
     seconds: float
+    patterns: str | None = None
 
     def summary(self) -> str:
         """A few lines: the count, the dimensions and the singular-value gap."""
@@ -171,6 +174,67 @@ def _revive(model: MLP, xs) -> MLP:
             lambda m: m.biases, model, [jnp.asarray(b, dtype) for b in biases]
         )
     return model
+
+
+PATTERNS = ("all", "data")
+
+
+def _kinked_layers(model: MLP) -> list:
+    """The indices of the hidden layers with a ReLU-like activation."""
+    return [
+        i for i, act in enumerate(model.activations[:-1]) if isinstance(act, _KINKED)
+    ]
+
+
+def _branch(act, z, d):
+    """A ReLU-like activation with its pattern `d` (1 active, 0 not) given instead of
+    read from the sign of `z`."""
+    if isinstance(act, ReLU):
+        return d * z
+    if isinstance(act, LeakyReLU):
+        return z * (d + (1 - d) * act.alpha)
+    return d * z ** int(act.p)  # RePU of integer degree (checked by `count_laws`)
+
+
+def _all_patterns_phi(model: MLP):
+    """`phi(theta, z)`, `z = (x, d)`: the MLP with every ReLU-like hidden layer's
+    activation pattern `d` an input, drawn independently of θ and x. For a
+    piecewise-polynomial network the span of its fields over all `(x, d)` is the span
+    on the region of parameters where every pattern occurs on an open set of inputs
+    (Marcotte et al.'s path-lifting count)."""
+    d0 = model.sizes[0]
+    kinked = set(_kinked_layers(model))
+
+    def phi(theta, z):
+        h, off = z[..., :d0], d0
+        for i, (w, act, beta) in enumerate(
+            zip(theta.weights, theta.activations, theta.betas)
+        ):
+            h = h @ w.T
+            if theta.biases is not None:
+                h = h + theta.biases[i]
+            if i in kinked:
+                n = w.shape[0]
+                h = _branch(act, h, z[..., off : off + n])
+                off += n
+            else:
+                h = act(h, beta)
+        return h
+
+    n_masks = sum(model.sizes[i + 1] for i in kinked)
+    return phi, n_masks
+
+
+class _PatternInputs:
+    """Draws `m` inputs `(x, d)` at once: x standard normal, d uniform in {0, 1}."""
+
+    def __init__(self, d0, n_masks, dtype, rng):
+        self.d0, self.n_masks, self.dtype, self.rng = d0, n_masks, dtype, rng
+
+    def __call__(self, m):
+        x = self.rng.standard_normal((m, self.d0))
+        d = self.rng.integers(0, 2, size=(m, self.n_masks))
+        return jnp.asarray(np.concatenate([x, d], axis=1), self.dtype)
 
 
 def _mlp_pattern_ok(model: MLP, xs) -> bool:
@@ -378,6 +442,7 @@ def count_laws(
     max_batch: int = 4096,
     min_gap: float = _MIN_GAP,
     max_tries: int = 100,
+    patterns: str = "all",
 ) -> LawCount:
     r"""The number of independent conservation laws of `model` under `flow`: the
     functions of the state conserved for every loss and every data set that factor
@@ -388,13 +453,26 @@ def count_laws(
     the per-leaf RMS scale of `params` (and, for momentum flows, $t$ uniform in
     $[0.5, 2]$ and $\dot\theta$ Gaussian at the same scale). Laws are counted on the
     open set where the ranks are locally constant, which a random point hits with
-    probability one. For `lnn.nn.MLP` models with ReLU, LeakyReLU or RePU hidden layers
-    the incoming weights (and bias) of each hidden neuron never active on 512 sampled
+    probability one.
+
+    **Activation patterns.** For an `lnn.nn.MLP` with ReLU, LeakyReLU or RePU (integer
+    degree) hidden layers, `patterns="all"` (the default) counts the laws on the region
+    of parameters where every activation pattern occurs on an open set of inputs: the
+    fields are those of the network with each hidden layer's pattern $d\in\{0,1\}^{n}$
+    drawn at random, independently of $\theta$ and $x$. Their span is that of the
+    gradients of the path products, so this is the count of Marcotte et al. (whose code
+    builds the fields from the path-lifting); for a ReLU net it is the number of hidden
+    neurons. `patterns="data"` instead reads each pattern from the sign of the
+    pre-activation at sampled inputs, so it counts the laws near this $\theta$: where
+    a narrow layer makes some patterns unreachable (a neuron after a width-2 ReLU
+    layer whose two incoming weights are positive is always active), the network is
+    linear there and has more laws, real but local to that region. With
+    `patterns="data"` the incoming weights (and bias) of each hidden neuron never active on 512 sampled
     inputs are negated, layer by layer (the point keeps a density), and the point is
     redrawn (up to `max_tries` times) until every hidden neuron is active on some
     sampled inputs and every parameter moves the output for some input (no dead neuron
-    or dead path); pre-activations are then nonzero with probability one. The inputs
-    are sampled too, since the laws must hold for every data set.
+    or dead path); pre-activations are then nonzero with probability one. In both modes
+    the inputs are sampled too, since the laws must hold for every data set.
 
     **Method.** Random fields $X = \nabla_\theta\langle c, \varphi(\theta, x)\rangle$
     (plus a random multiple of the drift for momentum flows) and their right-nested
@@ -413,12 +491,11 @@ def count_laws(
     and the rounding level, at every one of the `n_points` points; otherwise
     `LawCountError` is raised. Use float64.
 
-    **Several points.** For an analytic model (smooth activations, linear, polynomial)
-    the rank is the same at almost every point. For ReLU-like models it can drop on
-    open sets of parameters, where some paths are never active together on any input
-    (there the extra laws are real, but local to that region). The count is computed at
-    `n_points` random points and the one of largest rank is reported: the generic
-    count, that of Marcotte et al.; `counts` lists all.
+    **Several points.** For an analytic model (smooth activations, linear, polynomial,
+    or a ReLU-like MLP with `patterns="all"`) the rank is the same at almost every
+    point. With `patterns="data"` it can drop on open sets of parameters, where some
+    paths are never active together on any input. The count is computed at `n_points`
+    random points and the one of largest rank is reported; `counts` lists all.
 
     **Arguments:**
 
@@ -440,7 +517,10 @@ def count_laws(
     - `oversample`: columns sampled beyond the room left, per batch.
     - `max_batch`: the most columns evaluated in one batch.
     - `min_gap`: the separation required between nonzero and zero singular values.
-    - `max_tries`: draws of a generic point for a ReLU-like MLP.
+    - `max_tries`: draws of a generic point for a ReLU-like MLP with
+      `patterns="data"`.
+    - `patterns`: `"all"` or `"data"`, for an MLP with ReLU-like hidden layers (see
+      above); ignored otherwise.
 
     **Returns:** a `LawCount` (`.count`, `.dimension`, `.rank`, the singular values
     and gap; `summary()`).
@@ -507,6 +587,19 @@ def count_laws(
         )
     if not (isinstance(min_gap, int | float) and min_gap >= 1):
         raise ValueError(f"`min_gap` must be a number ≥ 1; got {min_gap!r}.")
+    if patterns not in PATTERNS:
+        raise ValueError(f"`patterns` must be one of {PATTERNS}; got {patterns!r}.")
+    masked = is_mlp and patterns == "all" and bool(_kinked_layers(model))
+    if masked:
+        for i in _kinked_layers(model):
+            act = model.activations[i]
+            if isinstance(act, RePU) and not float(act.p).is_integer():
+                raise ValueError(
+                    f"`patterns='all'` needs RePU hidden layers of integer degree (the "
+                    f"network is then piecewise polynomial); layer {i} has p = "
+                    f"{act.p!r}. Pass `patterns='data'`."
+                )
+        phi, n_masks = _all_patterns_phi(model)
 
     flat0, unravel = ravel_pytree(params)
     dtype = flat0.dtype
@@ -515,7 +608,9 @@ def count_laws(
     dim = D if flow == "gf" else 2 * D + 1
     seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
     rng = np.random.default_rng(seed)
-    if inputs is None:  # an MLP: standard normal inputs
+    if masked:  # an MLP: standard normal inputs and uniform patterns
+        x0 = jnp.zeros((model.sizes[0] + n_masks,), dtype)
+    elif inputs is None:  # an MLP: standard normal inputs
         x0 = jnp.zeros((model.sizes[0],), dtype)
     else:
         x0 = inputs(jax.random.key(seed))
@@ -527,11 +622,14 @@ def count_laws(
             f"shape {np.shape(x0)}: {e}"
         ) from e
     X = _make_fields(phi, unravel, D, flow, damping, dtype)
-    draw_inputs = _Inputs(inputs, np.shape(x0), dtype, rng)
+    if masked:
+        draw_inputs = _PatternInputs(model.sizes[0], n_masks, dtype, rng)
+    else:
+        draw_inputs = _Inputs(inputs, np.shape(x0), dtype, rng)
     scales = _scales(params)
 
     if is_mlp:  # the bracket functions depend only on the structure: compile once
-        ck = (flow, float(damping), jax.tree.structure(params), str(dtype), D)
+        ck = (flow, float(damping), masked, jax.tree.structure(params), str(dtype), D)
         ck += tuple(np.shape(x) for x in jax.tree.leaves(params))
         fns = _CACHE.pop(ck, None) or _Brackets(X)
         _CACHE[ck] = fns
@@ -543,7 +641,7 @@ def count_laws(
     for point in range(n_points):
         for _ in range(max_tries):
             theta = jnp.asarray(scales * rng.standard_normal(D), dtype)
-            if not is_mlp:
+            if not is_mlp or masked:
                 break
             xs = draw_inputs(_N_CHECK)
             revived = _revive(unravel(theta), xs)
@@ -633,4 +731,5 @@ def count_laws(
         columns=ncols,
         dtype=str(dtype),
         seconds=time.perf_counter() - start,
+        patterns=(patterns if is_mlp and _kinked_layers(model) else None),
     )
