@@ -27,3 +27,9 @@ from ._loss import (
     squared_error as squared_error,
 )
 from ._mlp import MLP as MLP
+from ._normalized import (
+    NormalizedMLP as NormalizedMLP,
+    normalized_rescale as normalized_rescale,
+    scale_invariance as scale_invariance,
+    translate_logits as translate_logits,
+)

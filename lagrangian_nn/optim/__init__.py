@@ -7,5 +7,20 @@ from ._accounting import (
     discrete_rotation_matrix as discrete_rotation_matrix,
     gd_quadratic_accounting as gd_quadratic_accounting,
 )
+from ._chains import (
+    ChargeLaw as ChargeLaw,
+    ChargeTracker as ChargeTracker,
+    NoExactLaw as NoExactLaw,
+    SGDChain as SGDChain,
+    charge as charge,
+    charge_drift as charge_drift,
+    charge_law as charge_law,
+    charge_tracker as charge_tracker,
+    sgd_chain as sgd_chain,
+)
+from ._kunin import (
+    continuous_charge as continuous_charge,
+    kunin_constants as kunin_constants,
+)
 from ._run import RunResult as RunResult, Step as Step, run as run
 from ._transforms import gd as gd, nesterov as nesterov, newtonian as newtonian

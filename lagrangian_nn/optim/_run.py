@@ -39,13 +39,15 @@ class RunResult(eqx.Module):
 
 
 @eqx.filter_jit
-def _run(optimizer, loss, q0, steps, dt, track):
+def _run(optimizer, loss, q0, steps, dt, track, batches=None):
     state0 = optimizer.init(q0)
     dtype = jnp.result_type(*jax.tree.leaves(q0))
 
-    def body(carry, k):
+    def body(carry, xs):
+        k, batch = xs
         q, state = carry
-        value, grad = jax.value_and_grad(loss)(q)
+        f = loss if batches is None else (lambda p: loss(p, batch))
+        value, grad = jax.value_and_grad(f)(q)
         updates, state = optimizer.update(grad, state, q)
         q_new = optax.apply_updates(q, updates)
         info = Step(k, k.astype(dtype) * dt, q, q_new, grad, state)
@@ -53,7 +55,7 @@ def _run(optimizer, loss, q0, steps, dt, track):
         return (q_new, state), (value, out)
 
     ks = jnp.arange(1, steps + 1)
-    (q, _), (losses, tracked) = jax.lax.scan(body, (q0, state0), ks)
+    (q, _), (losses, tracked) = jax.lax.scan(body, (q0, state0), (ks, batches))
     return q, ks.astype(dtype) * dt, losses, tracked
 
 
@@ -65,6 +67,7 @@ def run(
     *,
     track: dict[str, Callable] | None = None,
     dt=None,
+    batches=None,
 ) -> RunResult:
     r"""Runs any optax optimiser for `steps` steps under `lax.scan`, recording tracked
     quantities at every step.
@@ -80,6 +83,9 @@ def run(
       every step.
     - `dt`: the time of one step, for the time map $t = k\,dt$. Defaults to $\eta$ for
       `gd` and $\sqrt\eta$ for `newtonian` and `nesterov`; required for other optimisers.
+    - `batches`: optional mini-batches, a pytree of arrays whose leaves have a leading
+      axis of length `steps`; step `k` then uses the gradient of `loss(q, batch_k)`
+      (a different batch at every step, as in SGD). Default: `loss(q)` at every step.
 
     **Returns:** an `lnn.optim.RunResult` (`params`, `ts`, `loss`, `tracked`), where
     `loss[k-1]` is the loss at the parameters *before* step `k`.
@@ -93,11 +99,22 @@ def run(
     for name, fn in track.items():
         if not callable(fn):
             raise ValueError(f"`track[{name!r}]` must be callable; got {fn!r}.")
+    if batches is not None:
+        leaves = jax.tree.leaves(batches)
+        bad = [jnp.shape(x) for x in leaves if jnp.shape(x)[:1] != (steps,)]
+        if not leaves or bad:
+            raise ValueError(
+                f"`batches` must be a pytree of arrays with a leading axis of length "
+                f"`steps` = {steps}; got leaves of shapes "
+                f"{[jnp.shape(x) for x in leaves]}."
+            )
     if dt is None:
         dt = getattr(optimizer.update, "lnn_time_step", None)
         if dt is None:
             raise ValueError(
                 "`dt` is required for optimisers not built by `lnn.optim`; got None."
             )
-    q, ts, losses, tracked = _run(optimizer, loss, q0, steps, jnp.asarray(dt), track)
+    q, ts, losses, tracked = _run(
+        optimizer, loss, q0, steps, jnp.asarray(dt), track, batches
+    )
     return RunResult(q, ts, losses, tracked)

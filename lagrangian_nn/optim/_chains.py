@@ -1,0 +1,359 @@
+r"""SGD as people run it (weight decay, heavy-ball or Nesterov momentum, dampening,
+mini-batches), built as an optax chain that also knows the exact discrete law of every
+symmetry charge.
+
+**The setting.** A charge is either *linear*, $Q(w) = \langle s, w\rangle$, from a
+generator with a constant field $\xi(w) = s$ (translation of softmax logits), or
+*quadratic*, $Q(w) = \langle w, A w\rangle$, from a linear generator $\xi(w) = Aw$
+with $A$ symmetric (scale invariance: $A = I$ on a normalised layer; rescaling of a
+hidden neuron: $+1$ on its incoming weights and bias, $-p$ on its outgoing ones). The
+symmetry holds for every mini-batch loss, so every gradient $g$ satisfies
+$\langle s, g\rangle = 0$, resp. $\langle Aw, g\rangle = 0$.
+
+**One step.** With coupled decay $\lambda_c$, dampening $d$ ($a = 1-d$), momentum
+$\beta$ and decoupled decay $\lambda_d$ (one of the two decays is zero),
+
+$$\tilde g = g + \lambda_c w,\quad v' = \beta v + a\tilde g,\quad
+  u = v' \ \text{(heavy ball)}\ \text{or}\ a\tilde g + \beta v' \ \text{(Nesterov)},\quad
+  w' = (1 - \eta\lambda_d)w - \eta u .$$
+
+**The exact law.** Carry $Q$ and the cross term $P = \langle Aw, v\rangle$
+($\langle s, v\rangle$ for a linear charge). With $R = \beta P + a\lambda_c Q$
+($= \langle Aw, v'\rangle$) and $S = R$ (heavy ball) or $a\lambda_c Q + \beta R$
+(Nesterov) ($= \langle Aw, u\rangle$):
+
+- linear: $Q' = (1-\eta\lambda_d)Q - \eta S$, $P' = R$ — a damped discrete
+  oscillator with no driving term;
+- quadratic: $Q' = (1-\eta\lambda_d)^2 Q - 2\eta(1-\eta\lambda_d)S
+  + \eta^2\langle u, Au\rangle$, $P' = (1-\eta\lambda_d)R - \eta\langle u, Av'\rangle$,
+  driven by two quadratic forms of the step's update that the tracker records.
+
+Without momentum ($\beta = 0$, $v' = u = a\tilde g$) and with coupled decay this is
+$Q' = (1-\eta a\lambda)^2 Q + \eta^2 a^2\langle g, Ag\rangle$; without decay either,
+the GD law $Q' = Q + \eta^2\langle g, Ag\rangle$ of `gd_quadratic_accounting`.
+"""
+
+from typing import Literal
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+
+from .._noether import Generator
+from .._tree import tree_dot
+from ._run import Step
+
+KINDS = ("linear", "quadratic")
+
+
+class NoExactLaw(ValueError):
+    """Raised by `lnn.optim.charge_law` for an optimiser whose charges have no exact
+    law in `lnn.optim` (for example `optax.adam`): measure their drift with
+    `lnn.optim.charge_tracker` and `lnn.optim.charge_drift` instead."""
+
+
+def _number(value, name, lo, hi=None, *, hi_open=True):
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"`{name}` must be a Python float; got {value!r}.")
+    value = float(value)
+    ok = value >= lo and (hi is None or (value < hi if hi_open else value <= hi))
+    if not ok:
+        where = f">= {lo}" if hi is None else f"in [{lo}, {hi})"
+        raise ValueError(f"`{name}` must be {where}; got {name} = {value!r}.")
+    return value
+
+
+class SGDChain(eqx.Module):
+    r"""The description of an SGD optax chain, with its exact charge laws; built by
+    `lnn.optim.sgd_chain`. `optimizer` is the `optax.GradientTransformation`; the
+    other fields are the hyperparameters ($\eta$, $\beta$, Nesterov, $\lambda$, where
+    the decay goes, $d$)."""
+
+    lr: float = eqx.field(static=True)
+    momentum: float = eqx.field(static=True)
+    nesterov: bool = eqx.field(static=True)
+    weight_decay: float = eqx.field(static=True)
+    decay: str = eqx.field(static=True)
+    dampening: float = eqx.field(static=True)
+    optimizer: optax.GradientTransformation = eqx.field(static=True)
+    trace_index: int | None = eqx.field(static=True)
+
+    @property
+    def coupled_decay(self) -> float:
+        """$\\lambda_c$: the decay added to the gradient before the momentum."""
+        return self.weight_decay if self.decay == "coupled" else 0.0
+
+    @property
+    def decoupled_decay(self) -> float:
+        """$\\lambda_d$: the decay added to the update after the momentum."""
+        return self.weight_decay if self.decay == "decoupled" else 0.0
+
+    def velocity(self, opt_state):
+        """The momentum buffer $v$ in an optimiser state of this chain (`None` without
+        momentum)."""
+        if self.trace_index is None:
+            return None
+        return opt_state[self.trace_index].trace
+
+
+def sgd_chain(
+    lr: float,
+    *,
+    momentum: float = 0.0,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+    decay: Literal["coupled", "decoupled"] = "coupled",
+    dampening: float = 0.0,
+) -> SGDChain:
+    r"""SGD with weight decay, momentum and dampening as an optax chain, the way it is
+    usually built, together with its exact discrete charge laws (`charge_law`).
+
+    The chain is, leaving out the parts that are off,
+
+    ```python
+    optax.chain(
+        optax.add_decayed_weights(weight_decay),  # decay="coupled"
+        optax.scale(1 - dampening),  # PyTorch's dampening
+        optax.trace(momentum, nesterov=nesterov),
+        optax.add_decayed_weights(weight_decay),  # decay="decoupled"
+        optax.scale_by_learning_rate(lr),
+    )
+    ```
+
+    so `sgd_chain(lr, momentum=b, nesterov=n, weight_decay=l)` steps exactly as
+    `optax.chain(optax.add_decayed_weights(l), optax.sgd(lr, momentum=b, nesterov=n))`.
+
+    **Arguments:**
+
+    - `lr`: the learning rate $\eta > 0$ (a constant: the laws are for a fixed $\eta$).
+    - `momentum`: $\beta \in [0, 1)$; 0 means plain SGD (no momentum buffer).
+    - `nesterov`: Nesterov's form of the momentum (`optax.trace(nesterov=True)`).
+    - `weight_decay`: $\lambda \ge 0$.
+    - `decay`: `"coupled"` (added to the gradient before the momentum, L2
+      regularisation) or `"decoupled"` (added to the update after it, as AdamW does).
+    - `dampening`: $d \in [0, 1)$: the gradient enters the momentum as $(1-d)g$.
+
+    **Returns:** an `lnn.optim.SGDChain`; pass `.optimizer` to `lnn.optim.run` (its
+    time step is $\eta$) or use it in your own loop.
+    """
+    lr = _number(lr, "lr", 0.0)
+    if not lr > 0:
+        raise ValueError(f"`lr` must be > 0; got lr = {lr!r}.")
+    momentum = _number(momentum, "momentum", 0.0, 1.0)
+    weight_decay = _number(weight_decay, "weight_decay", 0.0)
+    dampening = _number(dampening, "dampening", 0.0, 1.0)
+    if not isinstance(nesterov, bool):
+        raise ValueError(f"`nesterov` must be a bool; got {nesterov!r}.")
+    if decay not in ("coupled", "decoupled"):
+        raise ValueError(f"`decay` must be 'coupled' or 'decoupled'; got {decay!r}.")
+    if nesterov and momentum == 0:
+        raise ValueError(
+            "`nesterov=True` needs `momentum` > 0; got momentum = 0.0 (Nesterov's "
+            "form of no momentum is plain SGD)."
+        )
+    parts, trace_index = [], None
+    if weight_decay and decay == "coupled":
+        parts.append(optax.add_decayed_weights(weight_decay))
+    if dampening:
+        parts.append(optax.scale(1.0 - dampening))
+    if momentum:
+        trace_index = len(parts)
+        parts.append(optax.trace(decay=momentum, nesterov=nesterov))
+    if weight_decay and decay == "decoupled":
+        parts.append(optax.add_decayed_weights(weight_decay))
+    parts.append(optax.scale_by_learning_rate(lr))
+    chain = optax.chain(*parts)
+
+    def update(updates, state, params=None):
+        return chain.update(updates, state, params)
+
+    update.lnn_time_step = lr  # `lnn.optim.run` maps step k to t = k·lr
+    optimizer = optax.GradientTransformation(chain.init, update)
+    return SGDChain(
+        lr, momentum, nesterov, weight_decay, decay, dampening, optimizer, trace_index
+    )
+
+
+def _xi(gen, q):
+    return gen.xi(jnp.zeros((), jnp.result_type(*jax.tree.leaves(q))), q)
+
+
+class ChargeLaw(eqx.Module):
+    r"""A tracker for `lnn.optim.run(chain.optimizer, ...)` recording, after each step,
+    the measured charge and cross term and the per-step quadratic forms that drive the
+    exact law; see `charge_law`. Returns a dict of scalars:
+
+    - `charge`: $Q(w_{k+1})$; `cross`: $P = \langle\xi(w_{k+1}), v_{k+1}\rangle$;
+    - `uAu`, `uAv`: $\langle u_k, Au_k\rangle$ and $\langle u_k, Av_{k+1}\rangle$ (zero
+      for a linear charge);
+    - `gAg`: $\langle g_k, Ag_k\rangle$ and `dAd`: $\langle\delta_k, A\delta_k\rangle$
+      with $\delta_k = (w_k - w_{k+1})/\eta$, the drives of the continuous forms.
+    """
+
+    chain: SGDChain
+    generator: Generator
+    kind: str = eqx.field(static=True)
+
+    def _parts(self, step: Step):
+        c = self.chain
+        w, g = step.q_prev, step.grad
+        a = 1.0 - c.dampening
+        g_tilde = jax.tree.map(lambda gi, wi: gi + c.coupled_decay * wi, g, w)
+        v_new = c.velocity(step.opt_state)
+        if v_new is None:
+            v_new = jax.tree.map(lambda x: a * x, g_tilde)
+            u = v_new
+        elif c.nesterov:
+            u = jax.tree.map(lambda gt, v: a * gt + c.momentum * v, g_tilde, v_new)
+        else:
+            u = v_new
+        return w, g, v_new, u
+
+    def __call__(self, step: Step):
+        c = self.chain
+        w, g, v_new, u = self._parts(step)
+        delta = jax.tree.map(lambda ui, wi: ui + c.decoupled_decay * wi, u, w)
+        if self.kind == "linear":
+            s = _xi(self.generator, step.q)
+            zero = jnp.zeros_like(tree_dot(s, step.q))
+            return {
+                "charge": tree_dot(s, step.q),
+                "cross": tree_dot(s, v_new),
+                "uAu": zero,
+                "uAv": zero,
+                "gAg": zero,
+                "dAd": zero,
+            }
+        A = lambda x: _xi(self.generator, x)
+        Au = A(u)
+        return {
+            "charge": tree_dot(step.q, A(step.q)),
+            "cross": tree_dot(A(step.q), v_new),
+            "uAu": tree_dot(u, Au),
+            "uAv": tree_dot(Au, v_new),
+            "gAg": tree_dot(g, A(g)),
+            "dAd": tree_dot(delta, A(delta)),
+        }
+
+    def predict(self, tracked, initial):
+        r"""The exact charge sequence predicted from `initial` $= Q(w_0)$ (the run
+        starts from rest, $P_0 = 0$) and the per-step drives in `tracked` (this
+        tracker's output from `lnn.optim.run`).
+
+        **Returns:** `(measured, predicted)`, arrays of length `steps + 1` (entry 0 is
+        `initial`)."""
+        c = self.chain
+        tracked = {k: jnp.asarray(v) for k, v in tracked.items()}
+        dtype = tracked["charge"].dtype
+        eta, beta = c.lr, c.momentum
+        a, lc, ld = 1.0 - c.dampening, c.coupled_decay, c.decoupled_decay
+        shrink = 1.0 - eta * ld
+        quadratic = self.kind == "quadratic"
+
+        def body(carry, drive):
+            Q, P = carry
+            uAu, uAv = drive
+            R = beta * P + a * lc * Q
+            S = a * lc * Q + beta * R if c.nesterov else R
+            if quadratic:
+                Q_new = shrink**2 * Q - 2 * eta * shrink * S + eta**2 * uAu
+                P_new = shrink * R - eta * uAv
+            else:
+                Q_new = shrink * Q - eta * S
+                P_new = R
+            return (Q_new, P_new), Q_new
+
+        Q0 = jnp.asarray(initial, dtype)
+        _, predicted = jax.lax.scan(
+            body, (Q0, jnp.zeros_like(Q0)), (tracked["uAu"], tracked["uAv"])
+        )
+        measured = jnp.concatenate([Q0[None], tracked["charge"]])
+        return measured, jnp.concatenate([Q0[None], predicted])
+
+
+def _check_generator(gen, kind):
+    if not isinstance(gen, Generator):
+        raise ValueError(f"`generator` must be an `lnn.Generator`; got {gen!r}.")
+    if kind not in KINDS:
+        raise ValueError(
+            f"`kind` must be 'linear' (a constant generator, Q = ⟨s, w⟩) or "
+            f"'quadratic' (a linear generator, Q = ⟨w, A w⟩); got {kind!r}."
+        )
+
+
+def charge_law(optimizer, generator: Generator, kind: str) -> ChargeLaw:
+    r"""The exact discrete law of a symmetry charge under an SGD chain.
+
+    **Arguments:**
+
+    - `optimizer`: an `lnn.optim.SGDChain` from `sgd_chain`. Anything else (an
+      `optax.adam`, an opaque optax transform) raises `lnn.optim.NoExactLaw`.
+    - `generator`: the symmetry's `lnn.Generator`: a constant field $\xi(w) = s$ for
+      `kind="linear"` ($Q = \langle s, w\rangle$), a linear symmetric one
+      $\xi(w) = Aw$ for `kind="quadratic"` ($Q = \langle w, Aw\rangle$). It must be a
+      symmetry of every mini-batch loss; the law is exact only then.
+    - `kind`: `"linear"` or `"quadratic"`.
+
+    **Returns:** an `lnn.optim.ChargeLaw`: pass it to `lnn.optim.run(...,
+    track={"law": law})`, then `law.predict(run.tracked["law"], Q0)` gives the
+    measured and the predicted charges, equal to rounding.
+
+    **Example:**
+
+    ```python
+    chain = lnn.optim.sgd_chain(0.1, momentum=0.9, weight_decay=1e-3)
+    law = lnn.optim.charge_law(chain, lnn.nn.scale_invariance(model), "quadratic")
+    out = lnn.optim.run(chain.optimizer, loss, model, 100, track={"Q": law},
+                        batches=batches)
+    measured, predicted = law.predict(out.tracked["Q"], lnn.optim.charge(...))
+    ```
+    """
+    _check_generator(generator, kind)
+    if not isinstance(optimizer, SGDChain):
+        raise NoExactLaw(
+            f"no exact law for the optimiser {optimizer!r}: `lnn.optim` has exact "
+            "charge laws only for SGD chains described by `lnn.optim.sgd_chain` "
+            "(optax transforms are opaque closures, and adaptive ones such as "
+            "`optax.adam` rescale each coordinate, so a charge has no closed law). "
+            "Measure its drift with `lnn.optim.charge_tracker` and "
+            "`lnn.optim.charge_drift` instead."
+        )
+    return ChargeLaw(optimizer, generator, kind)
+
+
+def charge(generator: Generator, kind: str, params):
+    r"""The charge $Q(w)$ of a generator: $\langle\xi, w\rangle$ (`"linear"`) or
+    $\langle w, \xi(w)\rangle$ (`"quadratic"`)."""
+    _check_generator(generator, kind)
+    xi = _xi(generator, params)
+    return tree_dot(xi, params) if kind == "linear" else tree_dot(params, xi)
+
+
+class ChargeTracker(eqx.Module):
+    """Tracker of $Q(w_{k+1})$ for any optimiser; see `charge_tracker`."""
+
+    generator: Generator
+    kind: str = eqx.field(static=True)
+
+    def __call__(self, step: Step):
+        return charge(self.generator, self.kind, step.q)
+
+
+def charge_tracker(generator: Generator, kind: str) -> ChargeTracker:
+    """A tracker recording the charge $Q(w_{k+1})$ after every step, for any optimiser
+    (one without an exact law, such as `optax.adam`, included). See `charge_drift`."""
+    _check_generator(generator, kind)
+    return ChargeTracker(generator, kind)
+
+
+def charge_drift(charges, initial):
+    r"""$\max_k |Q_k - Q_0| / |Q_0|$: how far a charge moved during a run, from the
+    output of a `charge_tracker` and `initial` $= Q(w_0)$."""
+    charges = jnp.asarray(charges)
+    initial = jnp.asarray(initial, charges.dtype)
+    if not bool(initial != 0):
+        raise ValueError(
+            "`initial` must be non-zero to measure a relative drift; got 0."
+        )
+    return jnp.max(jnp.abs(charges - initial)) / jnp.abs(initial)
