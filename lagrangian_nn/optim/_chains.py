@@ -243,33 +243,35 @@ class ChargeLaw(eqx.Module):
 
         **Returns:** `(measured, predicted)`, arrays of length `steps + 1` (entry 0 is
         `initial`)."""
-        c = self.chain
         tracked = {k: jnp.asarray(v) for k, v in tracked.items()}
-        dtype = tracked["charge"].dtype
-        eta, beta = c.lr, c.momentum
-        a, lc, ld = 1.0 - c.dampening, c.coupled_decay, c.decoupled_decay
-        shrink = 1.0 - eta * ld
-        quadratic = self.kind == "quadratic"
-
-        def body(carry, drive):
-            Q, P = carry
-            uAu, uAv = drive
-            R = beta * P + a * lc * Q
-            S = a * lc * Q + beta * R if c.nesterov else R
-            if quadratic:
-                Q_new = shrink**2 * Q - 2 * eta * shrink * S + eta**2 * uAu
-                P_new = shrink * R - eta * uAv
-            else:
-                Q_new = shrink * Q - eta * S
-                P_new = R
-            return (Q_new, P_new), Q_new
-
-        Q0 = jnp.asarray(initial, dtype)
-        _, predicted = jax.lax.scan(
-            body, (Q0, jnp.zeros_like(Q0)), (tracked["uAu"], tracked["uAv"])
+        Q0 = jnp.asarray(initial, tracked["charge"].dtype)
+        predicted = _recursion(
+            self.chain, self.kind, Q0, tracked["uAu"], tracked["uAv"]
         )
         measured = jnp.concatenate([Q0[None], tracked["charge"]])
         return measured, jnp.concatenate([Q0[None], predicted])
+
+
+@eqx.filter_jit
+def _recursion(c: SGDChain, kind: str, Q0, uAu, uAv):
+    eta, beta = c.lr, c.momentum
+    a, lc, ld = 1.0 - c.dampening, c.coupled_decay, c.decoupled_decay
+    shrink = 1.0 - eta * ld
+
+    def body(carry, drive):
+        Q, P = carry
+        uAu, uAv = drive
+        R = beta * P + a * lc * Q
+        S = a * lc * Q + beta * R if c.nesterov else R
+        if kind == "quadratic":
+            Q_new = shrink**2 * Q - 2 * eta * shrink * S + eta**2 * uAu
+            P_new = shrink * R - eta * uAv
+        else:
+            Q_new = shrink * Q - eta * S
+            P_new = R
+        return (Q_new, P_new), Q_new
+
+    return jax.lax.scan(body, (Q0, jnp.zeros_like(Q0)), (uAu, uAv))[1]
 
 
 def _check_generator(gen, kind):

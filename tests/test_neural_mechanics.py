@@ -1,0 +1,400 @@
+"""Issue 18: the charges of SGD chains (weight decay, momentum, Nesterov, dampening,
+mini-batches) follow exact discrete laws; Kunin et al.'s continuous forms are O(η) from
+them; optimisers without a law (Adam) get told so, and their drift is measured.
+
+Tolerance of the exact laws: `100·EPS·steps` relative to the largest |Q_k| (each step
+rounds Q, P and the drives a few times; the errors add up at most linearly)."""
+
+import json
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import lagrangian_nn as lnn
+from lagrangian_nn import nn, optim
+
+STEPS = 30
+BATCH = 8
+
+
+def _problem(dtype=jnp.float64):
+    model = nn.NormalizedMLP([5, 6, 4, 3], normalized=1, key=jax.random.key(0))
+    model = jax.tree.map(lambda w: w.astype(dtype), model)
+    x = jax.random.normal(jax.random.key(1), (64, 5), dtype)
+    y = jax.random.randint(jax.random.key(2), (64,), 0, 3)
+    idx = jax.random.randint(jax.random.key(3), (STEPS, BATCH), 0, 64)
+    return model, (x[idx], y[idx]), nn.make_loss(x, y)
+
+
+def _batch_loss(model, batch):
+    return nn.nll(model(batch[0]), batch[1])
+
+
+def _generators(model):
+    return {
+        "translation": (nn.translate_logits(model), "linear"),
+        "scale": (nn.scale_invariance(model), "quadratic"),
+        "rescale": (nn.normalized_rescale(model, 2), "quadratic"),
+    }
+
+
+class _ScaleOutput(eqx.Module):
+    """ξ = W_K on the output layer: not a symmetry of the loss (a control)."""
+
+    def __call__(self, t, model):
+        xi = jax.tree.map(jnp.zeros_like, model)
+        return eqx.tree_at(lambda m: m.weights[-1], xi, model.weights[-1])
+
+
+def _rel(a, b):
+    return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
+
+
+def _laws(chain, model, batches, gens):
+    laws = {k: optim.charge_law(chain, g, kind) for k, (g, kind) in gens.items()}
+    out = optim.run(
+        chain.optimizer, _batch_loss, model, STEPS, track=laws, batches=batches
+    )
+    return laws, out
+
+
+CHAINS = {
+    "sgd": dict(),
+    "sgd+decay": dict(weight_decay=0.02),
+    "heavy ball+decay": dict(momentum=0.9, weight_decay=0.02),
+    "nesterov+decay": dict(momentum=0.9, nesterov=True, weight_decay=0.02),
+    "heavy ball+dampening+decoupled": dict(
+        momentum=0.8, dampening=0.3, weight_decay=0.05, decay="decoupled"
+    ),
+    "nesterov+dampening+decoupled": dict(
+        momentum=0.8, nesterov=True, dampening=0.3, weight_decay=0.05, decay="decoupled"
+    ),
+}
+
+
+@pytest.mark.parametrize("name", CHAINS)
+def test_exact_law_on_minibatches(name):
+    model, batches, _ = _problem()
+    gens = _generators(model)
+    gens["not a symmetry"] = (lnn.Generator(_ScaleOutput()), "quadratic")
+    chain = optim.sgd_chain(0.1, **CHAINS[name])
+    laws, out = _laws(chain, model, batches, gens)
+    tol = 100 * np.finfo(np.float64).eps * STEPS
+    gd_law = optim.sgd_chain(0.1)
+    for key, (gen, kind) in gens.items():
+        Q0 = optim.charge(gen, kind, model)
+        measured, predicted = laws[key].predict(out.tracked[key], Q0)
+        assert measured.shape == (STEPS + 1,)
+        # the charge really moves (else the law would be trivially met), except
+        # translation without decay, which is conserved
+        moves = _rel(measured, jnp.full_like(measured, Q0))
+        assert moves > 1e-4 or (key == "translation" and not chain.weight_decay), key
+        if key == "not a symmetry":
+            assert _rel(predicted, measured) > 1e3 * tol
+            continue
+        assert _rel(predicted, measured) <= tol, key
+        if name != "sgd":  # control: the plain-GD law applied to this run
+            wrong = optim.charge_law(gd_law, gen, kind)
+            _, wrong_prediction = wrong.predict(out.tracked[key], Q0)
+            assert _rel(wrong_prediction, measured) > 1e3 * tol, key
+
+
+def test_exact_law_in_float32():
+    with jax.enable_x64(False):
+        model, batches, _ = _problem(jnp.float32)
+        chain = optim.sgd_chain(0.1, momentum=0.9, nesterov=True, weight_decay=0.02)
+        laws, out = _laws(chain, model, batches, _generators(model))
+        tol = 100 * np.finfo(np.float32).eps * STEPS
+        for key, (gen, kind) in _generators(model).items():
+            Q0 = optim.charge(gen, kind, model)
+            measured, predicted = laws[key].predict(out.tracked[key], Q0)
+            assert measured.dtype == predicted.dtype == jnp.float32
+            assert _rel(predicted, measured) <= tol, key
+            wrong = optim.charge_law(optim.sgd_chain(0.1), gen, kind)
+            assert _rel(wrong.predict(out.tracked[key], Q0)[1], measured) > 10 * tol
+
+
+@pytest.mark.parametrize(
+    "kwargs, reference",
+    [
+        (
+            dict(momentum=0.9, nesterov=True, weight_decay=0.01),
+            lambda: optax.chain(
+                optax.add_decayed_weights(0.01),
+                optax.sgd(0.1, momentum=0.9, nesterov=True),
+            ),
+        ),
+        (
+            dict(momentum=0.9, dampening=0.2, weight_decay=0.01, decay="decoupled"),
+            lambda: optax.chain(
+                optax.scale(0.8),
+                optax.trace(0.9),
+                optax.add_decayed_weights(0.01),
+                optax.scale_by_learning_rate(0.1),
+            ),
+        ),
+        (dict(), lambda: optax.sgd(0.1)),
+    ],
+)
+def test_chain_steps_as_optax_built_the_usual_way(kwargs, reference):
+    model, batches, _ = _problem()
+    chain = optim.sgd_chain(0.1, **kwargs)
+    a = optim.run(chain.optimizer, _batch_loss, model, STEPS, batches=batches)
+    b = optim.run(reference(), _batch_loss, model, STEPS, batches=batches, dt=0.1)
+    for u, v in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+        assert jnp.array_equal(u, v)
+    assert not jnp.array_equal(a.params.weights[0], model.weights[0])
+
+
+def test_adam_has_no_exact_law_and_its_drift_is_measured():
+    model, batches, _ = _problem()
+    gen, kind = nn.scale_invariance(model), "quadratic"
+    adam = optax.adam(1e-2)
+    with pytest.raises(optim.NoExactLaw, match="no exact law for the optimiser"):
+        optim.charge_law(adam, gen, kind)
+    track = {"Q": optim.charge_tracker(gen, kind)}
+    Q0 = optim.charge(gen, kind, model)
+    out = optim.run(adam, _batch_loss, model, STEPS, track=track, batches=batches, dt=1)
+    adam_drift = float(optim.charge_drift(out.tracked["Q"], Q0))
+    chain = optim.sgd_chain(1e-2)  # SGD without decay: Q grows by η²|g|² only
+    sgd = optim.run(
+        chain.optimizer, _batch_loss, model, STEPS, track=track, batches=batches
+    )
+    sgd_drift = float(optim.charge_drift(sgd.tracked["Q"], Q0))
+    assert adam_drift > 1e-3 > 1e2 * sgd_drift
+
+
+def _gaps(kwargs, control, T=1.0, etas=(0.04, 0.02, 0.01)):
+    """Relative gaps between the continuous forms and the exact law, and their
+    fitted slopes in η; also for the continuous forms of the chain `control`."""
+    model, _, loss = _problem()
+    gens = _generators(model)
+    gaps = {(k, c): [] for k in gens for c in (False, True)}
+    for eta in etas:
+        steps = int(round(T / eta))
+        chain = optim.sgd_chain(eta, **kwargs)
+        laws = {k: optim.charge_law(chain, g, kind) for k, (g, kind) in gens.items()}
+        out = optim.run(chain.optimizer, loss, model, steps, track=laws)
+        for key, (g, kind) in gens.items():
+            Q0 = optim.charge(g, kind, model)
+            _, exact = laws[key].predict(out.tracked[key], Q0)
+            for ctrl, model_chain in (
+                (False, chain),
+                (True, optim.sgd_chain(eta, **control)),
+            ):
+                cont = optim.continuous_charge(
+                    model_chain, kind, Q0, steps, out.tracked[key]
+                )
+                gaps[key, ctrl].append(_rel(cont, exact))
+    slopes = {k: np.polyfit(np.log(etas), np.log(v), 1)[0] for k, v in gaps.items()}
+    return gaps, slopes
+
+
+def test_continuous_forms_are_order_eta_from_the_exact_law():
+    # control: the momentum-free form, applied to the momentum run, does not converge
+    gaps, slopes = _gaps(
+        dict(momentum=0.5, weight_decay=0.5, dampening=0.2),
+        control=dict(weight_decay=0.5, dampening=0.2),
+    )
+    for key in ("translation", "scale", "rescale"):
+        assert 0.85 < slopes[key, False] < 1.15, (key, slopes, gaps)
+        assert gaps[key, False][-1] < 2e-2
+        assert abs(slopes[key, True]) < 0.2 and gaps[key, True][-1] > 0.05, key
+
+
+def test_kunin_constants():
+    c = optim.kunin_constants(
+        optim.sgd_chain(0.1, momentum=0.9, weight_decay=0.1, dampening=0.5),
+        "quadratic",
+    )
+    # t = ηk: γ = (1-β)/(η(1+β)), ω² = 4(1-d)λ/(η(1+β)); Kunin's forms are the same in
+    # τ = (1-d)ηk: γ/(1-d), ω/(1-d)
+    assert np.isclose(c["gamma"] / 0.5, 0.1 / (0.1 * 0.5 * 1.9))
+    assert np.isclose((c["omega"] / 0.5) ** 2, 4 * 0.1 / (0.1 * 0.5 * 1.9))
+    assert c["regime"] == "underdamped"
+    c = optim.kunin_constants(
+        optim.sgd_chain(0.1, momentum=0.5, weight_decay=0.01), "linear"
+    )
+    assert c["regime"] == "overdamped" and np.isclose(c["omega"] ** 2, 0.02 / 0.15)
+    assert optim.kunin_constants(
+        optim.sgd_chain(0.1, weight_decay=0.3), "quadratic"
+    ) == {"rate": 0.6}
+
+
+def test_underdamped_discrete_oscillation_matches_continuous():
+    # translation charge, heavy ball: the exact law needs no gradients at all
+    model, _, loss = _problem()
+    gen = nn.translate_logits(model)
+    chain = optim.sgd_chain(0.05, momentum=0.95, weight_decay=0.4)
+    assert optim.kunin_constants(chain, "linear")["regime"] == "underdamped"
+    law = optim.charge_law(chain, gen, "linear")
+    out = optim.run(chain.optimizer, loss, model, 400, track={"Q": law})
+    Q0 = optim.charge(gen, "linear", model)
+    measured, exact = law.predict(out.tracked["Q"], Q0)
+    cont = optim.continuous_charge(chain, "linear", Q0, 400)
+    assert np.sum(np.diff(np.sign(np.asarray(exact))) != 0) >= 2  # it oscillates
+    assert _rel(cont, exact) < 0.1
+    assert _rel(exact, measured) < 1e-12
+
+
+def test_normalized_mlp_symmetries():
+    model, (xb, yb), _ = _problem()
+    x, y = xb[0], yb[0]
+    f = model(x)
+    scaled = eqx.tree_at(lambda m: m.weights[0], model, 3.0 * model.weights[0])
+    assert jnp.allclose(scaled(x), f, rtol=1e-12, atol=1e-12)
+    shifted = eqx.tree_at(
+        lambda m: (m.weights[-1], m.biases[-1]),
+        model,
+        (model.weights[-1] + 0.7, model.biases[-1] + 0.7),
+    )
+    assert jnp.allclose(
+        nn.nll(shifted(x), y), nn.nll(f, y), rtol=1e-12
+    ) and not jnp.allclose(shifted(x), f)
+    for gen, kind in _generators(model).values():
+        xi = gen.xi(0.0, model)
+        grad = jax.grad(lambda m: nn.nll(m(x), y))(model)
+        assert abs(lnn._tree.tree_dot(xi, grad)) < 1e-14
+    bad = lnn.Generator(_ScaleOutput()).xi(0.0, model)
+    grad = jax.grad(lambda m: nn.nll(m(x), y))(model)
+    assert abs(lnn._tree.tree_dot(bad, grad)) > 1e-3
+    assert model.biases[0] is None and len(jax.tree.leaves(model)) == 5
+
+
+def _key():
+    return jax.random.key(0)
+
+
+def _mlp():
+    return nn.MLP([2, 2], [nn.ReLU()], key=_key())
+
+
+BAD = {
+    "lr zero": (
+        lambda model, batches: optim.sgd_chain(0.0),
+        "`lr` must be > 0; got lr = 0.0",
+    ),
+    "lr string": (
+        lambda model, batches: optim.sgd_chain("0.1"),
+        "`lr` must be a Python float; got '0.1'",
+    ),
+    "momentum one": (
+        lambda model, batches: optim.sgd_chain(0.1, momentum=1.0),
+        r"`momentum` must be in \[0.0, 1.0\)",
+    ),
+    "negative decay": (
+        lambda model, batches: optim.sgd_chain(0.1, weight_decay=-1.0),
+        "`weight_decay` must be >= 0.0",
+    ),
+    "dampening one": (
+        lambda model, batches: optim.sgd_chain(0.1, dampening=1.0),
+        r"`dampening` must be in \[0.0, 1.0\)",
+    ),
+    "decay name": (
+        lambda model, batches: optim.sgd_chain(0.1, decay="l2"),
+        "`decay` must be 'coupled' or 'decoupled'; got 'l2'",
+    ),
+    "nesterov without momentum": (
+        lambda model, batches: optim.sgd_chain(0.1, nesterov=True),
+        "`nesterov=True` needs `momentum` > 0",
+    ),
+    "nesterov not bool": (
+        lambda model, batches: optim.sgd_chain(0.1, nesterov=1),
+        "`nesterov` must be a bool; got 1",
+    ),
+    "kind": (
+        lambda model, batches: optim.charge_law(
+            optim.sgd_chain(0.1), nn.scale_invariance(model), "cubic"
+        ),
+        "`kind` must be 'linear'",
+    ),
+    "generator": (
+        lambda model, batches: optim.charge_law(optim.sgd_chain(0.1), "W", "linear"),
+        "`generator` must be an `lnn.Generator`; got 'W'",
+    ),
+    "batches length": (
+        lambda model, batches: optim.run(
+            optax.sgd(0.1), _batch_loss, model, 5, dt=0.1, batches=batches
+        ),
+        r"`batches` must be .* length `steps` = 5; got leaves of shapes \[\(30, 8, 5\), \(30, 8\)\]",
+    ),
+    "continuous without tracked": (
+        lambda model, batches: optim.continuous_charge(
+            optim.sgd_chain(0.1), "quadratic", 1.0, 5
+        ),
+        "`tracked` .* is required for a quadratic charge",
+    ),
+    "continuous not a chain": (
+        lambda model, batches: optim.continuous_charge(
+            optax.sgd(0.1), "linear", 1.0, 5
+        ),
+        "`chain` must be an `lnn.optim.SGDChain`",
+    ),
+    "continuous steps": (
+        lambda model, batches: optim.continuous_charge(
+            optim.sgd_chain(0.1), "linear", 1.0, 0
+        ),
+        "`steps` must be a positive int; got 0",
+    ),
+    "drift initial zero": (
+        lambda model, batches: optim.charge_drift(jnp.ones(3), 0.0),
+        "`initial` must be non-zero",
+    ),
+    "sizes": (
+        lambda model, batches: nn.NormalizedMLP([5, 3], key=_key()),
+        "`sizes` must list at least three",
+    ),
+    "normalized layer": (
+        lambda model, batches: nn.NormalizedMLP([5, 4, 3], normalized=2, key=_key()),
+        r"`normalized` must be a hidden layer, an int in \[1, 1\]; got 2",
+    ),
+    "activation": (
+        lambda model, batches: nn.NormalizedMLP(
+            [5, 4, 3], activation=jnp.tanh, key=_key()
+        ),
+        "`activation` must be an `lnn.nn` activation",
+    ),
+    "rescale layer": (
+        lambda model, batches: nn.normalized_rescale(model, 1),
+        r"`layer` must be a hidden layer h with neither h nor h\+1 normalised, one of \[2\]; got 1",
+    ),
+    "rescale neuron": (
+        lambda model, batches: nn.normalized_rescale(model, 2, neuron=9),
+        r"`neuron` must be an int in \[0, 3\]; got 9",
+    ),
+    "scale on MLP": (
+        lambda model, batches: nn.scale_invariance(_mlp()),
+        "`model` must be an `lnn.nn.NormalizedMLP`; got MLP",
+    ),
+    "translate ReLU logits": (
+        lambda model, batches: nn.translate_logits(_mlp()),
+        "`model` must have linear logits",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_bad_input(name):
+    fn, message = BAD[name]
+    model, batches, _ = _problem()
+    with pytest.raises(ValueError, match=message):
+        fn(model, batches)
+
+
+def test_experiment_quick(tmp_path):
+    from experiments import cli
+
+    assert cli.main(["run", "neural_mechanics", "--quick", "--out", str(tmp_path)]) == 0
+    folder = tmp_path / "neural_mechanics"
+    res = json.loads((folder / "results.json").read_text())
+    assert res["quick"] is True and res["claims"]
+    for c in res["claims"]:
+        assert c["holds"], c
+        if c["basis"] != "consequence":
+            assert c["control"]["missed"], c
+    for stem in ("charges", "momentum", "gap", "adam"):
+        assert (folder / f"{stem}.png").is_file() and (folder / f"{stem}.pdf").is_file()
