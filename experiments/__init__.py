@@ -20,6 +20,7 @@ EXPERIMENTS = {
     "symmetry_discovery": "Discover the symmetries and print the conservation laws (Tables 2-3)",
     "conservation_counts": "Count every conservation law (GF, ND, heavy ball, NAGF), Marcotte et al.",
     "variational_vs_rk": "Variational integrators vs Tsit5: bounded energy, exact discrete charges",
+    "neural_mechanics": "Kunin et al.: exact charge laws of SGD chains (decay, momentum, batches)",
 }
 
 

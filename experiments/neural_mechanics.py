@@ -1,0 +1,350 @@
+r"""Issue 18 (Kunin et al., "Neural Mechanics"): the charges of SGD as people run it.
+
+A digits classifier with one weight-normalised layer (`lnn.nn.NormalizedMLP`: softmax
+output, ReLU hidden layers) has three symmetries on every mini-batch: translation of
+the logits (a linear charge, the sum of the output weights and biases), scale of the
+normalised layer ($\|W_1\|^2$) and rescaling of the second hidden layer
+($\|W_2\|^2 + \|b_2\|^2 - \|W_3\|^2$). Trained with `lnn.optim.sgd_chain` on
+mini-batches (a new batch every step):
+
+- SGD with weight decay; heavy ball with decay, under- and over-damped; Nesterov with
+  dampening and decoupled decay: the exact discrete law (`lnn.optim.charge_law`)
+  predicts every charge to rounding; the plain-GD law, applied to the same runs, misses
+  (control);
+- Kunin et al.'s continuous forms (`lnn.optim.continuous_charge`) are within $O(\eta)$
+  of the exact law: the gap at a fixed time, fitted over several $\eta$, has slope 1;
+  the momentum-free form applied to the momentum runs does not converge (control);
+- Adam has no exact law (`lnn.optim.NoExactLaw`); its charges drift, measured with
+  `lnn.optim.charge_tracker`; plain SGD conserves the translation charge (control).
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from . import _networks as N
+from ._common import DEFAULT_OUT, claim, control, enable_float64, load, run_experiment
+
+NAME = "neural_mechanics"
+USES_DATA = True
+CHARGES = ("translation", "scale", "rescale")
+KINDS = {"translation": "linear", "scale": "quadratic", "rescale": "quadratic"}
+RUNS = {
+    "sgd_decay": dict(weight_decay=0.02),
+    "underdamped": dict(momentum=0.95, weight_decay=0.02),
+    "overdamped": dict(momentum=0.5, weight_decay=0.02),
+    "nesterov_decoupled": dict(
+        momentum=0.9, nesterov=True, dampening=0.1, weight_decay=0.02, decay="decoupled"
+    ),
+}
+
+
+def config_for(quick, seed, data="digits", data_dir=None):
+    return {
+        "seed": seed,
+        **N.data_config(quick, data, data_dir, n=200 if quick else 1000),
+        "hidden": [8, 8] if quick else [32, 32],
+        "normalized_layer": 1,
+        "batch": 32 if quick else 64,
+        "lr": 0.1,
+        "steps": 200 if quick else 2000,
+        "runs": RUNS,
+        "adam_lr": 1e-3,
+        "slope_chain": dict(momentum=0.5, weight_decay=0.2, dampening=0.1),
+        "slope_control": dict(weight_decay=0.2, dampening=0.1),
+        "slope_time": 2.0 if quick else 10.0,
+        "slope_lrs": [0.04, 0.02, 0.01] if quick else [0.04, 0.02, 0.01, 0.005],
+    }
+
+
+def _rel(a, b):
+    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / np.max(np.abs(b)))
+
+
+def compute(cfg):
+    enable_float64()
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from lagrangian_nn import nn, optim
+
+    from ._common import progress
+
+    x, y = N.load_data(cfg)
+    model = nn.NormalizedMLP(
+        [x.shape[1], *cfg["hidden"], 10],
+        normalized=cfg["normalized_layer"],
+        key=jax.random.key(cfg["seed"]),
+        dtype=jnp.float64,
+    )
+    gens = {
+        "translation": nn.translate_logits(model),
+        "scale": nn.scale_invariance(model),
+        "rescale": nn.normalized_rescale(model, 2),
+    }
+    Q0 = {c: optim.charge(gens[c], KINDS[c], model) for c in CHARGES}
+
+    def loss(m, batch):
+        return nn.nll(m(batch[0]), batch[1])
+
+    def batches(steps, salt):
+        key = jax.random.fold_in(jax.random.key(cfg["seed"] + 1), salt)
+        idx = jax.random.randint(key, (steps, cfg["batch"]), 0, x.shape[0])
+        return x[idx], y[idx]
+
+    def run_chain(chain, steps, salt=0):
+        laws = {c: optim.charge_law(chain, gens[c], KINDS[c]) for c in CHARGES}
+        out = optim.run(
+            chain.optimizer,
+            loss,
+            model,
+            steps,
+            track=laws,
+            batches=batches(steps, salt),
+        )
+        res = {}
+        for c in CHARGES:
+            tracked = out.tracked[c]
+            measured, exact = laws[c].predict(tracked, Q0[c])
+            cont = optim.continuous_charge(chain, KINDS[c], Q0[c], steps, tracked)
+            gd = optim.charge_law(optim.sgd_chain(chain.lr), gens[c], KINDS[c])
+            res[c] = {
+                "measured": np.asarray(measured),
+                "exact": np.asarray(exact),
+                "continuous": np.asarray(cont),
+                "gd_law": np.asarray(gd.predict(tracked, Q0[c])[1]),
+                "tracked": tracked,
+            }
+        return res, np.asarray(out.loss)
+
+    metrics, arrays, claims = {}, {}, []
+    steps, lr = cfg["steps"], cfg["lr"]
+    arrays["t"] = lr * np.arange(steps + 1)
+    for name in progress(list(RUNS), "runs"):
+        chain = optim.sgd_chain(lr, **cfg["runs"][name])
+        for c in CHARGES:
+            k = optim.kunin_constants(chain, KINDS[c])
+            metrics[f"{name}_{c}_regime"] = k.get("regime", "first order")
+        res, losses = run_chain(chain, steps)
+        arrays[f"{name}_loss"] = losses
+        errs, ctrls = [], []
+        for c in CHARGES:
+            r = res[c]
+            for key in ("measured", "exact", "continuous"):
+                arrays[f"{name}_{c}_{key}"] = r[key]
+            errs.append(_rel(r["exact"], r["measured"]))
+            ctrls.append(_rel(r["gd_law"], r["measured"]))
+            metrics[f"{name}_{c}_exact_rel_error"] = errs[-1]
+            metrics[f"{name}_{c}_gd_law_rel_error"] = ctrls[-1]
+            metrics[f"{name}_{c}_continuous_rel_gap"] = _rel(
+                r["continuous"], r["exact"]
+            )
+            metrics[f"{name}_{c}_relative_change"] = _rel(
+                r["measured"][-1:], r["measured"][:1]
+            )
+        claims.append(
+            claim(
+                f"{name} on mini-batches: exact law of translation, scale and rescale "
+                "charges, max relative error",
+                "issue 18; Kunin et al. discrete form",
+                max(errs),
+                1e-10,
+                control=control(
+                    "the plain-GD law Q' = Q + η²⟨u, Au⟩ applied to the same run",
+                    min(ctrls),
+                ),
+            )
+        )
+    # O(η): Kunin's continuous forms against the exact law at a fixed time
+    chain_kw, ctrl_kw = cfg["slope_chain"], cfg["slope_control"]
+    lrs = cfg["slope_lrs"]
+    gaps = {(c, ctl): [] for c in CHARGES for ctl in (False, True)}
+    for i, eta in enumerate(progress(lrs, "η sweep")):
+        n = int(round(cfg["slope_time"] / eta))
+        chain = optim.sgd_chain(eta, **chain_kw)
+        res, _ = run_chain(chain, n, salt=100 + i)
+        other = optim.sgd_chain(eta, **ctrl_kw)
+        for c in CHARGES:
+            gaps[c, False].append(_rel(res[c]["continuous"], res[c]["exact"]))
+            cont = optim.continuous_charge(other, KINDS[c], Q0[c], n, res[c]["tracked"])
+            gaps[c, True].append(_rel(cont, res[c]["exact"]))
+    arrays["slope_lrs"] = np.asarray(lrs)
+    for c in CHARGES:
+        arrays[f"gap_{c}"] = np.asarray(gaps[c, False])
+        arrays[f"gap_{c}_control"] = np.asarray(gaps[c, True])
+        slope = float(np.polyfit(np.log(lrs), np.log(gaps[c, False]), 1)[0])
+        slope_ctrl = float(np.polyfit(np.log(lrs), np.log(gaps[c, True]), 1)[0])
+        metrics[f"gap_{c}_slope"], metrics[f"gap_{c}_control_slope"] = slope, slope_ctrl
+        claims.append(
+            claim(
+                f"{c}: gap between Kunin's continuous form and the exact law shrinks "
+                "as O(η) (fitted slope)",
+                "Kunin et al., modified equation",
+                slope,
+                0.85,
+                kind=">=",
+                basis="fit",
+                control=control(
+                    "the momentum-free continuous form applied to the momentum runs",
+                    slope_ctrl,
+                    margin=4.0,
+                ),
+            )
+        )
+    # Adam: no exact law, and its charges drift
+    try:
+        optim.charge_law(optax.adam(cfg["adam_lr"]), gens["scale"], "quadratic")
+        metrics["adam_no_exact_law"] = "missing"
+    except optim.NoExactLaw as e:
+        metrics["adam_no_exact_law"] = str(e)
+    trackers = {c: optim.charge_tracker(gens[c], KINDS[c]) for c in CHARGES}
+    b = batches(steps, 0)
+    adam = optim.run(
+        optax.adam(cfg["adam_lr"]), loss, model, steps, track=trackers, batches=b, dt=lr
+    )
+    sgd = optim.sgd_chain(lr)
+    plain = optim.run(sgd.optimizer, loss, model, steps, track=trackers, batches=b)
+    for c in CHARGES:
+        for tag, out in (("adam", adam), ("sgd", plain)):
+            q = np.concatenate([[float(Q0[c])], np.asarray(out.tracked[c])])
+            arrays[f"{tag}_{c}"] = q
+            metrics[f"{tag}_{c}_drift"] = float(optim.charge_drift(q, Q0[c]))
+    arrays["adam_loss"], arrays["sgd_loss"] = (
+        np.asarray(adam.loss),
+        np.asarray(plain.loss),
+    )
+    claims.append(
+        claim(
+            "Adam (no exact law): relative drift of the translation charge",
+            "issue 18: reported, not hidden",
+            metrics["adam_translation_drift"],
+            1e-3,
+            kind=">=",
+            control=control(
+                "plain SGD on the same batches (the charge is conserved)",
+                metrics["sgd_translation_drift"],
+            ),
+        )
+    )
+    return metrics, arrays, claims
+
+
+LABELS = {
+    "translation": r"translation $\sum W_3 + \sum b_3$",
+    "scale": r"scale $\|W_1\|^2$",
+    "rescale": r"rescale $\|W_2\|^2 + \|b_2\|^2 - \|W_3\|^2$",
+}
+MEASURED = "#0072B2"
+CONTINUOUS = {"color": "#E69F00", "linestyle": ":", "linewidth": 1.6}
+
+
+def _charges_panel(ax, t, a, run, c, legend=False):
+    ax.plot(t, a[f"{run}_{c}_measured"], color=MEASURED, lw=2.2, label="measured")
+    ax.plot(t, a[f"{run}_{c}_exact"], color="black", ls=(0, (4, 2)), lw=0.9,
+            label="exact discrete law")  # fmt: skip
+    ax.plot(t, a[f"{run}_{c}_continuous"], **CONTINUOUS, label="Kunin, continuous")
+    ax.set_xlabel(r"time $t = \eta k$")
+    ax.set_ylabel("charge")
+    if legend:
+        ax.legend(loc="best")
+
+
+def draw(folder: Path):
+    from . import _style as st
+
+    plt = st.use()
+    res, a = load(folder)
+    m = res["metrics"]
+    t = a["t"]
+    # 1. SGD + weight decay, and the exact laws' errors for every run
+    fig, axes = plt.subplots(1, 4, figsize=(st.DOUBLE, 2.2))
+    for ax, c in zip(axes, CHARGES):
+        _charges_panel(ax, t, a, "sgd_decay", c, legend=c == "translation")
+        ax.set_title(LABELS[c])
+    for run, col in zip(RUNS, st.shades(len(RUNS))):
+        err = np.max(
+            [
+                np.abs(a[f"{run}_{c}_exact"] - a[f"{run}_{c}_measured"])
+                / np.max(np.abs(a[f"{run}_{c}_measured"]))
+                for c in CHARGES
+            ],
+            axis=0,
+        )
+        axes[3].semilogy(t[1:], np.maximum(err[1:], 1e-18), color=col, label=run)
+    axes[3].set_title("exact law: error (all runs)")
+    axes[3].set_xlabel(r"time $t = \eta k$")
+    axes[3].set_ylabel("relative error")
+    axes[3].legend(loc="upper left", fontsize=6)
+    st.caption(
+        fig,
+        "SGD with weight decay on mini-batches: the three charges measured (solid), "
+        "predicted exactly by the discrete law (dashed) and by Kunin et al.'s "
+        "continuous form (dotted). Right: the exact law's relative error in all four "
+        "runs, at rounding.",
+    )
+    st.save(fig, folder, "charges")
+    # 2. momentum: under- and over-damped
+    fig, axes = plt.subplots(2, 3, figsize=(st.DOUBLE, 3.8))
+    for row, run in enumerate(("underdamped", "overdamped")):
+        for col, c in enumerate(CHARGES):
+            _charges_panel(axes[row, col], t, a, run, c, legend=row == col == 0)
+            beta = res["config"]["runs"][run]["momentum"]
+            axes[row, col].set_title(
+                f"{LABELS[c]}\n(β = {beta}: {m[f'{run}_{c}_regime']})", fontsize=7
+            )
+    st.caption(
+        fig,
+        f"Heavy ball with weight decay, β = {res['config']['runs']['underdamped']['momentum']} "
+        f"(top) and β = {res['config']['runs']['overdamped']['momentum']} (bottom): "
+        "measured charges, the exact discrete law, and the damped oscillator of the "
+        "continuous form.",
+    )
+    st.save(fig, folder, "momentum")
+    # 3. the O(η) gap
+    fig, ax = plt.subplots(figsize=(st.SINGLE, 2.4))
+    lrs = a["slope_lrs"]
+    for c, col in zip(CHARGES, st.shades(3)):
+        ax.loglog(lrs, a[f"gap_{c}"], "o-", color=col,
+                  label=f"{c} (slope {m[f'gap_{c}_slope']:.2f})")  # fmt: skip
+        ax.loglog(lrs, a[f"gap_{c}_control"], "x", **st.CONTROL)
+    ax.plot([], [], "x", **st.CONTROL, label="control: momentum-free form")
+    ax.set_xlabel(r"learning rate $\eta$")
+    ax.set_ylabel("max gap / max |Q|")
+    ax.legend(loc="lower right", fontsize=6)
+    st.caption(
+        fig,
+        "Gap between the continuous form and the exact discrete law at a fixed time, "
+        "heavy ball with dampening and weight decay: it shrinks as O(η).",
+    )
+    st.save(fig, folder, "gap")
+    # 4. Adam drifts
+    fig, ax = plt.subplots(figsize=(st.SINGLE, 2.4))
+    k = np.arange(len(a["adam_translation"]))
+    for c, col in zip(CHARGES, st.shades(3)):
+        q = a[f"adam_{c}"]
+        ax.semilogy(k[1:], np.abs(q[1:] - q[0]) / abs(q[0]) + 1e-18, color=col,
+                    label=f"Adam: {c}")  # fmt: skip
+    q = a["sgd_translation"]
+    ax.semilogy(k[1:], np.abs(q[1:] - q[0]) / abs(q[0]) + 1e-18, **st.CONTROL,
+                label="SGD: translation")  # fmt: skip
+    ax.set_xlabel("step $k$")
+    ax.set_ylabel(r"$|Q_k - Q_0| / |Q_0|$")
+    ax.legend(loc="lower right", fontsize=6)
+    st.caption(
+        fig,
+        "Adam has no exact charge law: its charges drift. SGD without decay keeps the "
+        "translation charge to rounding.",
+    )
+    st.save(fig, folder, "adam")
+
+
+def main(*, seed=0, quick=False, out=DEFAULT_OUT, data="digits", data_dir=None):
+    return run_experiment(
+        NAME,
+        config=config_for(quick, seed, data, data_dir),
+        compute=compute,
+        draw=draw,
+        out=out,
+        quick=quick,
+    )
