@@ -305,10 +305,12 @@ def charge_law(optimizer, generator: Generator, kind: str) -> ChargeLaw:
 
     ```python
     chain = lnn.optim.sgd_chain(0.1, momentum=0.9, weight_decay=1e-3)
-    law = lnn.optim.charge_law(chain, lnn.nn.scale_invariance(model), "quadratic")
+    gen = lnn.nn.scale_invariance(model)
+    law = lnn.optim.charge_law(chain, gen, "quadratic")
     out = lnn.optim.run(chain.optimizer, loss, model, 100, track={"Q": law},
                         batches=batches)
-    measured, predicted = law.predict(out.tracked["Q"], lnn.optim.charge(...))
+    Q0 = lnn.optim.charge(gen, "quadratic", model)
+    measured, predicted = law.predict(out.tracked["Q"], Q0)
     ```
     """
     _check_generator(generator, kind)
