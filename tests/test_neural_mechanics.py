@@ -386,7 +386,7 @@ def test_bad_input(name):
 
 
 def test_experiment_quick(tmp_path):
-    from experiments import cli
+    from experiments import __main__ as cli
 
     assert cli.main(["run", "neural_mechanics", "--quick", "--out", str(tmp_path)]) == 0
     folder = tmp_path / "neural_mechanics"
