@@ -108,7 +108,7 @@ def compute(cfg):
             tracked = out.tracked[c]
             measured, exact = laws[c].predict(tracked, Q0[c])
             cont = optim.continuous_charge(chain, KINDS[c], Q0[c], steps, tracked)
-            gd = optim.charge_law(optim.sgd_chain(chain.lr), gens[c], KINDS[c])
+            gd = optim.charge_law(optim.sgd_chain(float(chain.lr)), gens[c], KINDS[c])
             res[c] = {
                 "measured": np.asarray(measured),
                 "exact": np.asarray(exact),

@@ -140,12 +140,16 @@ def test_exact_law_in_float32():
         (dict(), lambda: optax.sgd(0.1)),
     ],
 )
-def test_chain_steps_as_optax_built_the_usual_way(kwargs, reference):
-    model, batches, _ = _problem()
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+def test_chain_steps_as_optax_built_the_usual_way(kwargs, reference, dtype):
+    # float32 parameters with float64 enabled: the traced hyperparameters must round
+    # to float32 as optax's Python floats do, not promote the update to float64
+    model, batches, _ = _problem(dtype)
     chain = optim.sgd_chain(0.1, **kwargs)
     a = optim.run(chain.optimizer, _batch_loss, model, STEPS, batches=batches)
     b = optim.run(reference(), _batch_loss, model, STEPS, batches=batches, dt=0.1)
     for u, v in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+        assert u.dtype == v.dtype == dtype
         assert jnp.array_equal(u, v)
     assert not jnp.array_equal(a.params.weights[0], model.weights[0])
 
@@ -398,3 +402,31 @@ def test_experiment_quick(tmp_path):
             assert c["control"]["missed"], c
     for stem in ("charges", "momentum", "gap", "adam"):
         assert (folder / f"{stem}.png").is_file() and (folder / f"{stem}.pdf").is_file()
+
+
+def test_new_hyperparameters_do_not_recompile():
+    from lagrangian_nn.optim import _chains, _run
+
+    model, batches, _ = _problem()
+    gens = _generators(model)
+    sizes, predictions = [], []
+    for kwargs in (
+        dict(lr=0.1, momentum=0.9, dampening=0.1, weight_decay=0.02),
+        dict(lr=0.05, momentum=0.5, dampening=0.3, weight_decay=0.07),
+    ):
+        chain = optim.sgd_chain(nesterov=True, decay="decoupled", **kwargs)
+        laws, out = _laws(chain, model, batches, gens)
+        predictions.append(
+            [
+                laws[k].predict(out.tracked[k], optim.charge(g, kind, model))
+                for k, (g, kind) in gens.items()
+            ]
+        )
+        sizes.append(
+            (_run._run._cached._cache_size(), _chains._recursion._cached._cache_size())
+        )
+    assert sizes[1] == sizes[0]
+    # the second run really used its own numbers: its exact law holds, its charges differ
+    for (m0, _), (m1, p1) in zip(*predictions):
+        assert _rel(p1, m1) <= 100 * np.finfo(np.float64).eps * STEPS
+        assert _rel(m1, m0) > 1e-3

@@ -38,6 +38,7 @@ from typing import Literal
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from .._noether import Generator
@@ -54,6 +55,13 @@ class NoExactLaw(ValueError):
 
 
 def _number(value, name, lo, hi=None, *, hi_open=True):
+    # a Python number, or a concrete 0-d real array (e.g. another chain's `lr`)
+    is_array = isinstance(value, np.ndarray | np.generic | jax.Array)
+    if is_array and not isinstance(value, jax.core.Tracer):
+        ok = jnp.shape(value) == () and jnp.issubdtype(
+            jnp.result_type(value), jnp.number
+        )
+        value = float(value) if ok else value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"`{name}` must be a Python float; got {value!r}.")
     value = float(value)
@@ -64,30 +72,51 @@ def _number(value, name, lo, hi=None, *, hi_open=True):
     return value
 
 
+def _like(scalar, x):
+    """`scalar` in the dtype of the array `x`: what a Python float becomes in
+    `scalar * x`, so the chain rounds exactly as optax's chain of Python floats."""
+    return jnp.asarray(scalar, jnp.result_type(x))
+
+
 class SGDChain(eqx.Module):
     r"""The description of an SGD optax chain, with its exact charge laws; built by
-    `lnn.optim.sgd_chain`. `optimizer` is the `optax.GradientTransformation`; the
-    other fields are the hyperparameters ($\eta$, $\beta$, Nesterov, $\lambda$, where
-    the decay goes, $d$)."""
+    `lnn.optim.sgd_chain`.
 
-    lr: float = eqx.field(static=True)
-    momentum: float = eqx.field(static=True)
+    The numbers $\eta$ (`lr`), $\beta$ (`momentum`), $\lambda$ (`weight_decay`) and $d$
+    (`dampening`) are 0-d float64 NumPy arrays, traced under `jit`: a chain with new
+    values but the same `structure` reuses the compiled `lnn.optim.run` and the
+    compiled charge law. The structure (which parts are on, `nesterov`, where the
+    decay goes) is static. `optimizer` is the `optax.GradientTransformation`."""
+
+    lr: np.ndarray
+    momentum: np.ndarray
+    weight_decay: np.ndarray
+    dampening: np.ndarray
+    gain: np.ndarray  # 1 - d, rounded once in float64 as `optax.scale(1 - d)` is
     nesterov: bool = eqx.field(static=True)
-    weight_decay: float = eqx.field(static=True)
     decay: str = eqx.field(static=True)
-    dampening: float = eqx.field(static=True)
-    optimizer: optax.GradientTransformation = eqx.field(static=True)
-    trace_index: int | None = eqx.field(static=True)
+    structure: tuple[str, ...] = eqx.field(static=True)
 
     @property
-    def coupled_decay(self) -> float:
+    def coupled_decay(self):
         """$\\lambda_c$: the decay added to the gradient before the momentum."""
         return self.weight_decay if self.decay == "coupled" else 0.0
 
     @property
-    def decoupled_decay(self) -> float:
+    def decoupled_decay(self):
         """$\\lambda_d$: the decay added to the update after the momentum."""
         return self.weight_decay if self.decay == "decoupled" else 0.0
+
+    @property
+    def trace_index(self) -> int | None:
+        """The position of `optax.trace`'s state in the chain's state."""
+        return self.structure.index("trace") if "trace" in self.structure else None
+
+    @property
+    def optimizer(self) -> optax.GradientTransformation:
+        """The chain as an `optax.GradientTransformation`; its `init` and `update` are
+        `eqx.Module`s holding this chain, so `jit` traces the hyperparameters."""
+        return optax.GradientTransformation(_SGDInit(self), _SGDUpdate(self))
 
     def velocity(self, opt_state):
         """The momentum buffer $v$ in an optimiser state of this chain (`None` without
@@ -95,6 +124,55 @@ class SGDChain(eqx.Module):
         if self.trace_index is None:
             return None
         return opt_state[self.trace_index].trace
+
+
+class _SGDInit(eqx.Module):
+    chain: SGDChain
+
+    def __call__(self, params):
+        return tuple(
+            optax.TraceState(trace=optax.tree.zeros_like(params))
+            if part == "trace"
+            else optax.EmptyState()
+            for part in self.chain.structure
+        )
+
+
+class _SGDUpdate(eqx.Module):
+    """The update of `optax.chain(add_decayed_weights, scale, trace,
+    add_decayed_weights, scale_by_learning_rate)` with each part's arithmetic as in
+    optax, and the hyperparameters traced."""
+
+    chain: SGDChain
+
+    @property
+    def lnn_time_step(self):
+        # `lnn.optim.run` maps step k to t = k·lr
+        return self.chain.lr
+
+    def __call__(self, updates, state, params=None):
+        c = self.chain
+        state = list(state)
+        for i, part in enumerate(c.structure):
+            if part in ("coupled", "decoupled"):
+                if params is None:
+                    raise ValueError(
+                        "`params` must be passed to the update of an SGD chain with "
+                        "weight decay; got None."
+                    )
+                updates = jax.tree.map(
+                    lambda g, p: g + _like(c.weight_decay, p) * p, updates, params
+                )
+            elif part == "dampening":
+                updates = jax.tree.map(lambda g: _like(c.gain, g) * g, updates)
+            elif part == "trace":
+                f = lambda g, t: g + _like(c.momentum, t) * t
+                trace = jax.tree.map(f, updates, state[i].trace)
+                updates = jax.tree.map(f, updates, trace) if c.nesterov else trace
+                state[i] = optax.TraceState(trace=trace)
+            else:  # "lr": optax.scale_by_learning_rate(lr) = optax.scale(-lr)
+                updates = jax.tree.map(lambda g: -_like(c.lr, g) * g, updates)
+        return updates, tuple(state)
 
 
 def sgd_chain(
@@ -109,7 +187,7 @@ def sgd_chain(
     r"""SGD with weight decay, momentum and dampening as an optax chain, the way it is
     usually built, together with its exact discrete charge laws (`charge_law`).
 
-    The chain is, leaving out the parts that are off,
+    The chain steps exactly (bit for bit) as, leaving out the parts that are off,
 
     ```python
     optax.chain(
@@ -123,6 +201,9 @@ def sgd_chain(
 
     so `sgd_chain(lr, momentum=b, nesterov=n, weight_decay=l)` steps exactly as
     `optax.chain(optax.add_decayed_weights(l), optax.sgd(lr, momentum=b, nesterov=n))`.
+    Unlike that chain, its numbers are traced, not compiled in: `lnn.optim.run` with
+    a new `lr`, `momentum`, `weight_decay` or `dampening` does not recompile, as long
+    as the same parts are on (a value of 0 turns a part off) and the shapes agree.
 
     **Arguments:**
 
@@ -152,26 +233,26 @@ def sgd_chain(
             "`nesterov=True` needs `momentum` > 0; got momentum = 0.0 (Nesterov's "
             "form of no momentum is plain SGD)."
         )
-    parts, trace_index = [], None
+    structure = []
     if weight_decay and decay == "coupled":
-        parts.append(optax.add_decayed_weights(weight_decay))
+        structure.append("coupled")
     if dampening:
-        parts.append(optax.scale(1.0 - dampening))
+        structure.append("dampening")
     if momentum:
-        trace_index = len(parts)
-        parts.append(optax.trace(decay=momentum, nesterov=nesterov))
+        structure.append("trace")
     if weight_decay and decay == "decoupled":
-        parts.append(optax.add_decayed_weights(weight_decay))
-    parts.append(optax.scale_by_learning_rate(lr))
-    chain = optax.chain(*parts)
-
-    def update(updates, state, params=None):
-        return chain.update(updates, state, params)
-
-    update.lnn_time_step = lr  # `lnn.optim.run` maps step k to t = k·lr
-    optimizer = optax.GradientTransformation(chain.init, update)
+        structure.append("decoupled")
+    structure.append("lr")
+    f64 = lambda x: np.asarray(x, np.float64)
     return SGDChain(
-        lr, momentum, nesterov, weight_decay, decay, dampening, optimizer, trace_index
+        f64(lr),
+        f64(momentum),
+        f64(weight_decay),
+        f64(dampening),
+        f64(1.0 - dampening),
+        nesterov,
+        decay,
+        tuple(structure),
     )
 
 
@@ -198,14 +279,15 @@ class ChargeLaw(eqx.Module):
     def _parts(self, step: Step):
         c = self.chain
         w, g = step.q_prev, step.grad
-        a = 1.0 - c.dampening
-        g_tilde = jax.tree.map(lambda gi, wi: gi + c.coupled_decay * wi, g, w)
+        g_tilde = jax.tree.map(
+            lambda gi, wi: gi + _like(c.coupled_decay, wi) * wi, g, w
+        )
         v_new = c.velocity(step.opt_state)
+        gained = jax.tree.map(lambda x: _like(c.gain, x) * x, g_tilde)
         if v_new is None:
-            v_new = jax.tree.map(lambda x: a * x, g_tilde)
-            u = v_new
+            v_new = u = gained
         elif c.nesterov:
-            u = jax.tree.map(lambda gt, v: a * gt + c.momentum * v, g_tilde, v_new)
+            u = jax.tree.map(lambda x, v: x + _like(c.momentum, v) * v, gained, v_new)
         else:
             u = v_new
         return w, g, v_new, u
@@ -213,7 +295,9 @@ class ChargeLaw(eqx.Module):
     def __call__(self, step: Step):
         c = self.chain
         w, g, v_new, u = self._parts(step)
-        delta = jax.tree.map(lambda ui, wi: ui + c.decoupled_decay * wi, u, w)
+        delta = jax.tree.map(
+            lambda ui, wi: ui + _like(c.decoupled_decay, wi) * wi, u, w
+        )
         if self.kind == "linear":
             s = _xi(self.generator, step.q)
             zero = jnp.zeros_like(tree_dot(s, step.q))
@@ -254,9 +338,9 @@ class ChargeLaw(eqx.Module):
 
 @eqx.filter_jit
 def _recursion(c: SGDChain, kind: str, Q0, uAu, uAv):
-    eta, beta = c.lr, c.momentum
-    a, lc, ld = 1.0 - c.dampening, c.coupled_decay, c.decoupled_decay
-    shrink = 1.0 - eta * ld
+    eta, beta, a = _like(c.lr, Q0), _like(c.momentum, Q0), _like(c.gain, Q0)
+    lc, ld = _like(c.coupled_decay, Q0), _like(c.decoupled_decay, Q0)
+    shrink = 1 - eta * ld
 
     def body(carry, drive):
         Q, P = carry

@@ -44,10 +44,10 @@ def _check(chain, kind):
 
 
 def _stiffness(chain):
-    a = 1.0 - chain.dampening
+    a, lam = float(chain.gain), float(chain.weight_decay)
     if chain.decay == "coupled":
-        return a * chain.weight_decay
-    return (1.0 - chain.momentum) * chain.weight_decay
+        return a * lam
+    return (1.0 - float(chain.momentum)) * lam
 
 
 def kunin_constants(chain: SGDChain, kind: str) -> dict:
@@ -63,7 +63,7 @@ def kunin_constants(chain: SGDChain, kind: str) -> dict:
     kappa = _stiffness(chain)
     factor = 1.0 if kind == "linear" else 2.0
     out = {"rate": factor * kappa}
-    beta, eta = chain.momentum, chain.lr
+    beta, eta = float(chain.momentum), float(chain.lr)
     if beta:
         gamma = (1 - beta) / (eta * (1 + beta))
         omega = float(np.sqrt(2 * factor * kappa / (eta * (1 + beta))))
@@ -101,7 +101,7 @@ def continuous_charge(
             "`tracked` (the `ChargeLaw` tracker's output) is required for a quadratic "
             "charge: its drive is measured along the run; got None."
         )
-    eta, beta, a = chain.lr, chain.momentum, 1.0 - chain.dampening
+    eta, beta, a = float(chain.lr), float(chain.momentum), float(chain.gain)
     c = kunin_constants(chain, kind)
     Q0 = np.asarray(initial, np.float64)
     t = eta * np.arange(steps + 1)
