@@ -15,7 +15,10 @@ import pytest
 
 @pytest.fixture(scope="module")
 def measured():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    flags = os.environ.get("XLA_FLAGS", "")  # conftest's, kept
+    env = dict(
+        os.environ, XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=4"
+    )
     script = Path(__file__).with_name("_sharded_checks.py")
     proc = subprocess.run(
         [sys.executable, str(script)], env=env, capture_output=True, text=True

@@ -2,6 +2,8 @@
 float32 arrays stay float32 under conftest's x64 because every array is built with an
 explicit dtype."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -120,9 +122,16 @@ def test_tanh_has_no_rescaling_symmetry(dtype):
     assert len(d) == 0
 
 
-def test_linear_layer_gives_gl(dtype):
+@functools.cache
+def _linear_gl(dtype):
+    """The gl(3) discovery on a linear [4, 3, 3] network (shared by two tests)."""
     m = _model([4, 3, 3], [nn.Identity(), nn.Identity()], dtype)
-    d = sy.discover(_loss(dtype), m, sy.gl_family(m, 1), key=jax.random.key(5))
+    fam = sy.gl_family(m, 1)
+    return m, fam, sy.discover(_loss(dtype), m, fam, key=jax.random.key(5))
+
+
+def test_linear_layer_gives_gl(dtype):
+    _, _, d = _linear_gl(dtype)
     assert len(d) == 9
     m = _model([4, 3, 3], [nn.ReLU(), nn.Identity()], dtype)
     d = sy.discover(_loss(dtype), m, sy.gl_family(m, 1), key=jax.random.key(5))
@@ -264,7 +273,11 @@ def test_nd_check_is_a_trajectory_law_not_a_pointwise_identity():
     loss = _loss(jnp.float64)
     gen = nn.rescale(m, 1, 0)
     assert sy.is_gradient_field(gen, m)
+    # The grid and tolerances of `conservation_table(..., t1=0.2)` in float64, so that
+    # both solves reuse the programs the test above compiled. The ND law's miss is the
+    # Simpson rule's (7e-10 and 2e-9 here, the same at rtol=1e-10).
     ts = jnp.linspace(0.0, 0.2, 201)
+    tol = dict(rtol=1e-8, atol=1e-10)
     nd = lnn.simulate(
         lnn.dynamics.newtonian(loss),
         m,
@@ -272,12 +285,9 @@ def test_nd_check_is_a_trajectory_law_not_a_pointwise_identity():
         t0=0.0,
         t1=0.2,
         ts=ts,
-        rtol=1e-10,
-        atol=1e-12,
+        **tol,
     )
-    gf = lnn.simulate(
-        lnn.dynamics.gradient_flow(loss), m, t0=0.0, t1=0.2, ts=ts, rtol=1e-10
-    )
+    gf = lnn.simulate(lnn.dynamics.gradient_flow(loss), m, t0=0.0, t1=0.2, ts=ts, **tol)
     for integrable in (True, False):  # the C-form and the ⟨ξ, q̇⟩-form
         on_nd = float(sy._table._nd_law(gen, integrable, nd.ts, nd.q, nd.qdot))
         on_gf = float(sy._table._nd_law(gen, integrable, gf.ts, gf.q, gf.qdot))
@@ -288,9 +298,7 @@ def test_gl_integrated_laws_are_the_balance_matrix_entries():
     """For the discovered gl(d_h) generators, the symmetric combinations A = E_ij + E_ji
     are gradient fields whose integrated GF law ⟨w, ξ_A(w)⟩ is 2 (W_hW_hᵀ − W_h+1ᵀW_h+1)_ij,
     while the skew ones are not integrable."""
-    m = _model([4, 3, 3], [nn.Identity(), nn.Identity()], jnp.float64)
-    fam = sy.gl_family(m, 1)
-    d = sy.discover(_loss(jnp.float64), m, fam, key=jax.random.key(5))
+    m, fam, d = _linear_gl(jnp.float64)
     C = nn.linear_quantity(m, 1)
     index = {name: a for a, name in enumerate(d.names)}
     for i, j in [(0, 0), (0, 1), (1, 2)]:
