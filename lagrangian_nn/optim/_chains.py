@@ -85,8 +85,9 @@ class SGDChain(eqx.Module):
     The numbers $\eta$ (`lr`), $\beta$ (`momentum`), $\lambda$ (`weight_decay`) and $d$
     (`dampening`) are 0-d float64 NumPy arrays, traced under `jit`: a chain with new
     values but the same `structure` reuses the compiled `lnn.optim.run` and the
-    compiled charge law. The structure (which parts are on, `nesterov`, where the
-    decay goes) is static. `optimizer` is the `optax.GradientTransformation`."""
+    compiled charge law. The `structure` (the chain's parts in order: where the decay
+    goes, whether there is a momentum buffer) and `nesterov` are static. `optimizer`
+    is the `optax.GradientTransformation`."""
 
     lr: np.ndarray
     momentum: np.ndarray
@@ -187,7 +188,7 @@ def sgd_chain(
     r"""SGD with weight decay, momentum and dampening as an optax chain, the way it is
     usually built, together with its exact discrete charge laws (`charge_law`).
 
-    The chain steps exactly (bit for bit) as, leaving out the parts that are off,
+    The chain steps exactly (to the bit) as, leaving out the parts that are off,
 
     ```python
     optax.chain(
@@ -202,8 +203,11 @@ def sgd_chain(
     so `sgd_chain(lr, momentum=b, nesterov=n, weight_decay=l)` steps exactly as
     `optax.chain(optax.add_decayed_weights(l), optax.sgd(lr, momentum=b, nesterov=n))`.
     Unlike that chain, its numbers are traced, not compiled in: `lnn.optim.run` with
-    a new `lr`, `momentum`, `weight_decay` or `dampening` does not recompile, as long
-    as the same parts are on (a value of 0 turns a part off) and the shapes agree.
+    a new `lr`, `momentum`, `weight_decay` or `dampening` (0 included) does not
+    recompile. Only the structure is compiled in: where the decay goes, whether there
+    is momentum (`momentum` 0 or not) and `nesterov`. A zero decay or dampening stays
+    in the chain as an exact no-op ($g + 0\cdot w = g$, $1\cdot g = g$, up to the sign
+    of a zero).
 
     **Arguments:**
 
@@ -233,16 +237,15 @@ def sgd_chain(
             "`nesterov=True` needs `momentum` > 0; got momentum = 0.0 (Nesterov's "
             "form of no momentum is plain SGD)."
         )
-    structure = []
-    if weight_decay and decay == "coupled":
-        structure.append("coupled")
-    if dampening:
-        structure.append("dampening")
-    if momentum:
-        structure.append("trace")
-    if weight_decay and decay == "decoupled":
-        structure.append("decoupled")
-    structure.append("lr")
+    # the decay and the dampening are always in (0 makes them exact no-ops, so a new
+    # value never recompiles); the momentum buffer only with momentum
+    structure = (
+        *(["coupled"] if decay == "coupled" else []),
+        "dampening",
+        *(["trace"] if momentum else []),
+        *(["decoupled"] if decay == "decoupled" else []),
+        "lr",
+    )
     f64 = lambda x: np.asarray(x, np.float64)
     return SGDChain(
         f64(lr),
@@ -252,7 +255,7 @@ def sgd_chain(
         f64(1.0 - dampening),
         nesterov,
         decay,
-        tuple(structure),
+        structure,
     )
 
 
