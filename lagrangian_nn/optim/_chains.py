@@ -311,16 +311,18 @@ class ChargeLaw(eqx.Module):
                 "uAv": zero,
                 "gAg": zero,
                 "dAd": zero,
+                "dAg": zero,
             }
         A = lambda x: _xi(self.generator, x)
-        Au = A(u)
+        Au, Ad = A(u), A(delta)
         return {
             "charge": tree_dot(step.q, A(step.q)),
             "cross": tree_dot(A(step.q), v_new),
             "uAu": tree_dot(u, Au),
             "uAv": tree_dot(Au, v_new),
             "gAg": tree_dot(g, A(g)),
-            "dAd": tree_dot(delta, A(delta)),
+            "dAd": tree_dot(delta, Ad),
+            "dAg": tree_dot(Ad, g),
         }
 
     def predict(self, tracked, initial):

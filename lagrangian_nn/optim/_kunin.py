@@ -1,30 +1,62 @@
 r"""Kunin et al.'s continuous forms of the charges under SGD with weight decay and
-momentum ("Neural Mechanics", ICLR 2021), with time $t = \eta k$.
+momentum ("Neural Mechanics", ICLR 2021), with time $t = \eta k$, and their $O(\eta)$
+corrections for Nesterov's momentum and decoupled decay.
 
-**Modified equation.** Heavy-ball SGD, $w_{k+1} - w_k = \beta(w_k - w_{k-1})
-- \eta a(g_k + \lambda w_k)$ with $a = 1 - d$, expanded to second order in $\eta$ with
-$w_k = \theta(\eta k)$, is
+**Modified equation.** Write $a = 1 - d$ and $\Delta_k = w_{k+1} - w_k$. Heavy-ball SGD
+with coupled decay is $\Delta_k - \beta\Delta_{k-1} = -\eta a(g_k + \lambda w_k)$; with
+$w_k = \theta(\eta k)$, $\Delta_k \pm \beta\Delta_{k-1}$ expanded to second order in
+$\eta$, it is (Kunin et al.)
 
-$$\tfrac{\eta(1+\beta)}{2}\ddot\theta + (1-\beta)\dot\theta + \kappa\theta = -a g,$$
+$$m\ddot\theta + (1-\beta)\dot\theta + a\lambda\theta = -a g,
+\qquad m = \tfrac{\eta(1+\beta)}{2}.$$
 
-with $\kappa = a\lambda$ for coupled decay and $\kappa = (1-\beta)\lambda$ for
-decoupled decay (to leading order). Projected on a charge,
+The other chains of `lnn.optim.sgd_chain` have further terms of the same order as
+$m\ddot\theta$:
 
-- translation ($Q = \langle s, \theta\rangle$): $\ddot Q + 2\gamma\dot Q + \omega^2 Q = 0$
-  with $\gamma = \frac{1-\beta}{\eta(1+\beta)}$, $\omega^2 = \frac{2\kappa}{\eta(1+\beta)}$;
-- scale/rescale ($Q = \langle\theta, A\theta\rangle$):
-  $\ddot Q + 2\gamma\dot Q + \omega^2 Q = 2\langle\dot\theta, A\dot\theta\rangle$ with
-  $\omega^2 = \frac{4\kappa}{\eta(1+\beta)}$.
+- Nesterov: $\Delta_k - \beta\Delta_{k-1} = -\eta a[(1+\beta)\tilde g_k -
+  \beta\tilde g_{k-1}]$, so the right side gains $-a\beta\eta\dot g$ and the damping
+  $a\beta\eta\lambda$ (coupled decay);
+- decoupled decay: $(\Delta_k + \eta\lambda w_k) - \beta(\Delta_{k-1} +
+  \eta\lambda w_{k-1}) = -\eta a g_k$ (heavy ball), so the stiffness is
+  $(1-\beta)\lambda$ and the damping gains $\beta\eta\lambda$.
+
+All in one: $m\ddot\theta + (1 - \beta + \beta\eta\lambda_n)\dot\theta + \kappa\theta =
+-a(g + \nu\beta\eta\dot g)$ with $\kappa = a\lambda$ (coupled) or $(1-\beta)\lambda$
+(decoupled), $\nu = 1$ for Nesterov (else 0), and $\lambda_n = \lambda$ (decoupled),
+$a\lambda$ (Nesterov, coupled) or 0 (heavy ball, coupled: Kunin's case). Projected on a
+charge, with $\langle A\theta, g\rangle = 0$ and hence
+$\langle A\theta, \dot g\rangle = -\langle A\dot\theta, g\rangle$:
+
+- translation ($Q = \langle s, \theta\rangle$): $\ddot Q + 2\gamma\dot Q + \omega^2 Q = 0$,
+  $\gamma = \frac{1-\beta+\beta\eta\lambda_n}{\eta(1+\beta)}$,
+  $\omega^2 = \frac{2\kappa}{\eta(1+\beta)}$;
+- scale/rescale ($Q = \langle\theta, A\theta\rangle$): $\ddot Q + 2\gamma\dot Q +
+  \omega^2 Q = 2\langle\dot\theta, A\dot\theta\rangle + \nu\frac{4a\beta}{1+\beta}
+  \langle\dot\theta, Ag\rangle$, $\omega^2 = \frac{4\kappa}{\eta(1+\beta)}$.
+
+The Nesterov drive $\langle\dot\theta, Ag\rangle$ is as large as the first one: without
+it the form misses Nesterov's quadratic charges by a fixed fraction of their growth (at
+$\beta = 0.9$, mini-batch noise makes $\langle\dot\theta, A\dot\theta\rangle$ 1.34 times
+too large a drive). **Rest.** The run starts with an empty momentum buffer, $v_0 = 0$,
+i.e. $\Delta_{-1} + \eta\lambda_n w_{-1} \approx 0$ (for Nesterov with coupled decay
+this is where its first step, $-\eta a(1+\beta)\tilde g_0$, puts the virtual
+$\Delta_{-1}$); the discrete velocity $\Delta_{k-1}/\eta$ sits at the half step, so the
+continuous form starts from $\dot Q + c\lambda_n Q = 0$ at $t = -\eta/2$ ($c = 1$
+linear, 2 quadratic). With `corrections=False` the forms are Kunin et al.'s as
+published: heavy-ball constants ($\lambda_n = 0$, $\nu = 0$) for every chain, at rest
+at $t = 0$; their gap to the exact law is $O(\eta)$ too, but with a large constant for
+Nesterov (an $O(1)$ error in the drive of an $O(\eta)$ effect) and for small $1 - \beta$.
 
 Kunin et al. write $\gamma = \frac{1-\beta}{\eta(1-d)(1+\beta)}$ and
 $\omega^2 = \frac{4\lambda}{\eta(1-d)(1+\beta)}$: the same equation in the time
 $\tau = (1-d)\eta k$ (with $d = 0$ they coincide). Without momentum the first-order
 forms are $Q(t) = e^{-\kappa t}Q_0$ and
 $Q(t) = e^{-2\kappa t}(Q_0 + \eta a^2\int_0^t e^{2\kappa\tau}\langle g, Ag\rangle d\tau)$
-(Kunin's $|W|^2$ law for $a = 1$). The drive is taken from the run (`ChargeLaw`'s
-`gAg`, or `dAd` $=\langle\dot\theta, A\dot\theta\rangle$ with momentum), the integrals
-by the rectangle rule on the step grid. These forms differ from the exact discrete law
-by $O(\eta)$.
+(Kunin's $|W|^2$ law for $a = 1$). The drives are taken from the run (`ChargeLaw`'s
+`gAg`; with momentum `dAd` $=\langle\delta, A\delta\rangle$ and `dAg`
+$=\langle\delta, Ag\rangle$, $\delta_k = (w_k - w_{k+1})/\eta \approx -\dot\theta$),
+the integrals by the rectangle rule on the step grid. These forms differ from the exact
+discrete law by $O(\eta)$.
 """
 
 import jax.numpy as jnp
@@ -43,29 +75,52 @@ def _check(chain, kind):
         raise ValueError(f"`kind` must be 'linear' or 'quadratic'; got {kind!r}.")
 
 
-def _stiffness(chain):
+def _check_corrections(corrections):
+    if not isinstance(corrections, bool):
+        raise ValueError(f"`corrections` must be a bool; got {corrections!r}.")
+
+
+def _equation(chain, kind, corrections):
+    """η, β, a, the stiffness κ, λ_n (0 without corrections), Nesterov's ν and the
+    factor c (1 linear, 2 quadratic)."""
+    eta, beta = float(chain.lr), float(chain.momentum)
     a, lam = float(chain.gain), float(chain.weight_decay)
-    if chain.decay == "coupled":
-        return a * lam
-    return (1.0 - float(chain.momentum)) * lam
+    coupled = chain.decay == "coupled"
+    kappa = a * lam if coupled else (1.0 - beta) * lam
+    if not corrections:
+        lam_n = 0.0
+    elif coupled:
+        lam_n = a * lam if chain.nesterov else 0.0
+    else:
+        lam_n = lam
+    nu = 1.0 if (corrections and chain.nesterov) else 0.0
+    factor = 1.0 if kind == "linear" else 2.0
+    return eta, beta, a, kappa, lam_n, nu, factor
 
 
-def kunin_constants(chain: SGDChain, kind: str) -> dict:
-    r"""The constants of the continuous charge equation, time $t = \eta k$.
+def kunin_constants(chain: SGDChain, kind: str, *, corrections: bool = True) -> dict:
+    r"""The constants of the continuous charge equation, time $t = \eta k$ (see the
+    module's derivation).
+
+    **Arguments:**
+
+    - `chain`: an `lnn.optim.SGDChain`.
+    - `kind`: `"linear"` (translation) or `"quadratic"` (scale, rescale).
+    - `corrections`: include the $O(\eta)$ terms of Nesterov and decoupled decay in
+      $\gamma$ (default); `False` gives Kunin et al.'s heavy-ball $\gamma$.
 
     **Returns:** a dict with `rate` (the decay rate of $Q$ without momentum:
     $\kappa$ for a linear charge, $2\kappa$ for a quadratic one) and, with momentum,
-    `gamma` $= \frac{1-\beta}{\eta(1+\beta)}$ and `omega`
+    `gamma` $= \frac{1-\beta+\beta\eta\lambda_n}{\eta(1+\beta)}$ and `omega`
     $= \sqrt{c\kappa/(\eta(1+\beta))}$ with $c = 2$ (linear) or 4 (quadratic), and
     `regime`: `"underdamped"` ($\gamma < \omega$), `"critical"` or `"overdamped"`.
     """
     _check(chain, kind)
-    kappa = _stiffness(chain)
-    factor = 1.0 if kind == "linear" else 2.0
+    _check_corrections(corrections)
+    eta, beta, _, kappa, lam_n, _, factor = _equation(chain, kind, corrections)
     out = {"rate": factor * kappa}
-    beta, eta = float(chain.momentum), float(chain.lr)
     if beta:
-        gamma = (1 - beta) / (eta * (1 + beta))
+        gamma = (1 - beta + beta * eta * lam_n) / (eta * (1 + beta))
         omega = float(np.sqrt(2 * factor * kappa / (eta * (1 + beta))))
         regime = (
             "underdamped"
@@ -76,11 +131,34 @@ def kunin_constants(chain: SGDChain, kind: str) -> dict:
     return out
 
 
+def _drive(tracked, name, steps):
+    if name not in tracked:
+        raise ValueError(
+            f"`tracked` must hold {name!r} (the `lnn.optim.ChargeLaw` tracker's "
+            f"output); got the keys {sorted(tracked)}."
+        )
+    drive = np.asarray(tracked[name], np.float64)
+    if drive.shape != (steps,):
+        raise ValueError(
+            f"`tracked[{name!r}]` must have shape ({steps},) for `steps` = "
+            f"{steps}; got {drive.shape}."
+        )
+    return drive
+
+
 def continuous_charge(
-    chain: SGDChain, kind: str, initial, steps: int, tracked: dict | None = None
+    chain: SGDChain,
+    kind: str,
+    initial,
+    steps: int,
+    tracked: dict | None = None,
+    *,
+    corrections: bool = True,
 ):
-    r"""Kunin et al.'s continuous prediction of a charge at $t_k = \eta k$,
-    $k = 0, \ldots,$ `steps`, starting from rest with $Q(0) =$ `initial`.
+    r"""The continuous prediction of a charge at $t_k = \eta k$, $k = 0, \ldots,$
+    `steps`, for a run started from rest with $Q(0) =$ `initial`: Kunin et al.'s form
+    with the $O(\eta)$ corrections of Nesterov's momentum and decoupled decay (see the
+    module's derivation).
 
     **Arguments:**
 
@@ -89,11 +167,16 @@ def continuous_charge(
     - `initial`: $Q(w_0)$.
     - `steps`: the number of steps.
     - `tracked`: for `"quadratic"`, the output of the `lnn.optim.ChargeLaw` tracker of
-      the run, whose `gAg` (without momentum) or `dAd` (with momentum) is the drive.
+      the run, whose `gAg` (without momentum) or `dAd` and `dAg` (with momentum) are
+      the drives.
+    - `corrections`: `True` (default) for the corrected form; `False` for Kunin et
+      al.'s heavy-ball form as published, applied to any chain (no Nesterov drive, no
+      $O(\eta\lambda)$ damping, at rest at $t = 0$).
 
     **Returns:** an array of length `steps + 1`.
     """
     _check(chain, kind)
+    _check_corrections(corrections)
     if not isinstance(steps, int) or steps <= 0:
         raise ValueError(f"`steps` must be a positive int; got {steps!r}.")
     if kind == "quadratic" and tracked is None:
@@ -101,36 +184,39 @@ def continuous_charge(
             "`tracked` (the `ChargeLaw` tracker's output) is required for a quadratic "
             "charge: its drive is measured along the run; got None."
         )
-    eta, beta, a = float(chain.lr), float(chain.momentum), float(chain.gain)
-    c = kunin_constants(chain, kind)
+    eta, beta, a, kappa, lam_n, nu, factor = _equation(chain, kind, corrections)
     Q0 = np.asarray(initial, np.float64)
     t = eta * np.arange(steps + 1)
-    if kind == "quadratic":
-        name = "dAd" if beta else "gAg"
-        drive = np.asarray(tracked[name], np.float64)
-        if drive.shape != (steps,):
-            raise ValueError(
-                f"`tracked[{name!r}]` must have shape ({steps},) for `steps` = "
-                f"{steps}; got {drive.shape}."
+    if kind == "quadratic" and not beta:
+        source = eta * a**2 * _drive(tracked, "gAg", steps)
+    elif kind == "quadratic":
+        # 2⟨θ', Aθ'⟩ + ν 4aβ/(1+β) ⟨θ', Ag⟩ with θ' = -δ
+        source = 2.0 * _drive(tracked, "dAd", steps)
+        if nu:
+            source = source - nu * 4 * a * beta / (1 + beta) * _drive(
+                tracked, "dAg", steps
             )
-        # source term of the equation for Q, at the steps' times
-        source = (2.0 * drive) if beta else (eta * a**2 * drive)
     else:
         source = np.zeros(steps)
     lag = t[:, None] - t[None, :-1]  # t_k - t_j for j < k
     mask = lag > 0
+    s = np.where(mask, lag, 0.0)
     if not beta:
-        r = c["rate"]
-        kernel = np.where(mask, np.exp(-r * np.where(mask, lag, 0.0)), 0.0)
+        r = factor * kappa
+        kernel = np.where(mask, np.exp(-r * s), 0.0)
         out = np.exp(-r * t) * Q0 + eta * kernel @ source
         return jnp.asarray(out)
+    c = kunin_constants(chain, kind, corrections=corrections)
     gamma, omega = c["gamma"], c["omega"]
     mu = np.sqrt(complex(gamma**2 - omega**2))
     mu = mu if abs(mu) > 1e-6 * gamma else 1e-6 * gamma  # the critical case
     r1, r2 = -gamma + mu, -gamma - mu
-    # Q(0) = Q0, dQ/dt(0) = 0; impulse response K(s) = (e^{r1 s} - e^{r2 s})/(r1 - r2)
-    hom = (-r2 * Q0 * np.exp(r1 * t) + r1 * Q0 * np.exp(r2 * t)) / (r1 - r2)
-    s = np.where(mask, lag, 0.0)
+    # rest: dQ/dt + c λ_n Q = 0 at t = -h (h = η/2 with corrections, else 0)
+    h, rho = (eta / 2, factor * lam_n) if corrections else (0.0, 0.0)
+    e1, e2 = np.exp(-r1 * h) * (r1 + rho), np.exp(-r2 * h) * (r2 + rho)
+    c1, c2 = -e2 * Q0 / (e1 - e2), e1 * Q0 / (e1 - e2)
+    hom = c1 * np.exp(r1 * t) + c2 * np.exp(r2 * t)
+    # impulse response K(s) = (e^{r1 s} - e^{r2 s})/(r1 - r2)
     kernel = np.where(mask, (np.exp(r1 * s) - np.exp(r2 * s)) / (r1 - r2), 0.0)
     out = hom + eta * kernel @ source
     return jnp.asarray(np.real(out))
