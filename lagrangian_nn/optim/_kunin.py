@@ -218,7 +218,7 @@ def continuous_charge(
 
 
 def _exp_sum(r, eta, source):
-    """$S_k = \sum_{j<k} e^{r\eta(k-j)} x_j$, $k = 0, \ldots, n$, by the recursion
+    r"""$S_k = \sum_{j<k} e^{r\eta(k-j)} x_j$, $k = 0, \ldots, n$, by the recursion
     $S_k = e^{r\eta}(S_{k-1} + x_{k-1})$: the rectangle rule of
     $\int_0^t e^{r(t-s)}x(s)\,ds / \eta$ in O(n) time and memory."""
     z = np.exp(r * eta)
