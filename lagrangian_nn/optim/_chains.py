@@ -271,8 +271,9 @@ class ChargeLaw(eqx.Module):
     - `charge`: $Q(w_{k+1})$; `cross`: $P = \langle\xi(w_{k+1}), v_{k+1}\rangle$;
     - `uAu`, `uAv`: $\langle u_k, Au_k\rangle$ and $\langle u_k, Av_{k+1}\rangle$ (zero
       for a linear charge);
-    - `gAg`: $\langle g_k, Ag_k\rangle$ and `dAd`: $\langle\delta_k, A\delta_k\rangle$
-      with $\delta_k = (w_k - w_{k+1})/\eta$, the drives of the continuous forms.
+    - `gAg`: $\langle g_k, Ag_k\rangle$, `dAd`: $\langle\delta_k, A\delta_k\rangle$ and
+      `dAg`: $\langle\delta_k, Ag_k\rangle$ with $\delta_k = (w_k - w_{k+1})/\eta$,
+      the drives of the continuous forms (`lnn.optim.continuous_charge`).
     """
 
     chain: SGDChain
