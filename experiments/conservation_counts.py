@@ -627,6 +627,15 @@ def draw(folder: Path):
     ax1.axhline(60, **_style.CONTROL, label="one minute")
     ax1.set_xlabel("parameters D (two-layer ReLU)")
     ax1.set_ylabel("seconds per count")
+    from matplotlib import ticker
+
+    # plain numbers at the measured sizes, no crowded minor labels
+    ax1.set_xticks(a["scaling_parameters"])
+    top = max(60.0, float(np.max(a["scaling_seconds"])))
+    ax1.set_yticks([v for v in (1, 2, 5, 10, 20, 60, 120, 300, 600) if v <= 1.5 * top])
+    for axis in (ax1.xaxis, ax1.yaxis):
+        axis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        axis.set_minor_formatter(ticker.NullFormatter())
     ax1.legend(loc="upper left")
     _style.caption(
         fig,
