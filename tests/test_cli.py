@@ -236,10 +236,12 @@ def _assert_interrupted(rc, err, out_dir):
 def test_keyboard_interrupt_in_compute(fake, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FAKE_MODE", "raise")
     out_dir = tmp_path / "o"
+    # (a pytest-xdist worker starts with SIGINT ignored, not with Python's default)
+    before = signal.getsignal(signal.SIGINT)
     rc = cli.main(["run", "fake", "--out", str(out_dir)])
     _assert_interrupted(rc, capsys.readouterr().err, out_dir)
     # the handlers are put back
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_ctrl_c_exits_130_with_one_line(fake, tmp_path):

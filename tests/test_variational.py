@@ -222,7 +222,11 @@ def test_magnetic_canonical_angular_momentum():
     tr = V.integrate(Ld, q0, v0, t0=0.0, dt=0.02, n_steps=500)
     gen = lnn.Generator(lambda t, q: ROT2 @ q)
     J = np.asarray(V.discrete_noether_charge(Ld, gen, tr, 0.02))
-    assert np.max(np.abs(J - J[0])) < 1e-13
+    # rounding: a few ulps of |J| per step at most, accumulated over the 500 steps
+    # (measured below 1e-13 and 1.6e-13 with XLA's default and reduced LLVM
+    # optimisation)
+    eps = np.finfo(np.float64).eps
+    assert np.max(np.abs(J - J[0])) < 4 * 500 * eps * abs(J[0])
     # the discrete charge is the textbook formula at the Legendre velocities
     assert np.max(np.abs(np.asarray(tr.evaluate(lz)) - J)) < 1e-13
     assert float(jnp.max(jnp.abs(tr.q[-1] - exact(10.0, q0, v0)))) < 1e-3
