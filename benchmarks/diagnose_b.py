@@ -7,8 +7,13 @@
 4. the loop of bare hand-written right-hand sides (row b's baseline), scaled to the
    number of evaluations.
 
+5. the same loop with the data closed over, so that XLA folds what depends on the
+   labels alone into constants (the baseline row (b) used before it took the data
+   as an argument, the way `_solve` does).
+
 (1)/(2) is the Python-side overhead, (2)/(3) the generic acceleration inside the
-solver, (3)/(4) the solver's own per-step cost. Usage: python benchmarks/diagnose_b.py
+solver, (3)/(4) the solver's own per-step cost, (4)/(5) what folding the data in
+saves. Usage: python benchmarks/diagnose_b.py
 """
 
 import sys
@@ -59,7 +64,7 @@ def main():
             )[0].q
 
         @jax.jit
-        def hand_solver(w, v):
+        def hand_solver(loss, w, v):  # the loss an argument, as in `_solve`
             sol = diffrax.diffeqsolve(
                 diffrax.ODETerm(hand_rhs(loss)),
                 lnn.FusedTsit5(),
@@ -74,12 +79,14 @@ def main():
             return sol.ys
 
         loop = rhs_loop(loss, LOOP)
+        const_loop = rhs_loop(loss, LOOP, data_as_constants=True)
         evaluations, steps = count_evaluations(loss, w, v)
         fns = {
             "1 simulate": user,
             "2 _solve": solve_only,
-            "3 FusedTsit5+hand RHS": lambda: hand_solver(w, v),
+            "3 FusedTsit5+hand RHS": lambda: hand_solver(loss, w, v),
             "4 RHS loop x evals": lambda: loop(w, v),
+            "5 the same, constant data": lambda: const_loop(w, v),
         }
         for fn in fns.values():
             jax.block_until_ready(fn())
@@ -91,13 +98,15 @@ def main():
                 times[k].append(time.perf_counter() - s)
         med = {k: float(np.median(x)) for k, x in times.items()}
         med["4 RHS loop x evals"] *= evaluations / LOOP
+        med["5 the same, constant data"] *= evaluations / LOOP
         print(f"{name}: {evaluations} evaluations, {steps} steps")
         for k, x in med.items():
             print(f"  {k:24s} {1e3 * x:8.3f} ms")
         m = list(med.values())
         print(
             f"  (1)/(2) = {m[0] / m[1]:.3f}  (2)/(3) = {m[1] / m[2]:.3f}  "
-            f"(3)/(4) = {m[2] / m[3]:.3f}  (1)/(4) = {m[0] / m[3]:.3f}"
+            f"(3)/(4) = {m[2] / m[3]:.3f}  (1)/(4) = {m[0] / m[3]:.3f}  "
+            f"(1)/(5) = {m[0] / m[4]:.3f}"
         )
 
 

@@ -128,15 +128,18 @@ def _solve(
         progress_meter=meter,
         throw=False,
     )
-    # After the loop, once: the step limit (with the likely causes), any other
-    # failure diffrax reports (its own message), then any non-finite value.
-    ys = eqx.error_if(
+    # After the loop, once: the step limit (with the likely causes) or a non-finite
+    # state, as one branched check (on a GPU each check is a host synchronisation),
+    # then any other failure diffrax reports, in its own message.
+    max_steps_reached = sol.result == diffrax.RESULTS.max_steps_reached
+    succeeded = sol.result == diffrax.RESULTS.successful
+    ys = eqx.branched_error_if(
         sol.ys,
-        sol.result == diffrax.RESULTS.max_steps_reached,
-        _MAX_STEPS.format(max_steps=max_steps),
+        max_steps_reached | (succeeded & ~tree_all_finite(sol.ys)),
+        jnp.where(max_steps_reached, 0, 1),
+        [_MAX_STEPS.format(max_steps=max_steps), _NONFINITE],
     )
-    ys = sol.result.error_if(ys, sol.result != diffrax.RESULTS.successful)
-    ys = eqx.error_if(ys, ~tree_all_finite(ys), _NONFINITE)
+    ys = sol.result.error_if(ys, ~succeeded)
     if second_order:
         q, qdot = ys
     else:
