@@ -207,9 +207,7 @@ def rows_b(quick: bool = False):
             diffrax_by_hand(loss),
             rhs_loop(loss, LOOP, data_as_constants=True),
         ]
-        times, ratios, ratios_min = paired_times(
-            fns, (w, v), rounds=3 if quick else 12
-        )
+        times, ratios, ratios_min = paired_times(fns, (w, v), rounds=3 if quick else 12)
         (t_loop, t_sim, t_dfx, t_const) = times
         (_, r_sim, r_dfx, r_const), (_, m_sim, m_dfx, m_const) = ratios, ratios_min
         base = evaluations * t_loop / LOOP
