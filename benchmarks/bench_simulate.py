@@ -17,8 +17,8 @@ compile time.
     `eqx.Module` holding the samples and labels) into its compiled solve as an
     argument, so the baselines take it as a `jax.jit` argument too. A baseline that
     closes over the data instead lets XLA fold the labels in as constants (the one-hot
-    scatter of the NLL gradient and its row sums disappear: 25 kernels per evaluation
-    against 30 on the paper net, on this CPU, for the hand-written and the generic
+    scatter of the NLL gradient and its row sums disappear: 26 kernels per evaluation
+    against 31 on the paper net, on this CPU, for the hand-written and the generic
     acceleration alike), which is a cheaper problem, not a cheaper method. A third
     reference line times that constant-data loop against the baseline.
 (e) compile time of `lnn.simulate` for the paper's network, in a fresh process:
