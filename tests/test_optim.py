@@ -157,3 +157,54 @@ def test_run_compiles_once_for_new_data():
     m2 = jax.tree.map(lambda w: 2 * w, m)
     optim.run(opt, loss2, m2, 3, track={"C": C})
     assert len(traces) == 1
+
+
+def test_a_learning_rate_sweep_compiles_once():
+    # `gd`, `newtonian` and `nesterov` hold their numbers (η, √η, the start step, an
+    # initial velocity) as traced arrays, so new values reuse the compiled run ...
+    loss = lambda w: jnp.sum(jnp.cos(w)) + 0.1 * jnp.sum(w**4)
+    w0 = jnp.array([0.3, -1.0, 2.0])
+    builders = {
+        "gd": lambda eta: optim.gd(eta),
+        "newtonian": lambda eta: optim.newtonian(eta, velocity=w0 * eta),
+        "nesterov": lambda eta: optim.nesterov(
+            eta, start_step=int(1 / eta**0.5), velocity=-w0
+        ),
+    }
+    for name, build in builders.items():
+        traces = []
+
+        def w(step):
+            traces.append(1)  # runs only while tracing
+            return step.q
+
+        finals = []
+        for eta in (0.04, 0.01, 0.0025):
+            res = optim.run(build(eta), loss, w0, 30, track={"w": w})
+            finals.append(res.params)
+            assert np.allclose(res.ts[-1], 30 * (eta if name == "gd" else eta**0.5))
+        assert len(traces) == 1, name
+        # ... and the numbers are not frozen at the first value: the runs differ
+        assert float(jnp.max(jnp.abs(finals[0] - finals[2]))) > 1e-3, name
+    # the same for the chain's hyperparameters, and an SGDChain is run as its optimizer
+    traces = []
+
+    def q(step):
+        traces.append(1)
+        return step.q
+
+    for eta, beta in ((0.1, 0.9), (0.05, 0.5)):
+        chain = optim.sgd_chain(eta, momentum=beta)
+        a = optim.run(chain, loss, w0, 10, track={"q": q})
+        b = optim.run(chain.optimizer, loss, w0, 10, track={"q": q})
+        assert np.array_equal(a.tracked["q"], b.tracked["q"])
+    assert len(traces) == 1
+
+
+def test_run_refuses_what_is_not_an_optimiser():
+    loss = lambda w: jnp.sum(w**2)
+    for bad in (lambda g: g, "adam", None, optax.adam):
+        with pytest.raises(ValueError, match="`optimizer` must be an optax"):
+            optim.run(bad, loss, jnp.ones(3), 5, dt=1.0)
+    with pytest.raises(ValueError, match="`steps` must be a positive int; got True"):
+        optim.run(optim.gd(0.1), loss, jnp.ones(3), True)

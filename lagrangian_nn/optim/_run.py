@@ -74,7 +74,12 @@ def run(
 
     **Arguments:**
 
-    - `optimizer`: an `optax.GradientTransformation`.
+    - `optimizer`: an `optax.GradientTransformation`, or an `lnn.optim.SGDChain` (its
+      `optimizer` is run). The compiled run is reused for the same optimiser object,
+      and for `lnn.optim`'s own optimisers (`gd`, `newtonian`, `nesterov`,
+      `sgd_chain`) with new numbers, which they hold as traced arrays. optax's own
+      transformations close over their numbers, so a new `optax.adam(...)` compiles
+      again: build it once outside a loop.
     - `loss`: `loss(q) -> scalar`. An `eqx.Module` holding its data as arrays is traced,
       so new data of the same shapes does not recompile.
     - `q0`: initial parameters (pytree of floating arrays).
@@ -90,7 +95,19 @@ def run(
     **Returns:** an `lnn.optim.RunResult` (`params`, `ts`, `loss`, `tracked`), where
     `loss[k-1]` is the loss at the parameters *before* step `k`.
     """
-    if not isinstance(steps, int) or steps <= 0:
+    from ._chains import SGDChain  # here: `_chains` imports `Step` from this module
+
+    if isinstance(optimizer, SGDChain):
+        optimizer = optimizer.optimizer
+    if not (
+        callable(getattr(optimizer, "init", None))
+        and callable(getattr(optimizer, "update", None))
+    ):
+        raise ValueError(
+            "`optimizer` must be an optax.GradientTransformation (with `init` and "
+            f"`update`) or an lnn.optim.SGDChain; got {optimizer!r:.200}."
+        )
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
         raise ValueError(f"`steps` must be a positive int; got {steps!r}.")
     if not callable(loss):
         raise ValueError(f"`loss` must be a callable loss(q); got {loss!r}.")

@@ -1,10 +1,12 @@
 """GD, ND (eq. 21) and NAGD (eq. 20) as optax gradient transformations."""
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from .._validate import as_positive_scalar
@@ -16,36 +18,48 @@ def _check_lr(lr):
     return as_positive_scalar(lr, "lr")
 
 
-def _tag(update_fn, time_step):
-    """Records the continuous-time step (t = k·dt) on the update function, so that
-    `lnn.optim.run` can map step k to time t without being told."""
-    update_fn.lnn_time_step = time_step
-    return update_fn
-
-
 def _sqrt(lr):
-    return math.sqrt(float(lr)) if not isinstance(lr, jax.core.Tracer) else jnp.sqrt(lr)
+    r"""$\sqrt\eta$, rounded once from double precision for a concrete `lr` (a
+    weakly typed array, as `lr` is, so it takes the dtype of what it multiplies)."""
+    if isinstance(lr, jax.core.Tracer):
+        return jnp.sqrt(lr)
+    return jnp.asarray(math.sqrt(float(lr)))
+
+
+# The `init` and `update` functions of these optimisers are `eqx.Module`s that hold
+# their numbers ($\eta$, $\sqrt\eta$, the start step, an initial velocity) as arrays.
+# `lnn.optim.run` (an `eqx.filter_jit`) then traces them: a sweep over learning rates
+# compiles once, where closures over the numbers would compile once per value. Each
+# `update` tells `run` its continuous-time step through `lnn_time_step` (t = k·dt).
+
+
+def _empty_init(params):
+    del params
+    return optax.EmptyState()
+
+
+class _GDUpdate(eqx.Module):
+    lr: jax.Array
+
+    @property
+    def lnn_time_step(self):
+        return self.lr
+
+    def __call__(self, updates, state, params=None):
+        del params
+        return jax.tree.map(lambda g: -self.lr * g, updates), state
 
 
 def gd(lr) -> optax.GradientTransformation:
     r"""Gradient descent $w_{k+1} = w_k - \eta\nabla L(w_k)$: gradient flow discretised
     with time step $\eta$ ($t \approx k\eta$).
 
-    **Arguments:** `lr`: the learning rate $\eta > 0$.
+    **Arguments:** `lr`: the learning rate $\eta > 0$ (traced by `lnn.optim.run`: a
+    new value does not recompile).
 
     **Returns:** an `optax.GradientTransformation`.
     """
-    lr = _check_lr(lr)
-
-    def init(params):
-        del params
-        return optax.EmptyState()
-
-    def update(updates, state, params=None):
-        del params
-        return jax.tree.map(lambda g: -lr * g, updates), state
-
-    return optax.GradientTransformation(init, _tag(update, lr))
+    return optax.GradientTransformation(_empty_init, _GDUpdate(_check_lr(lr)))
 
 
 class MomentumState(NamedTuple):
@@ -53,6 +67,34 @@ class MomentumState(NamedTuple):
 
     previous: optax.Updates
     count: jax.Array
+
+
+class _NewtonianInit(eqx.Module):
+    h: jax.Array
+    velocity: Any
+
+    def __call__(self, params):
+        if self.velocity is None:
+            previous = jax.tree.map(jnp.zeros_like, params)
+        else:
+            previous = jax.tree.map(
+                lambda p, v: self.h * jnp.asarray(v, p.dtype), params, self.velocity
+            )
+        return MomentumState(previous, jnp.zeros((), jnp.int32))
+
+
+class _NewtonianUpdate(eqx.Module):
+    lr: jax.Array
+    h: jax.Array
+
+    @property
+    def lnn_time_step(self):
+        return self.h
+
+    def __call__(self, updates, state, params=None):
+        del params
+        step = jax.tree.map(lambda m, g: m - self.lr * g, state.previous, updates)
+        return step, MomentumState(step, state.count + 1)
 
 
 def newtonian(lr, *, velocity=None) -> optax.GradientTransformation:
@@ -67,29 +109,16 @@ def newtonian(lr, *, velocity=None) -> optax.GradientTransformation:
 
     **Arguments:**
 
-    - `lr`: the learning rate $\eta > 0$.
+    - `lr`: the learning rate $\eta > 0$ (traced by `lnn.optim.run`).
     - `velocity`: optional initial velocity $\dot w(0)$ (a pytree like the params); the
       first displacement is then $w_1 - w_0 = \sqrt\eta\,\dot w(0) - \eta\nabla L(w_0)$.
       Default: start from rest.
     """
     lr = _check_lr(lr)
     h = _sqrt(lr)
-
-    def init(params):
-        if velocity is None:
-            previous = jax.tree.map(jnp.zeros_like, params)
-        else:
-            previous = jax.tree.map(
-                lambda p, v: h * jnp.asarray(v, p.dtype), params, velocity
-            )
-        return MomentumState(previous, jnp.zeros((), jnp.int32))
-
-    def update(updates, state, params=None):
-        del params
-        step = jax.tree.map(lambda m, g: m - lr * g, state.previous, updates)
-        return step, MomentumState(step, state.count + 1)
-
-    return optax.GradientTransformation(init, _tag(update, h))
+    return optax.GradientTransformation(
+        _NewtonianInit(h, velocity), _NewtonianUpdate(lr, h)
+    )
 
 
 class NesterovState(NamedTuple):
@@ -97,6 +126,40 @@ class NesterovState(NamedTuple):
 
     w: optax.Params
     count: jax.Array
+
+
+class _NesterovInit(eqx.Module):
+    h: jax.Array
+    velocity: Any
+    start_step: jax.Array
+
+    def __call__(self, params):
+        if self.velocity is None:
+            w_prev = params
+        else:
+            w_prev = jax.tree.map(
+                lambda p, v: p - self.h * jnp.asarray(v, p.dtype), params, self.velocity
+            )
+        return NesterovState(w_prev, self.start_step - 1)
+
+
+class _NesterovUpdate(eqx.Module):
+    lr: jax.Array
+    h: jax.Array
+
+    @property
+    def lnn_time_step(self):
+        return self.h
+
+    def __call__(self, updates, state, params=None):
+        if params is None:
+            raise ValueError("`lnn.optim.nesterov` needs `params` in `update`.")
+        k = (state.count + 1).astype(jnp.result_type(self.lr))
+        w_new = jax.tree.map(lambda y, g: y - self.lr * g, params, updates)
+        coeff = (k - 1) / (k + 2)
+        y_new = jax.tree.map(lambda wn, wo: wn + coeff * (wn - wo), w_new, state.w)
+        step = jax.tree.map(lambda yn, y: yn - y, y_new, params)
+        return step, NesterovState(w_new, state.count + 1)
 
 
 def nesterov(lr, *, start_step: int = 1, velocity=None) -> optax.GradientTransformation:
@@ -110,34 +173,19 @@ def nesterov(lr, *, start_step: int = 1, velocity=None) -> optax.GradientTransfo
 
     **Arguments:**
 
-    - `lr`: the learning rate $\eta > 0$.
+    - `lr`: the learning rate $\eta > 0$ (traced by `lnn.optim.run`, as are
+      `start_step` and `velocity`: a sweep compiles once).
     - `start_step`: the index $k$ of the first step (default 1). Starting at
       $k_0 = t_0/\sqrt\eta$ mimics NAGF started at $t_0 > 0$.
     - `velocity`: optional initial velocity, which sets $w_{k_0-1} = w_0 -
       \sqrt\eta\,\dot w(t_0)$. Default: from rest.
     """
     lr = _check_lr(lr)
-    h = _sqrt(lr)
-    if not isinstance(start_step, int) or start_step < 1:
+    if (
+        isinstance(start_step, bool)
+        or not isinstance(start_step, int | np.integer)
+        or start_step < 1
+    ):
         raise ValueError(f"`start_step` must be an int >= 1; got {start_step!r}.")
-
-    def init(params):
-        if velocity is None:
-            w_prev = params
-        else:
-            w_prev = jax.tree.map(
-                lambda p, v: p - h * jnp.asarray(v, p.dtype), params, velocity
-            )
-        return NesterovState(w_prev, jnp.asarray(start_step - 1, jnp.int32))
-
-    def update(updates, state, params=None):
-        if params is None:
-            raise ValueError("`lnn.optim.nesterov` needs `params` in `update`.")
-        k = (state.count + 1).astype(jnp.result_type(lr))
-        w_new = jax.tree.map(lambda y, g: y - lr * g, params, updates)
-        coeff = (k - 1) / (k + 2)
-        y_new = jax.tree.map(lambda wn, wo: wn + coeff * (wn - wo), w_new, state.w)
-        step = jax.tree.map(lambda yn, y: yn - y, y_new, params)
-        return step, NesterovState(w_new, state.count + 1)
-
-    return optax.GradientTransformation(init, _tag(update, h))
+    init = _NesterovInit(_sqrt(lr), velocity, jnp.asarray(start_step, jnp.int32))
+    return optax.GradientTransformation(init, _NesterovUpdate(lr, _sqrt(lr)))
