@@ -276,36 +276,6 @@ def load(folder: Path) -> tuple[dict, dict]:
     return results, arrays
 
 
-def figure_style():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams.update(
-        {
-            "figure.dpi": 120,
-            "savefig.dpi": 200,
-            "font.size": 9,
-            "axes.titlesize": 10,
-            "axes.labelsize": 9,
-            "legend.fontsize": 8,
-            "axes.spines.top": False,
-            "axes.spines.right": False,
-            "lines.linewidth": 1.4,
-        }
-    )
-    return plt
-
-
-def save_figure(fig, folder: Path, stem: str):
-    fig.savefig(folder / f"{stem}.png", bbox_inches="tight")
-    fig.savefig(folder / f"{stem}.pdf", bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-
-
 def progress(iterable, desc: str, total: int | None = None):
     """`iterable`, with a bar counting its items (`desc: 2/5`) when standard error is a
     terminal; in a log (a file, a pipe) just `iterable`, so logs get no bars."""

@@ -31,9 +31,8 @@ import time
 
 import numpy as np
 
-from experiments._common import (
-    claim, control, figure_style, load, progress, run_experiment, save_figure
-)
+from experiments import _style
+from experiments._common import claim, control, load, progress, run_experiment
 
 NAME = "fake"
 
@@ -80,11 +79,11 @@ def compute(cfg):
 
 def draw(folder):
     results, arrays = load(folder)
-    plt = figure_style()
+    plt = _style.use()
     fig, ax = plt.subplots(figsize=(2, 2))
     ax.plot(arrays["curve"], label=str(results["metrics"]["last"]))
     ax.legend()
-    save_figure(fig, folder, "fake")
+    _style.save(fig, folder, "fake")
     (folder / "summary.txt").write_text(f"last = {results['metrics']['last']}\\n")
 
 

@@ -43,6 +43,7 @@ from jax.flatten_util import ravel_pytree
 from .._validate import check_floating_tree
 from ..nn import MLP, LeakyReLU, ReLU, RePU
 from ._discover import DiscoveryError
+from ._gap import singular_gap
 
 FLOWS = ("gf", "nd", "heavy_ball", "nagf")
 _MIN_GAP = 1e3
@@ -709,12 +710,12 @@ def count_laws(
         sv = _singular_values(C)
         rounding = eps * float(np.sqrt(np.sum(amps**2)))
         threshold = _TOL_FACTOR * rounding
-        rank = int(np.sum(sv > threshold))
-        zero, kept = sv[rank:], sv[:rank]
-        largest_zero = float(zero.max()) if len(zero) else math.nan
-        smallest_nonzero = float(kept.min()) if len(kept) else math.nan
-        floor = max(largest_zero if len(zero) else 0.0, rounding)
-        gap = smallest_nonzero / floor if len(kept) else math.inf
+        split = singular_gap(sv, threshold, rounding)
+        rank, gap = split["rank"], split["gap"]
+        largest_zero, smallest_nonzero = (
+            split["largest_zero"],
+            split["smallest_nonzero"],
+        )
         info = dict(
             singular_values=sv,
             threshold=threshold,

@@ -24,6 +24,7 @@ from .._noether import Generator
 from .._tree import tree_dot
 from .._validate import check_floating_tree
 from ._families import Family
+from ._gap import singular_gap
 
 # Singular values of exact symmetries, in units of the rounding level eps·√samples,
 # measured at 0.01–0.46 in float32 and float64 on MLPs of 2 to 11 layers and up to 4,600
@@ -388,11 +389,10 @@ def discover(
 
     B, sv = _null_space(M, G, threshold, eps)
     k = len(B)
-    zero, kept = sv[sv <= threshold], sv[sv > threshold]
-    largest_zero = float(zero.max()) if len(zero) else math.nan
-    smallest_nonzero = float(kept.min()) if len(kept) else math.nan
-    floor = max(largest_zero if len(zero) else 0.0, rounding)
-    gap = smallest_nonzero / floor if len(kept) else math.inf
+    split = singular_gap(sv, threshold, rounding)
+    gap, floor, n_kept = split["gap"], split["floor"], split["rank"]
+    n_zero = len(sv) - n_kept
+    largest_zero, smallest_nonzero = split["largest_zero"], split["smallest_nonzero"]
     info = dict(
         singular_values=sv,
         threshold=threshold,
@@ -401,14 +401,14 @@ def discover(
         rounding_level=rounding,
     )
     if gap < min_gap:
-        if len(zero) and largest_zero >= rounding:
+        if n_zero and largest_zero >= rounding:
             against = f"the largest counted as zero is {largest_zero:.3e}"
         else:
             against = f"the rounding level eps·√samples is {rounding:.3e}"
         _refuse(
             f"the smallest singular value counted as nonzero is "
             f"{smallest_nonzero:.3e} and {against}; their ratio {gap:.3g} is below "
-            f"`min_gap` = {min_gap:g} (threshold {threshold:.3e}, {len(zero)} of "
+            f"`min_gap` = {min_gap:g} (threshold {threshold:.3e}, {n_zero} of "
             f"{len(sv)} singular values counted as zero).",
             dtype,
             info,
@@ -419,7 +419,7 @@ def discover(
     # Any unit vector v with |Mv| ≤ √(floor·smallest_nonzero) lies within an angle
     # 1/√gap of the null space: the threshold for laws supported on one group.
     local_threshold = (
-        math.sqrt(floor * smallest_nonzero) if len(kept) else max(threshold, floor)
+        math.sqrt(floor * smallest_nonzero) if n_kept else max(threshold, floor)
     )
 
     if family.groups is not None and k:
@@ -477,14 +477,14 @@ def discover(
     approximate = (
         f"; the zeros reach {_fmt(largest_zero)}, above {_TOL_FACTOR:g}× the rounding "
         f"level, so these are symmetries only up to the `tol` = {tol_:.2g} given"
-        if len(zero) and largest_zero > _TOL_FACTOR * rounding
+        if n_zero and largest_zero > _TOL_FACTOR * rounding
         else ""
     )
     verdict = (
         f"reliable: {k} law(s); smallest nonzero singular value "
         f"{_fmt(smallest_nonzero)} is {gap:.2g}× the largest zero or the rounding "
         f"level ({_fmt(floor)}), ≥ min_gap {min_gap:g}"
-        if len(kept)
+        if n_kept
         else f"reliable: every combination is a symmetry (all singular values ≤ "
         f"{_fmt(largest_zero)}, threshold {_fmt(threshold)})"
     ) + approximate
