@@ -17,12 +17,16 @@
 #               tests/test_hot_path.py if it exists;
 #   3. default: `benchmarks/run.py --rows abg` (DEVICE_CHECK_ROWS) at JAX's default matmul precision
 #               (TF32 float32 matmuls on the GPU);
-#   4. highest: the same with JAX_DEFAULT_MATMUL_PRECISION=highest.
+#   4. highest: the same with JAX_DEFAULT_MATMUL_PRECISION=highest;
+#   5. diagnose: `benchmarks/diagnose_b.py` at the default precision (row (b) split
+#               into Python overhead, generic acceleration, solver, and what folding
+#               the data in as constants saves), if the budget allows.
 # Without a GPU it says so and, unless --quick, skips steps 3 and 4 (full settings on
 # a CPU take far longer than the budget).
 #
-# Writes 8 files under $OUT:
+# Writes 9 files under $OUT:
 #   info.log                 step 1, then the exit code and seconds of every step
+#   diagnose.log             step 5
 #   hlo.log                  step 2
 #   bench-default.log        step 3's output (its table at the end)
 #   bench-default.{md,json}  step 3's results (benchmarks/results/latest-gpu.*, or
@@ -185,6 +189,11 @@ if [ "$KIND" = gpu ] || [ -n "$QUICK" ]; then
 else
     echo "benchmarks skipped: no GPU (pass --quick to run them here anyway)" | tee -a "$INFO"
     SUMMARY+="bench-default: skipped (no GPU)"$'\n'"bench-highest: skipped (no GPU)"$'\n'
+fi
+
+if [ "$KIND" = gpu ]; then
+    : >"$OUT/diagnose.log"
+    run_step diagnose 90 "$OUT/diagnose.log" "$PY" benchmarks/diagnose_b.py
 fi
 
 echo "== summary ($(($(date +%s) - START)) s in all, backend ${BACKEND:-unknown})" | tee -a "$INFO"
