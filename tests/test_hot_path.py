@@ -20,7 +20,7 @@ import pytest
 from helpers import rel_err
 
 import lagrangian_nn as lnn
-from lagrangian_nn import dynamics
+from lagrangian_nn import dynamics, nn
 
 _CONDITIONAL = re.compile(r"\bconditional\(")
 _CALLBACK = re.compile(r'custom_call_target="[^"]*callback[^"]*"')
@@ -93,22 +93,6 @@ def test_the_count_sees_checks_and_branches():
     assert sync_ops(coeff, T, Q, V)["callback"] > 0
 
 
-class _NLL(eqx.Module):
-    """Mean negative log-likelihood of a bias-free ReLU MLP on stored samples and labels:
-    held as arrays in a module, so a compiled function receives them as arguments, the
-    way `lnn.simulate` passes a loss to its compiled solve."""
-
-    x: jax.Array
-    y: jax.Array
-
-    def __call__(self, ws):
-        h = self.x
-        for w in ws[:-1]:
-            h = jax.nn.relu(h @ w.T)
-        logp = jax.nn.log_softmax(h @ ws[-1].T)
-        return -jnp.mean(jnp.take_along_axis(logp, self.y[:, None], axis=1))
-
-
 _NOT_KERNELS = {"parameter", "constant", "tuple", "get-tuple-element", "bitcast"}
 _OP = re.compile(r"=\s*\S+\s+([a-z][a-z0-9-]*)\(")
 
@@ -138,11 +122,14 @@ def test_table_1_accelerations_cost_the_hand_written_kernels():
     # pass over the state for checks or for the mass. (A baseline that closes over
     # the data lets XLA fold the labels in; that is a different problem, and is why
     # benchmark row (b) passes the data to both sides as arguments.)
-    k = jax.random.split(jax.random.key(0), 5)
-    loss = _NLL(jax.random.normal(k[0], (32, 6)), jax.random.randint(k[1], (32,), 0, 3))
-    shapes = [(5, 6), (5, 5), (3, 5)]
-    w = [jax.random.normal(ki, s) for ki, s in zip(k[2:], shapes)]
-    v = [0.1 * jnp.ones(s) for s in shapes]
+    # an NLL loss holds its samples and labels as arrays (an `eqx.Module`), so the
+    # compiled functions below receive them as arguments, as `lnn.simulate` does
+    k = jax.random.split(jax.random.key(0), 3)
+    loss = nn.make_loss(
+        jax.random.normal(k[0], (32, 6)), jax.random.randint(k[1], (32,), 0, 3)
+    )
+    w = nn.MLP([6, 5, 5, 3], [nn.ReLU(), nn.ReLU(), nn.Identity()], key=k[2])
+    v = jax.tree.map(lambda x: 0.1 * jnp.ones_like(x), w)
     t = jnp.asarray(1.5)
 
     def ours(L):
@@ -160,7 +147,7 @@ def test_table_1_accelerations_cost_the_hand_written_kernels():
     # negative control: one whole-state finiteness pass is seen
     def checked(loss, t, w, v):
         a = _hand_nesterov(loss, t, w, v)
-        ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in a]))
+        ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(a)]))
         return jax.tree.map(lambda x: jnp.where(ok, x, jnp.nan), a)
 
     assert kernels(checked, loss, t, w, v) > hand
