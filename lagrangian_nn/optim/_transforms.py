@@ -1,6 +1,7 @@
 """GD, ND (eq. 21) and NAGD (eq. 20) as optax gradient transformations."""
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import equinox as eqx
@@ -29,8 +30,7 @@ def _sqrt(lr):
 # The `init` and `update` functions of these optimisers are `eqx.Module`s that hold
 # their numbers ($\eta$, $\sqrt\eta$, the start step, an initial velocity) as arrays.
 # `lnn.optim.run` (an `eqx.filter_jit`) then traces them: a sweep over learning rates
-# compiles once, where closures over the numbers would compile once per value. Each
-# `update` tells `run` its continuous-time step through `lnn_time_step` (t = k·dt).
+# compiles once, where closures over the numbers would compile once per value.
 
 
 def _empty_init(params):
@@ -38,16 +38,23 @@ def _empty_init(params):
     return optax.EmptyState()
 
 
-class _GDUpdate(eqx.Module):
-    lr: jax.Array
+class _Update(eqx.Module):
+    """An optimiser's `update`: its step `rule(lr, updates, state, params)` (a
+    module-level function, static) with the learning rate traced, and the
+    continuous-time step `lnn_time_step` that `lnn.optim.run` maps step k to t = k·dt
+    with."""
 
-    @property
-    def lnn_time_step(self):
-        return self.lr
+    lr: jax.Array
+    lnn_time_step: jax.Array
+    rule: Callable = eqx.field(static=True)
 
     def __call__(self, updates, state, params=None):
-        del params
-        return jax.tree.map(lambda g: -self.lr * g, updates), state
+        return self.rule(self.lr, updates, state, params)
+
+
+def _gd_rule(lr, updates, state, params):
+    del params
+    return jax.tree.map(lambda g: -lr * g, updates), state
 
 
 def gd(lr) -> optax.GradientTransformation:
@@ -59,7 +66,8 @@ def gd(lr) -> optax.GradientTransformation:
 
     **Returns:** an `optax.GradientTransformation`.
     """
-    return optax.GradientTransformation(_empty_init, _GDUpdate(_check_lr(lr)))
+    lr = _check_lr(lr)
+    return optax.GradientTransformation(_empty_init, _Update(lr, lr, _gd_rule))
 
 
 class MomentumState(NamedTuple):
@@ -83,18 +91,10 @@ class _NewtonianInit(eqx.Module):
         return MomentumState(previous, jnp.zeros((), jnp.int32))
 
 
-class _NewtonianUpdate(eqx.Module):
-    lr: jax.Array
-    h: jax.Array
-
-    @property
-    def lnn_time_step(self):
-        return self.h
-
-    def __call__(self, updates, state, params=None):
-        del params
-        step = jax.tree.map(lambda m, g: m - self.lr * g, state.previous, updates)
-        return step, MomentumState(step, state.count + 1)
+def _newtonian_rule(lr, updates, state, params):
+    del params
+    step = jax.tree.map(lambda m, g: m - lr * g, state.previous, updates)
+    return step, MomentumState(step, state.count + 1)
 
 
 def newtonian(lr, *, velocity=None) -> optax.GradientTransformation:
@@ -117,7 +117,7 @@ def newtonian(lr, *, velocity=None) -> optax.GradientTransformation:
     lr = _check_lr(lr)
     h = _sqrt(lr)
     return optax.GradientTransformation(
-        _NewtonianInit(h, velocity), _NewtonianUpdate(lr, h)
+        _NewtonianInit(h, velocity), _Update(lr, h, _newtonian_rule)
     )
 
 
@@ -143,23 +143,15 @@ class _NesterovInit(eqx.Module):
         return NesterovState(w_prev, self.start_step - 1)
 
 
-class _NesterovUpdate(eqx.Module):
-    lr: jax.Array
-    h: jax.Array
-
-    @property
-    def lnn_time_step(self):
-        return self.h
-
-    def __call__(self, updates, state, params=None):
-        if params is None:
-            raise ValueError("`lnn.optim.nesterov` needs `params` in `update`.")
-        k = (state.count + 1).astype(jnp.result_type(self.lr))
-        w_new = jax.tree.map(lambda y, g: y - self.lr * g, params, updates)
-        coeff = (k - 1) / (k + 2)
-        y_new = jax.tree.map(lambda wn, wo: wn + coeff * (wn - wo), w_new, state.w)
-        step = jax.tree.map(lambda yn, y: yn - y, y_new, params)
-        return step, NesterovState(w_new, state.count + 1)
+def _nesterov_rule(lr, updates, state, params):
+    if params is None:
+        raise ValueError("`lnn.optim.nesterov` needs `params` in `update`.")
+    k = (state.count + 1).astype(jnp.result_type(lr))
+    w_new = jax.tree.map(lambda y, g: y - lr * g, params, updates)
+    coeff = (k - 1) / (k + 2)
+    y_new = jax.tree.map(lambda wn, wo: wn + coeff * (wn - wo), w_new, state.w)
+    step = jax.tree.map(lambda yn, y: yn - y, y_new, params)
+    return step, NesterovState(w_new, state.count + 1)
 
 
 def nesterov(lr, *, start_step: int = 1, velocity=None) -> optax.GradientTransformation:
@@ -187,5 +179,6 @@ def nesterov(lr, *, start_step: int = 1, velocity=None) -> optax.GradientTransfo
         or start_step < 1
     ):
         raise ValueError(f"`start_step` must be an int >= 1; got {start_step!r}.")
-    init = _NesterovInit(_sqrt(lr), velocity, jnp.asarray(start_step, jnp.int32))
-    return optax.GradientTransformation(init, _NesterovUpdate(lr, _sqrt(lr)))
+    h = _sqrt(lr)
+    init = _NesterovInit(h, velocity, jnp.asarray(start_step, jnp.int32))
+    return optax.GradientTransformation(init, _Update(lr, h, _nesterov_rule))
