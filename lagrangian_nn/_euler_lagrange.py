@@ -11,8 +11,9 @@ import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 
+from ._conformal import rate as conformal_rate, split
 from ._custom_types import Lagrangian
-from ._lagrangian import AbstractLagrangian, Conformal
+from ._lagrangian import AbstractLagrangian
 from ._mass_solve import (
     certificate,
     declared_checks,
@@ -38,10 +39,9 @@ from ._validate import (
 
 
 def _split(L):
-    """Returns `(inner, rate)`: `L = exp(s) * inner` with `rate = ṡ` (or `None`)."""
-    if isinstance(L, Conformal):
-        return L.inner, L.rate
-    return L, None
+    """Returns `(inner, layers)`: `L = exp(Σ s_i) * inner` with every nested
+    `Conformal` layer peeled (the shared split of `_conformal`)."""
+    return split(L)
 
 
 def declared_mass(inner, t, q, qdot):
@@ -73,13 +73,13 @@ class EulerLagrange(eqx.Module):
         - (\partial^2 L_0/\partial\dot q\,\partial q)\dot q
         - \partial^2 L_0/\partial \dot q\,\partial t - \dot s\,\partial L_0/\partial\dot q$,
         so that $M\ddot q = f$."""
-        inner, rate = _split(self.lagrangian)
+        inner, layers = _split(self.lagrangian)
         dLdq = jax.grad(inner, argnums=1)(t, q, qdot)
         p_of_tq = lambda tt, qq: jax.grad(inner, argnums=2)(tt, qq, qdot)
         p, mixed = jax.jvp(p_of_tq, (t, q), (jnp.ones_like(t), qdot))
         f = tree_sub(dLdq, mixed)
-        if rate is not None:
-            s_dot = jnp.asarray(rate(t), dtype=t.dtype)
+        if layers:
+            s_dot = jnp.asarray(conformal_rate(layers, t), dtype=t.dtype)
             if s_dot.shape != ():
                 raise ValueError(
                     "`Conformal.log_weight` must be a scalar function of `t`; its rate "

@@ -7,9 +7,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._conformal import (
+    log_weight as _log_weight,
+    rate as _rate,
+    split as _split,
+    times_exp as _times_exp,
+)
 from ._custom_types import Lagrangian, Loss
 from ._gradient_flow import GradientFlow
-from ._lagrangian import Conformal
 from ._tree import tree_dot, tree_dtype
 from ._validate import as_time, check_same_structure, check_scalar_lagrangian
 
@@ -157,45 +162,6 @@ def _prepare(L, t, q, qdot):
 
 
 # --- Conformal Lagrangians: L = e^{s(t)} L0 ------------------------------------------
-
-
-def _split(L):
-    """Returns `(L0, layers)` with `L = exp(Σ s_i) L0` for the nested `Conformal`
-    layers `layers` (empty for any other Lagrangian)."""
-    layers = []
-    while isinstance(L, Conformal):
-        layers.append(L)
-        L = L.inner
-    return L, tuple(layers)
-
-
-def _log_weight(layers, t):
-    return sum(layer.log_weight(t) for layer in layers)
-
-
-def _rate(layers, t):
-    return sum(layer.rate(t) for layer in layers)
-
-
-# ln 2 = _LN2_HI + _LN2_LO (Cody–Waite): n · _LN2_HI is exact for |n| < 2^15, so the
-# reduced exponent s − n ln 2 is as accurate as s itself.
-_LN2_HI = 0.693359375
-_LN2_LO = -2.12194440054690582767e-4
-
-
-def _times_exp(s, x):
-    r"""$e^{s}x$ without forming $e^{s}$: $2^n (e^{r}x)$ with $n = \mathrm{round}(s/\ln 2)$
-    and $|r| \le \ln 2/2$. Finite whenever $e^s x$ is representable; `inf` when it
-    overflows; 0 when it underflows or $x = 0$."""
-    dtype = jnp.result_type(s, x)
-    s, x = jnp.asarray(s, dtype), jnp.asarray(x, dtype)
-    finite = jnp.isfinite(s) & jnp.isfinite(x)
-    s_safe = jnp.where(finite, s, 0)
-    inv_ln2 = jnp.asarray(1 / np.log(2), dtype)
-    n = jax.lax.stop_gradient(jnp.clip(jnp.round(s_safe * inv_ln2), -(2**24), 2**24))
-    r = (s_safe - n * jnp.asarray(_LN2_HI, dtype)) - n * jnp.asarray(_LN2_LO, dtype)
-    out = jnp.ldexp(jnp.exp(r) * x, n.astype(jnp.int32))
-    return jnp.where(x == 0, jnp.zeros_like(out), out), finite
 
 
 def _finish(x0, layers, t, reduced: bool, what: str, symbol: str):

@@ -505,3 +505,39 @@ def test_charges_of_gradient_flow_name_the_alternatives():
         assert "first-order system with no Lagrangian" in message
         assert "`lnn.dynamics.damped(loss, kappa)`" in message
         assert "`lnn.symmetry_residual(loss, gen)`" in message
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nested_conformal_is_one_summed_weight(dtype):
+    """`Conformal(a, Conformal(b, L0))` is e^{a+b}L0: every module peels all the
+    layers, so its force, reduced charge, residual and energy equal those of the single
+    `Conformal(a + b, L0)`, at a weight e^{a+b} with a + b = 1e4 that no dtype holds
+    (forming the inner weight e^{b} alone would overflow)."""
+    kappa = 1e-3
+    loss = lambda w: 0.25 * jnp.sum(w**4) + 0.5 * jnp.sum(w**2)
+    a = lambda t: 0.3 * t / kappa
+    b = lambda t: 0.7 * t / kappa
+    t = jnp.asarray(10.0, dtype)
+    q, v = jnp.array([1.0, -0.5], dtype), jnp.array([0.2, 0.3], dtype)
+    eps = float(jnp.finfo(dtype).eps)
+    for L0 in (
+        lambda t, w, u: 0.5 * jnp.sum(u**2) - loss(w),  # the solve reads the mass
+        lnn.dynamics.newtonian(loss),  # the mass is declared
+    ):
+        nested = lnn.Conformal(a, lnn.Conformal(b, L0))
+        single = lnn.Conformal(lambda t: a(t) + b(t), L0)
+        acc = lnn.euler_lagrange(nested)(t, q, v)
+        ref = lnn.euler_lagrange(single)(t, q, v)
+        assert bool(jnp.all(jnp.isfinite(acc)))
+        # the damping term ṡ q̇ = 1000 q̇ dominates; rounding is relative to it
+        assert float(jnp.max(jnp.abs(acc - ref))) <= 8 * eps * 1e3
+        for make in (
+            lambda L: lnn.noether_charge(L, ROT2, reduced=True),
+            lambda L: lnn.invariance_residual(L, ROT2, reduced=True),
+            lambda L: lnn.energy(L, reduced=True),
+        ):
+            x, y = float(make(nested)(t, q, v)), float(make(single)(t, q, v))
+            assert np.isfinite(x) and abs(x - y) <= 8 * eps * max(1.0, abs(y))
+    # the layers' rates add: the force differs from one layer's alone by b's rate
+    one = lnn.euler_lagrange(lnn.Conformal(a, L0))(t, q, v)
+    assert float(jnp.max(jnp.abs(one - ref))) > 100

@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 
-from .._noether import Generator, _log_weight, _times_exp
+from .._conformal import log_weight as _log_weight, times_exp as _times_exp
+from .._noether import Generator
 from .._trajectory import Trajectory
 from .._tree import tree_dot, tree_dtype
 from ._discrete import AbstractDiscreteLagrangian, check_discrete

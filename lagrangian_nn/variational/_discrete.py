@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._conformal import rate as _rate, split as _split
 from .._custom_types import Lagrangian
-from .._noether import _rate, _split
 
 # 3-point Gauss–Legendre on [0, 1], for s(t + τ) − s(t) = ∫ ṡ: exact for rates that
 # are polynomials of degree <= 5 (constant for `damped`), and of order h^6 otherwise.
