@@ -111,14 +111,25 @@ class _Interrupts:
             os.close(read_fd)
 
 
+def _factor(x) -> str:
+    x = float(x)
+    if x == float("inf"):
+        return "∞"
+    return f"{x:.3g}x"
+
+
 def _control_text(c) -> str:
     ctrl = c.get("control")
     if ctrl is None:
+        if c.get("basis") in ("consequence", "identity"):
+            return " (not counted as evidence)"
         return ""
     verdict = "misses" if ctrl["missed"] else "DOES NOT miss"
+    factor = ctrl.get("miss_factor")
+    by = f" by {_factor(factor)}" if factor is not None else ""
     return (
         f" | control ({ctrl['description']}): {float(ctrl['measured']):.3g}, "
-        f"{verdict} by {ctrl['margin']:g}x"
+        f"{verdict}{by} (needs {ctrl['margin']:g}x)"
     )
 
 
@@ -138,8 +149,9 @@ def _cell(text) -> str:
 
 def claims_table(out) -> str:
     """A Markdown table "paper's claim → measured number → negative control" from
-    saved results. Runs made with `--quick` are marked, and so are claims that are
-    only consequences of others (basis `consequence`, no control)."""
+    saved results. Runs made with `--quick` are marked, and so are claims that are no
+    evidence (basis `consequence` or `identity`, no control). The control column gives
+    the control's value and by what factor it misses the bound."""
     import json
     from pathlib import Path
 
@@ -162,12 +174,18 @@ def claims_table(out) -> str:
             op = "≤" if c["kind"] == "<=" else "≥"
             ctrl = c.get("control")
             if ctrl is None:
-                ctrl_text, ctrl_value = "none (a consequence)", ""
+                kind = (
+                    "an identity" if c.get("basis") == "identity" else "a consequence"
+                )
+                ctrl_text, ctrl_value = f"none ({kind}; not evidence)", ""
             else:
                 ctrl_text = _cell(ctrl["description"])
-                ctrl_value = f"{ctrl['measured']:.3g}" + (
-                    "" if ctrl["missed"] else " (**does not miss**)"
-                )
+                factor = ctrl.get("miss_factor")
+                ctrl_value = f"{ctrl['measured']:.3g}"
+                if factor is not None:
+                    ctrl_value += f" (misses by {_factor(factor)})"
+                if not ctrl["missed"]:
+                    ctrl_value += f" (**does not miss by {ctrl['margin']:g}x**)"
             lines.append(
                 f"| {label} | {_cell(c['paper'])} | {_cell(c['name'])} | "
                 f"{c.get('basis', '?')} | {c['measured']:.3g} | {op} {c['bound']:.3g} | "

@@ -69,18 +69,41 @@ BASES = {
     "count": "a count of laws or architectures",
     "pointwise": "checked at sampled states, not along a trajectory",
     "consequence": "follows from another claim; reported, not counted as evidence",
+    "identity": "an exact algebraic identity, checked to rounding; reported, not "
+    "counted as evidence",
 }
+# Bases that are reported but are no evidence for the paper's laws, and take no control.
+NOT_EVIDENCE = ("consequence", "identity")
 CONTROL_MARGIN = 100.0
 
 
 def control(description: str, measured: float, *, margin: float = CONTROL_MARGIN):
-    """A negative control for a claim: the same measurement on a case where the law
-    must break (a wrong coefficient, a term left out, a broken symmetry). It must miss
-    the claim's bound by the factor `margin` (100 by default: two orders of magnitude;
-    fitted slopes, which cannot miss by 100x, pass a smaller margin)."""
+    """A negative control for a claim: the same measurement along a trajectory of a
+    system where the law must break (a loss without the symmetry, the wrong dynamics,
+    data without the symmetry, a coarser integrator), never the same trajectory with
+    a changed constant in the measured formula. `description` says which system and
+    how large its break is. It must miss the claim's bound by the factor `margin` (100
+    by default: two orders of magnitude; fitted slopes, which cannot miss by 100x,
+    pass a smaller margin)."""
     if not margin > 1:
         raise ValueError(f"`margin` must be > 1; got {margin!r}.")
     return {"description": description, "measured": float(measured), "margin": margin}
+
+
+def miss_factor(value: float, bound: float, kind: str) -> float:
+    """By how much `value` misses `bound` on the wrong side: value/bound for a `<=`
+    bound, bound/value for `>=` (inf for a nonzero value against a zero bound, 0 when
+    it does not miss at all; NaN for a NaN value)."""
+    value, bound = float(value), float(bound)
+    if not np.isfinite(value):
+        return float("nan")
+    if kind == "<=":
+        if bound > 0:
+            return value / bound
+        return float("inf") if value > 0 else 0.0
+    if value > 0:
+        return bound / value
+    return float("inf") if bound > 0 else 0.0
 
 
 def _misses(ctrl: dict, bound: float, kind: str) -> bool:
@@ -98,26 +121,34 @@ def claim(
     measured: float,
     bound: float,
     *,
+    basis: str,
     kind="<=",
-    basis: str = "trajectory",
     control: dict | None = None,
 ) -> dict:
     """A paper's claim checked against a measured number.
 
     - `kind`: `"<="` or `">="` (how `measured` must compare with `bound`).
-    - `basis`: how the number is obtained, one of `BASES`. Every basis except
-      `"consequence"` needs a `control` (see `control`): the same measurement where the
-      law must break, which must miss the bound by the control's margin. A claim holds
-      only if its measurement meets the bound and its control misses it.
+    - `basis` (required): how the number is obtained, one of `BASES`. Evidence (every
+      basis except `"consequence"` and `"identity"`) needs a `control` (see `control`):
+      the same measurement where the law must break, which must miss the bound by the
+      control's margin. A claim holds only if its measurement meets the bound and its
+      control misses it. Consequences and identities are reported (they must still
+      meet their bound) but are no evidence, and take no control.
     """
     if kind not in ("<=", ">="):
         raise ValueError(f"`kind` must be '<=' or '>='; got {kind!r}.")
     if basis not in BASES:
         raise ValueError(f"`basis` must be one of {sorted(BASES)}; got {basis!r}.")
-    if basis != "consequence" and control is None:
+    evidence = basis not in NOT_EVIDENCE
+    if evidence and control is None:
         raise ValueError(
             f"claim {name!r}: basis {basis!r} needs a negative control (`control=`); "
-            "only basis 'consequence' may go without."
+            f"only {' and '.join(map(repr, NOT_EVIDENCE))} may go without."
+        )
+    if not evidence and control is not None:
+        raise ValueError(
+            f"claim {name!r}: basis {basis!r} is no evidence and takes no control; "
+            f"got control {control!r}."
         )
     measured = float(measured)
     ok = measured <= bound if kind == "<=" else measured >= bound
@@ -129,10 +160,15 @@ def claim(
         "bound": float(bound),
         "kind": kind,
         "basis": basis,
+        "evidence": evidence,
     }
     if control is not None:
         missed = _misses(control, bound, kind)
-        out["control"] = {**control, "missed": bool(missed)}
+        out["control"] = {
+            **control,
+            "missed": bool(missed),
+            "miss_factor": miss_factor(control["measured"], bound, kind),
+        }
         ok = ok and missed
     out["holds"] = bool(ok)
     return out

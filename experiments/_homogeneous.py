@@ -6,9 +6,14 @@ import numpy as np
 from . import _networks as N
 
 
-def run_gf_and_gd(cfg, activations, *, bias, layers, extra=None):
+def run_gf_and_gd(cfg, activations, *, bias, layers, extra=None, gd=True, p=None):
     """Returns (model, loss, arrays, metrics) with, for each hidden `layer` in `layers`,
-    the GF quantity along GF, and its raw/corrected values along GD."""
+    the GF quantity along GF, and its raw/corrected values along GD.
+
+    `gd=False` runs GF only (for a negative control); `p` is passed to
+    `nn.rescale_quantity` (needed where an activation has no degree, such as the
+    controls' softplus: the same quantity is then measured on a network without the
+    symmetry)."""
     import jax.numpy as jnp
 
     from lagrangian_nn import nn, optim
@@ -46,9 +51,19 @@ def run_gf_and_gd(cfg, activations, *, bias, layers, extra=None):
         fns.update(extra)
     fns = {k: v for k, v in fns.items() if v is not None}
     for layer in layers:
-        fns[f"C{layer}"] = lambda q, layer=layer: nn.rescale_quantity(q, layer)
+        fns[f"C{layer}"] = lambda q, layer=layer: nn.rescale_quantity(q, layer, p=p)
     for k, fn in fns.items():
         arrays[f"gf_{k}"] = N.along(gf, lambda t, q, v, fn=fn: fn(q))
+    if not gd:
+        for layer in layers:
+            C, Wn = arrays[f"gf_C{layer}"], arrays["gf_W"][:, layer - 1]
+            change = float(np.max(np.abs(Wn - Wn[0])))
+            metrics[f"gf_C{layer}_drift"] = float(np.max(np.abs(C - C[0])))
+            metrics[f"gf_C{layer}_relative_drift"] = (
+                metrics[f"gf_C{layer}_drift"] / change
+            )
+            metrics[f"gf_W{layer}_norm_change"] = change
+        return model, loss, arrays, metrics
     track = {k: (lambda s, fn=fn: fn(s.q)) for k, fn in fns.items()}
     for layer in layers:
         track[f"acc{layer}"] = optim.gd_quadratic_accounting(

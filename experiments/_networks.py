@@ -128,3 +128,50 @@ def balance_error(lhs, rhs):
     lhs, rhs = np.asarray(lhs), np.asarray(rhs)
     scale = max(np.max(np.abs(lhs)), np.max(np.abs(rhs)), 1e-300)
     return float(np.max(np.abs(lhs - rhs)) / scale)
+
+
+_SOFTPLUS = []
+
+
+def softplus():
+    r"""The activation $\log(1 + e^x)$, which has no rescaling symmetry (softplus
+    is not homogeneous: $\sigma(0) = \log 2$): swapped in for a ReLU or RePU layer it
+    gives the negative control of that layer's laws, a loss without the symmetry."""
+    import jax
+
+    from lagrangian_nn import nn
+
+    if not _SOFTPLUS:
+
+        class Softplus(nn.AbstractActivation):
+            def __call__(self, x, beta=None):
+                return jax.nn.softplus(x)
+
+        _SOFTPLUS.append(Softplus)
+    return _SOFTPLUS[0]()
+
+
+_SHIFTED_SWISH = []
+
+
+def shifted_swish():
+    r"""The activation $x\,\mathrm{sigmoid}(\beta(x + 1))$ with a trainable β per
+    neuron: Swish with the gate's input shifted, which breaks Observation 1
+    ($\sigma_{\beta/\lambda}(\lambda x) \ne \lambda\sigma_\beta(x)$: the gate becomes
+    $\mathrm{sigmoid}(\beta x + \beta/\lambda)$), so the network has no rescaling
+    symmetry: the negative control of the Swish laws, with the same parameters. (A shift
+    outside the product, $\mathrm{sigmoid}(\beta x + 1)$, would keep the symmetry.)"""
+    import jax
+
+    from lagrangian_nn import nn
+
+    if not _SHIFTED_SWISH:
+
+        class ShiftedSwish(nn.AbstractActivation):
+            trainable_beta = True
+
+            def __call__(self, x, beta=None):
+                return x * jax.nn.sigmoid(beta * (x + 1.0))
+
+        _SHIFTED_SWISH.append(ShiftedSwish)
+    return _SHIFTED_SWISH[0]()

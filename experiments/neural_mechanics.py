@@ -12,8 +12,14 @@ mini-batches (a new batch every step):
   predicts every charge to rounding; the plain-GD law, applied to the same runs, misses
   (control);
 - Kunin et al.'s continuous forms (`lnn.optim.continuous_charge`) are within $O(\eta)$
-  of the exact law: the gap at a fixed time, fitted over several $\eta$, has slope 1;
-  the momentum-free form applied to the momentum runs does not converge (control);
+  of the exact law: the gap at a fixed time, fitted over several $\eta$, has slope 1
+  for heavy ball with coupled decay, and slope 2 for Nesterov with decoupled decay.
+  There the corrected damping $1 - \beta + \beta\eta\lambda$ makes the slow decay
+  rate of the form, $-\lambda - \eta\lambda^2/2 + O(\eta^2)$, agree with that of the
+  exact recurrence, $\log(1 - \eta\lambda)/\eta$, to first order in $\eta$ (for the
+  translation charge, $Q_k = (1 - \eta\lambda)^kQ_0$ exactly), so the gap is
+  $O(\eta^2)$; under coupled decay the heavy-ball rate is off by $O(\eta)$. The
+  momentum-free form applied to the momentum runs does not converge (control);
 - Adam has no exact law (`lnn.optim.NoExactLaw`); its charges drift, measured with
   `lnn.optim.charge_tracker`; plain SGD conserves the translation charge (control).
 """
@@ -28,6 +34,11 @@ from ._common import DEFAULT_OUT, claim, control, enable_float64, load, run_expe
 NAME = "neural_mechanics"
 USES_DATA = True
 CHARGES = ("translation", "scale", "rescale")
+# Least fitted slopes of the continuous forms' gap against η: O(η) for heavy ball
+# (measured 0.98 to 1.00), O(η²) for Nesterov with decoupled decay (measured 1.75 to
+# 1.96; the quick sweep's rescale charge is the lowest).
+HEAVY_BALL_SLOPE = 0.85
+NESTEROV_SLOPE = 1.6
 KINDS = {"translation": "linear", "scale": "quadratic", "rescale": "quadratic"}
 RUNS = {
     "sgd_decay": dict(weight_decay=0.02),
@@ -162,10 +173,9 @@ def compute(cfg):
                 "issue 18; Kunin et al. discrete form",
                 max(errs),
                 1e-10,
-                control=control(
-                    "the plain-GD law Q' = Q + η²⟨u, Au⟩ applied to the same run",
-                    min(ctrls),
-                ),
+                # the exact per-step law of the update (given the symmetry of every
+                # mini-batch loss): an identity to rounding, reported, not evidence
+                basis="identity",
             )
         )
     # Nesterov at η = 0.1: Kunin's heavy-ball form misses its quadratic charges by an
@@ -210,6 +220,11 @@ def compute(cfg):
                 cont = optim.continuous_charge(other, KINDS[c], Q0[c], n, drive)
                 gaps[c, "control"].append(_rel(cont, exact))
         which = "Nesterov, decoupled decay" if sweep else "heavy ball"
+        # heavy ball with coupled decay (Kunin's case): the form's slow decay rate is
+        # off by O(η) per unit time, so the gap at a fixed time is O(η); with decoupled
+        # decay the βηλ damping term makes the slow rate −λ − ηλ²/2 + O(η²), that of
+        # the exact recurrence (log(1 − ηλ)/η), so the gap is O(η²) (see the docstring)
+        order, least = (2, NESTEROV_SLOPE) if sweep else (1, HEAVY_BALL_SLOPE)
         for c in CHARGES:
             arrays[f"gap_{sweep}{c}"] = np.asarray(gaps[c, "form"])
             arrays[f"gap_{sweep}{c}_kunin"] = np.asarray(gaps[c, "kunin"])
@@ -222,10 +237,10 @@ def compute(cfg):
             claims.append(
                 claim(
                     f"{c} ({which}): gap between the continuous form and the exact "
-                    "law shrinks as O(η) (fitted slope)",
+                    f"law shrinks as O(η{'²' if order == 2 else ''}) (fitted slope)",
                     "Kunin et al., modified equation",
                     slope,
-                    0.85,
+                    least,
                     kind=">=",
                     basis="fit",
                     control=control(
@@ -269,6 +284,7 @@ def compute(cfg):
             metrics["adam_translation_drift"],
             1e-3,
             kind=">=",
+            basis="trajectory",
             control=control(
                 "plain SGD on the same batches (the charge is conserved)",
                 metrics["sgd_translation_drift"],
@@ -364,7 +380,7 @@ def draw(folder: Path):
         "Nesterov's drive ⟨θ', Ag⟩ and its O(ηλ) terms (dotted) it does not.",
     )
     st.save(fig, folder, "momentum")
-    # 3. the O(η) gap
+    # 3. the O(η) and O(η²) gaps
     fig, ax = plt.subplots(figsize=(1.6 * st.SINGLE, 2.4))
     lrs = a["slope_lrs"]
     for c, col in zip(CHARGES, st.shades(3)):
@@ -386,7 +402,7 @@ def draw(folder: Path):
         "Gap between the continuous form and the exact discrete law at a fixed time "
         "(fitted slopes in brackets): heavy ball with dampening and coupled decay "
         "(HB, circles) and Nesterov with dampening and decoupled decay (N, squares) "
-        "shrink as O(η) or faster; Kunin's uncorrected form on the Nesterov runs "
+        "shrink as O(η) and O(η²); Kunin's uncorrected form on the Nesterov runs "
         "(triangles) is O(η) with a larger constant.",
     )
     st.save(fig, folder, "gap")

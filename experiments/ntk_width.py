@@ -8,9 +8,10 @@ width with a squared loss (the setting of the paper's proof sketch), and fit on
 log-log axes the largest mean speed and the largest single-weight displacement
 $\max_i|w_i(T) - w_i(0)|$ (eq. 51) against $m$. The bound of eq. 49 follows from energy
 conservation alone, so it is reported as a consequence; what is asserted is the
-scaling it predicts, a fitted mean-speed slope of $-\tfrac12 \pm 0.1$, against the
+scaling it predicts, a fitted mean-speed slope of $-\tfrac12 \pm 0.05$, against the
 Euclidean speed $\|\dot w\|$ (bounded uniformly in $m$) as the control, and the energy
-conservation itself. The displacement slope is reported, not asserted: eq. 51 is the
+conservation itself, against the same energy along gradient flow (which descends the
+loss). The displacement slope is reported, not asserted: eq. 51 is the
 NTK literature's rate, which finite widths need not meet.
 """
 
@@ -31,7 +32,10 @@ from ._common import (
 
 NAME = "ntk_width"
 USES_DATA = True
-SLOPE_TOLERANCE = 0.1  # on the fitted exponent -1/2 of eq. 49
+# On the fitted exponent -1/2 of eq. 49: measured 0.017 (--quick, m = 1.6e3 to 2.7e4)
+# and 0.027 (full, m = 1.2e3 to 3.0e5) from -1/2. A control with no m^-1/2 law has a
+# slope near 0, i.e. 0.5 from -1/2: ten tolerances, where the margin asks for four.
+SLOPE_TOLERANCE = 0.05
 
 
 def config_for(quick, seed, data="digits", data_dir=None):
@@ -68,7 +72,6 @@ def compute(cfg):
             "bound",
             "max_disp",
             "energy_drift",
-            "wrong_energy_drift",
         )
     }
     for width in progress(cfg["widths"], desc="widths"):
@@ -97,7 +100,6 @@ def compute(cfg):
         )
         disp = max(float(jnp.max(jnp.abs(w[-1] - w[0]))) for w in traj.q.weights)
         E = N.along(traj, lnn.energy(L))
-        Ew = N.along(traj, lambda t, q, v: lnn._tree.tree_dot(v, v) + loss(q))
         L0 = float(loss(model))
         rows["m"].append(m)
         rows["L0"].append(L0)
@@ -106,13 +108,26 @@ def compute(cfg):
         rows["bound"].append(float(np.sqrt(2 * L0 / m)))
         rows["max_disp"].append(disp)
         rows["energy_drift"].append(float(np.max(np.abs(E - E[0])) / abs(E[0])))
-        rows["wrong_energy_drift"].append(
-            float(np.max(np.abs(Ew - Ew[0])) / abs(Ew[0]))
-        )
+        if width == cfg["widths"][0]:
+            # the energy's control, the wrong dynamics: the same energy ½‖ẇ‖² + L along
+            # GF (ẇ = −∇L, which descends L) from the same start, smallest width only
+            gf = lnn.simulate(
+                dynamics.gradient_flow(loss),
+                model,
+                t0=0.0,
+                t1=cfg["t1"],
+                ts=jnp.linspace(0, cfg["t1"], cfg["n_save"]),
+                rtol=cfg["rtol"],
+                atol=cfg["atol"],
+                max_steps=500_000,
+            )
+            Egf = N.along(gf, lambda t, q, v: 0.5 * lnn._tree.tree_dot(v, v) + loss(q))
+            control_energy_drift = float(np.max(np.abs(Egf - Egf[0])) / abs(Egf[0]))
     arrays = {k: np.asarray(v) for k, v in rows.items()}
     logm = np.log(arrays["m"])
     slope = lambda k: float(np.polyfit(logm, np.log(arrays[k]), 1)[0])
     metrics = {k: v for k, v in rows.items()}
+    metrics["control_gf_energy_drift_smallest_width"] = control_energy_drift
     metrics["mean_speed_slope"] = slope("mean_speed")
     metrics["l2_speed_slope"] = slope("l2_speed")
     metrics["max_disp_slope"] = slope("max_disp")
@@ -127,9 +142,9 @@ def compute(cfg):
             SLOPE_TOLERANCE,
             basis="fit",
             # A slope cannot miss by 100x: the control's slope must lie 4 tolerances
-            # (0.4) from -1/2. The Euclidean speed ‖ẇ‖ is the same speed without the
+            # (0.2) from -1/2. The Euclidean speed ‖ẇ‖ is the same speed without the
             # 1/m averaging; energy bounds it by √(2L(w0)) uniformly in m, so its slope
-            # is near 0, not -1/2.
+            # is near 0 (measured 0.07 to 0.09), not -1/2: ~11 tolerances away.
             control=control(
                 "the same fit for the Euclidean speed max_t ‖ẇ‖ (not averaged)",
                 abs(metrics["l2_speed_slope"] + 0.5),
@@ -141,9 +156,11 @@ def compute(cfg):
             "Example 5",
             float(np.max(arrays["energy_drift"])),
             1e-4,  # ReLU kinks limit the adaptive solver's accuracy at rtol 1e-7
+            basis="trajectory",
             control=control(
-                "wrong coefficient ‖ẇ‖² + L, least drifting width",
-                float(np.min(arrays["wrong_energy_drift"])),
+                "the wrong dynamics: the same energy along GF (ẇ = −∇L descends L), "
+                "smallest width",
+                metrics["control_gf_energy_drift_smallest_width"],
             ),
         ),
         claim(

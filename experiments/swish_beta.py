@@ -4,13 +4,16 @@ $\mathrm{Swish}_\beta(\lambda x) = \lambda\,\mathrm{Swish}_{\lambda\beta}(x)$, s
 $W_h[i,:]$ by $(1+\varepsilon)$, $\beta_h[i]$ and $W_{h+1}[:,i]$ by $(1+\varepsilon)^{-1}$
 is a symmetry. Under GF, $\|W_h\|^2 - \|W_{h+1}\|^2 - \|\beta_h\|^2$ is constant (Table 2),
 and with biases $\|W_h\|^2 + \|b_h\|^2 - \|W_{h+1}\|^2 - \|\beta_h\|^2$ (eq. 37). The
-β term is necessary: without it the balance drifts (the negative control of each claim).
+β term is necessary: without it the balance drifts. The negative control of each claim
+measures the same law along GF of the same network and start with the gate shifted,
+$x\,\mathrm{sigmoid}(\beta(x + 1))$, which breaks Observation 1 and with it the symmetry.
 """
 
 from pathlib import Path
 
 import numpy as np
 
+from . import _networks as N
 from ._common import (
     DEFAULT_OUT,
     claim,
@@ -56,22 +59,36 @@ def compute(cfg):
         )
         beta = a["gf_beta"][:, 0]
         metrics[f"{tag}_gf_beta_change"] = float(np.max(np.abs(beta - beta[0])))
-        eq = "Table 2 (Swish)" if not bias else "eq. 37"
+        # the β term left out of the law, for the figure (not a control)
         for h in (1, 2):
-            # control: the same law with the β term dropped (biases kept)
             dropped = a[f"gf_C{h}"] + a["gf_beta"][:, h - 1]
             metrics[f"{tag}_gf_C{h}_without_beta_relative_drift"] = (
                 float(np.max(np.abs(dropped - dropped[0]))) / m[f"gf_W{h}_norm_change"]
             )
+        # the negative control: GF of the same network and start with the gate shifted,
+        # x·sigmoid(β(x + 1)), which breaks Observation 1 (no rescaling symmetry); the
+        # same law measured along it
+        acts_c = [N.shifted_swish(), N.shifted_swish(), nn.Identity()]
+        _, _, ac, mc = run_gf_and_gd(
+            cfg, acts_c, bias=bias, layers=(1, 2), gd=False, p=1.0
+        )
+        arrays.update({f"control_{tag}_{k}": v for k, v in ac.items()})
+        eq = "Table 2 (Swish)" if not bias else "eq. 37"
+        for h in (1, 2):
+            metrics[f"control_{tag}_gf_C{h}_relative_drift"] = mc[
+                f"gf_C{h}_relative_drift"
+            ]
             claims.append(
                 claim(
                     f"{tag}: GF layer-{h} quantity drift / |Δ‖W{h}‖²|",
                     eq,
                     m[f"gf_C{h}_relative_drift"],
                     1e-4,
+                    basis="trajectory",
                     control=control(
-                        "the β term dropped",
-                        metrics[f"{tag}_gf_C{h}_without_beta_relative_drift"],
+                        "GF of the same network with the Swish gate shifted, "
+                        "x·sigmoid(β(x + 1)) (no rescaling symmetry)",
+                        metrics[f"control_{tag}_gf_C{h}_relative_drift"],
                     ),
                 )
             )
@@ -106,8 +123,16 @@ def draw(folder: Path):
         ax.plot(
             ts,
             dropped - dropped[0],
+            color=st.GREY,
+            lw=1.0,
+            label="$\\Delta$(the law without $\\beta$)",
+        )
+        cC = a[f"control_{tag}_gf_C1"]
+        ax.plot(
+            a[f"control_{tag}_gf_ts"],
+            cC - cC[0],
             **st.CONTROL,
-            label="control: $\\Delta$(the law without $\\beta$)",
+            label="control: shifted gate",
         )
         ax.set_xlabel("time $t$")
         ax.set_title(
@@ -121,9 +146,10 @@ def draw(folder: Path):
     st.caption(
         fig,
         "Swish σ(x) = x·sigmoid(βx) with a trainable β per neuron; layer 1. The law "
-        "‖W1‖² (+ ‖b1‖²) − ‖W2‖² − ‖β1‖² stays flat under GF; the same law without "
-        "the ‖β1‖² term (the control) changes as much as ‖β1‖² does, so the control "
-        "lies on the β curve.",
+        "‖W1‖² (+ ‖b1‖²) − ‖W2‖² − ‖β1‖² stays flat under GF; without the ‖β1‖² term "
+        "it changes as much as ‖β1‖² does (grey, on the β curve). Dotted: the "
+        "negative control, the same law along GF of the network with the gate "
+        "shifted, x·sigmoid(β(x + 1)), which has no rescaling symmetry.",
     )
     st.save(fig, folder, "swish")
 

@@ -73,7 +73,14 @@ def compute(cfg):
         shape = jax.ShapeDtypeStruct((), jnp.float32)
         jax.jit(lambda x: io_callback(host, shape, x))(jnp.float32(0.0))
         raise AssertionError("the callback was not interrupted")
-    c = claim("square", "eq. 0", curve[-1], 4.0, control=control("cube", 1e3))
+    c = claim(
+        "square",
+        "eq. 0",
+        curve[-1],
+        4.0,
+        basis="trajectory",
+        control=control("cube", 1e3),
+    )
     return {"last": curve[-1]}, {"curve": np.array(curve)}, [c]
 
 
