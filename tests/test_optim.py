@@ -208,3 +208,170 @@ def test_run_refuses_what_is_not_an_optimiser():
             optim.run(bad, loss, jnp.ones(3), 5, dt=1.0)
     with pytest.raises(ValueError, match="`steps` must be a positive int; got True"):
         optim.run(optim.gd(0.1), loss, jnp.ones(3), True)
+
+
+# --- SGD chains: bitwise as optax, PyTorch's dampening, the critical continuous form
+
+# `lnn.optim.run` as a user's program gets it: XLA's default optimisation (the suite's
+# conftest lowers it to compile faster, and at that level no multiply-add is fused, so
+# a difference in fusing would not show)
+USER_COMPILE = {
+    "xla_backend_optimization_level": 3,
+    "xla_llvm_disable_expensive_passes": False,
+}
+
+
+def run_as_compiled_for_users(optimizer, loss, q0, steps, dt=0.1):
+    from lagrangian_nn.optim import _run
+
+    if isinstance(optimizer, optim.SGDChain):
+        optimizer = optimizer.optimizer
+    args = (optimizer, loss, q0, steps, jnp.asarray(dt), {})
+    compiled = _run._run.lower(*args).compile(compiler_options=USER_COMPILE)
+    return compiled(*args)[0]
+
+
+def _assert_same_bits(a, b):
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        assert u.dtype == v.dtype
+        assert jnp.array_equal(u, v), float(jnp.max(jnp.abs(u - v)))
+
+
+def _float32_problem():
+    model = nn.NormalizedMLP([5, 6, 4, 3], normalized=1, key=jax.random.key(0))
+    model = jax.tree.map(lambda w: w.astype(jnp.float32), model)
+    x = jax.random.normal(jax.random.key(1), (32, 5), jnp.float32)
+    y = jax.random.randint(jax.random.key(2), (32,), 0, 3)
+    return nn.make_loss(x, y), model
+
+
+def _pytorch_dampening(d):
+    # torch.optim.SGD's buffer: b_1 = g_0, then b_{k+1} = β b_k + (1 - d) g_k
+    return optax.scale_by_schedule(lambda n: jnp.where(n == 0, 1.0, 1 - d))
+
+
+@pytest.mark.parametrize(
+    "kwargs, reference",
+    [
+        (  # the README's chain
+            dict(momentum=0.9, weight_decay=0.05),
+            lambda: optax.chain(
+                optax.add_decayed_weights(0.05), optax.sgd(0.1, momentum=0.9)
+            ),
+        ),
+        (
+            dict(momentum=0.7, dampening=0.1, weight_decay=0.01),
+            lambda: optax.chain(
+                optax.add_decayed_weights(0.01),
+                _pytorch_dampening(0.1),
+                optax.trace(0.7),
+                optax.scale_by_learning_rate(0.1),
+            ),
+        ),
+    ],
+)
+def test_sgd_chain_is_bitwise_the_optax_chain_as_compiled_for_users(kwargs, reference):
+    # 200 float32 steps: a difference of one rounding anywhere grows far above 1 ulp
+    loss, model = _float32_problem()
+    ours = run_as_compiled_for_users(optim.sgd_chain(0.1, **kwargs), loss, model, 200)
+    theirs = run_as_compiled_for_users(reference(), loss, model, 200)
+    _assert_same_bits(ours, theirs)
+
+
+def _torch_sgd(grad, w0, steps, lr, momentum, dampening, weight_decay, nesterov):
+    """torch.optim.SGD's update rule (torch/optim/sgd.py, `_single_tensor_sgd`),
+    written out in NumPy; returns the iterates w_1, ..., w_steps."""
+    w, buf, out = np.array(w0, np.float64), None, []
+    for _ in range(steps):
+        d_p = grad(w) + weight_decay * w
+        if momentum != 0:
+            if buf is None:
+                buf = d_p.copy()
+            else:
+                buf = momentum * buf + (1 - dampening) * d_p
+            d_p = d_p + momentum * buf if nesterov else buf
+        w = w - lr * d_p
+        out.append(w)
+    return np.stack(out)
+
+
+def test_dampening_is_pytorchs():
+    A = np.array([[2.0, 0.3, 0.0], [0.3, 1.0, -0.2], [0.0, -0.2, 0.5]])
+    b = np.array([1.0, -2.0, 0.5])
+
+    def loss(w):
+        return 0.5 * w @ (jnp.asarray(A) @ w) - w @ b + 0.05 * jnp.sum(w**4)
+
+    grad = lambda w: A @ w - b + 0.2 * w**3
+    w0 = np.array([1.0, -0.5, 2.0])
+    track = {"w": lambda s: s.q}
+    cases = [
+        dict(momentum=0.7, dampening=0.1, weight_decay=0.0),
+        dict(momentum=0.9, dampening=0.5, weight_decay=0.05),
+        dict(momentum=0.0, dampening=0.5, weight_decay=0.05),  # dampening ignored
+        dict(momentum=0.8, dampening=0.0, weight_decay=0.01, nesterov=True),
+    ]
+    for kw in cases:
+        kw = {"nesterov": False, **kw}
+        chain = optim.sgd_chain(0.1, **kw)
+        ours = optim.run(chain, loss, jnp.asarray(w0), 200, track=track).tracked["w"]
+        torch = _torch_sgd(grad, w0, 200, lr=0.1, **kw)
+        scale = np.max(np.abs(torch))
+        assert np.max(np.abs(np.asarray(ours) - torch)) < 1e-13 * scale, kw
+        # control: dampening the first step too (the rule before PyTorch's) moves
+        # the whole trajectory by O(d), far beyond rounding
+        if kw["dampening"] and kw["momentum"]:
+            d, m = kw["dampening"], kw["momentum"]
+            scaled = optax.chain(
+                optax.add_decayed_weights(kw["weight_decay"]),
+                optax.scale(1 - d),
+                optax.trace(m),
+                optax.scale_by_learning_rate(0.1),
+            )
+            other = optim.run(scaled, loss, jnp.asarray(w0), 200, dt=0.1, track=track)
+            gap = np.max(np.abs(np.asarray(other.tracked["w"]) - torch))
+            assert gap > 1e-3 * scale, (kw, gap / scale)
+
+
+def _kunin_reference(chain, kind, Q0, steps, source):
+    """The continuous form with the rest at t = -η/2, in 60 digits (mpmath): roots
+    -γ ± μ, the critical case as μ = 1e-20 (an error of order μ²)."""
+    import mpmath as mp
+
+    with mp.workdps(60):
+        k = optim.kunin_constants(chain, kind)
+        g, w = mp.mpf(k["gamma"]), mp.mpf(k["omega"])
+        eta = mp.mpf(float(chain.lr))
+        h = eta / 2
+        mu = mp.sqrt(mp.mpc(g**2 - w**2))
+        mu = mu if mu != 0 else mp.mpf("1e-20")
+        r1, r2 = -g + mu, -g - mu
+        e1, e2 = mp.exp(-r1 * h) * r1, mp.exp(-r2 * h) * r2
+        c1, c2 = -e2 * Q0 / (e1 - e2), e1 * Q0 / (e1 - e2)
+        K = lambda s: (mp.exp(r1 * s) - mp.exp(r2 * s)) / (r1 - r2)
+        out = []
+        for n in range(steps + 1):
+            t = eta * n
+            drive = mp.fsum(K(eta * (n - j)) * mp.mpf(source[j]) for j in range(n))
+            out.append(
+                float(mp.re(c1 * mp.exp(r1 * t) + c2 * mp.exp(r2 * t) + eta * drive))
+            )
+        return np.array(out)
+
+
+def test_continuous_charge_is_stable_through_critical_damping():
+    # heavy ball with coupled decay at λ = λ* (1 + f): γ = ω at f = 0 (to rounding)
+    eta, beta, steps = 0.1, 0.9, 60
+    lam = (1 - beta) ** 2 / (4 * eta * (1 + beta))
+    dAd = np.random.default_rng(0).random(steps)
+    regimes = set()
+    for f in (0.0, 1e-9, -1e-9, -1e-5, 0.2, -0.2):
+        chain = optim.sgd_chain(eta, momentum=beta, weight_decay=lam * (1 + f))
+        regimes.add(optim.kunin_constants(chain, "quadratic")["regime"])
+        ours = np.asarray(
+            optim.continuous_charge(chain, "quadratic", 1.3, steps, {"dAd": dAd})
+        )
+        exact = _kunin_reference(chain, "quadratic", 1.3, steps, 2 * dAd)
+        err = np.max(np.abs(ours - exact)) / np.max(np.abs(exact))
+        assert err < 100 * np.finfo(np.float64).eps, (f, err)
+    assert regimes == {"critical", "underdamped", "overdamped"}

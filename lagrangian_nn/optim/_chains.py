@@ -10,16 +10,22 @@ hidden neuron: $+1$ on its incoming weights and bias, $-p$ on its outgoing ones)
 symmetry holds for every mini-batch loss, so every gradient $g$ satisfies
 $\langle s, g\rangle = 0$, resp. $\langle Aw, g\rangle = 0$.
 
-**One step.** With coupled decay $\lambda_c$, dampening $d$ ($a = 1-d$), momentum
-$\beta$ and decoupled decay $\lambda_d$ (one of the two decays is zero),
+**One step.** With coupled decay $\lambda_c$, dampening $d$, momentum $\beta$ and
+decoupled decay $\lambda_d$ (one of the two decays is zero), and PyTorch's convention
+for the dampening (`torch.optim.SGD`: the buffer starts undampened, $v_1 = \tilde g_0$,
+so the gain is $a_k = 1$ at the first step and $a_k = a = 1-d$ after it),
 
-$$\tilde g = g + \lambda_c w,\quad v' = \beta v + a\tilde g,\quad
-  u = v' \ \text{(heavy ball)}\ \text{or}\ a\tilde g + \beta v' \ \text{(Nesterov)},\quad
+$$\tilde g = g + \lambda_c w,\quad v' = \beta v + a_k\tilde g,\quad
+  u = v' \ \text{(heavy ball)}\ \text{or}\ a_k\tilde g + \beta v' \ \text{(Nesterov)},\quad
   w' = (1 - \eta\lambda_d)w - \eta u .$$
 
+Without momentum there is no buffer and the dampening does nothing ($a_k = 1$), as in
+PyTorch. PyTorch refuses Nesterov's momentum with dampening; here it is optax's
+Nesterov trace of the dampened gradient, as written.
+
 **The exact law.** Carry $Q$ and the cross term $P = \langle Aw, v\rangle$
-($\langle s, v\rangle$ for a linear charge). With $R = \beta P + a\lambda_c Q$
-($= \langle Aw, v'\rangle$) and $S = R$ (heavy ball) or $a\lambda_c Q + \beta R$
+($\langle s, v\rangle$ for a linear charge). With $R = \beta P + a_k\lambda_c Q$
+($= \langle Aw, v'\rangle$) and $S = R$ (heavy ball) or $a_k\lambda_c Q + \beta R$
 (Nesterov) ($= \langle Aw, u\rangle$):
 
 - linear: $Q' = (1-\eta\lambda_d)Q - \eta S$, $P' = R$ — a damped discrete
@@ -28,8 +34,8 @@ $$\tilde g = g + \lambda_c w,\quad v' = \beta v + a\tilde g,\quad
   + \eta^2\langle u, Au\rangle$, $P' = (1-\eta\lambda_d)R - \eta\langle u, Av'\rangle$,
   driven by two quadratic forms of the step's update that the tracker records.
 
-Without momentum ($\beta = 0$, $v' = u = a\tilde g$) and with coupled decay this is
-$Q' = (1-\eta a\lambda)^2 Q + \eta^2 a^2\langle g, Ag\rangle$; without decay either,
+Without momentum ($\beta = 0$, $v' = u = \tilde g$) and with coupled decay this is
+$Q' = (1-\eta\lambda)^2 Q + \eta^2\langle g, Ag\rangle$; without decay either,
 the GD law $Q' = Q + \eta^2\langle g, Ag\rangle$ of `gd_quadratic_accounting`.
 """
 
@@ -86,14 +92,14 @@ class SGDChain(eqx.Module):
     (`dampening`) are 0-d float64 NumPy arrays, traced under `jit`: a chain with new
     values but the same `structure` reuses the compiled `lnn.optim.run` and the
     compiled charge law. The `structure` (the chain's parts in order: where the decay
-    goes, whether there is a momentum buffer) and `nesterov` are static. `optimizer`
-    is the `optax.GradientTransformation`."""
+    goes, whether there is a momentum buffer, whether it is dampened) and `nesterov`
+    are static. `optimizer` is the `optax.GradientTransformation`."""
 
     lr: np.ndarray
     momentum: np.ndarray
     weight_decay: np.ndarray
     dampening: np.ndarray
-    gain: np.ndarray  # 1 - d, rounded once in float64 as `optax.scale(1 - d)` is
+    gain: np.ndarray  # a = 1 - d after the first step (1 without a dampening stage)
     nesterov: bool = eqx.field(static=True)
     decay: str = eqx.field(static=True)
     structure: tuple[str, ...] = eqx.field(static=True)
@@ -126,21 +132,38 @@ class SGDChain(eqx.Module):
             return None
         return opt_state[self.trace_index].trace
 
+    def step_gain(self, opt_state, dtype):
+        r"""The gain $a_k$ of the step that produced `opt_state`: 1 at the first step
+        (PyTorch's undampened start of the buffer) and $1 - d$ after it; 1 without a
+        dampening stage."""
+        if "dampening" not in self.structure:
+            return jnp.ones((), dtype)
+        count = opt_state[self.structure.index("dampening")].count
+        return _first_step_gain(count - 1, self.gain, dtype)
+
+
+def _first_step_gain(count, gain, dtype):
+    """`optax.scale_by_schedule(lambda n: jnp.where(n == 0, 1.0, gain))`'s step size
+    at update `count` (0 first), in `dtype` as that transform rounds it."""
+    return jnp.asarray(jnp.where(count == 0, 1.0, gain), dtype)
+
 
 class _SGDInit(eqx.Module):
     chain: SGDChain
 
     def __call__(self, params):
-        return tuple(
-            optax.TraceState(trace=optax.tree.zeros_like(params))
-            if part == "trace"
-            else optax.EmptyState()
-            for part in self.chain.structure
-        )
+        def part_state(part):
+            if part == "trace":
+                return optax.TraceState(trace=optax.tree.zeros_like(params))
+            if part == "dampening":
+                return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+            return optax.EmptyState()
+
+        return tuple(part_state(part) for part in self.chain.structure)
 
 
 class _SGDUpdate(eqx.Module):
-    """The update of `optax.chain(add_decayed_weights, scale, trace,
+    """The update of `optax.chain(add_decayed_weights, scale_by_schedule, trace,
     add_decayed_weights, scale_by_learning_rate)` with each part's arithmetic as in
     optax, and the hyperparameters traced."""
 
@@ -165,7 +188,11 @@ class _SGDUpdate(eqx.Module):
                     lambda g, p: g + _like(c.weight_decay, p) * p, updates, params
                 )
             elif part == "dampening":
-                updates = jax.tree.map(lambda g: _like(c.gain, g) * g, updates)
+                count = state[i].count
+                updates = jax.tree.map(
+                    lambda g: _first_step_gain(count, c.gain, g.dtype) * g, updates
+                )
+                state[i] = optax.ScaleByScheduleState(count=optax.safe_increment(count))
             elif part == "trace":
                 f = lambda g, t: g + _like(c.momentum, t) * t
                 trace = jax.tree.map(f, updates, state[i].trace)
@@ -188,26 +215,41 @@ def sgd_chain(
     r"""SGD with weight decay, momentum and dampening as an optax chain, the way it is
     usually built, together with its exact discrete charge laws (`charge_law`).
 
-    The chain steps exactly (to the bit) as, leaving out the parts that are off,
+    The chain steps exactly (to the bit, in `lnn.optim.run` and in your own loop) as,
+    leaving out the parts that are off,
 
     ```python
     optax.chain(
         optax.add_decayed_weights(weight_decay),  # decay="coupled"
-        optax.scale(1 - dampening),  # PyTorch's dampening
-        optax.trace(momentum, nesterov=nesterov),
+        optax.scale_by_schedule(  # dampening > 0 (with momentum)
+            lambda n: jnp.where(n == 0, 1.0, 1 - dampening)
+        ),
+        optax.trace(momentum, nesterov=nesterov),  # momentum > 0
         optax.add_decayed_weights(weight_decay),  # decay="decoupled"
         optax.scale_by_learning_rate(lr),
     )
     ```
 
     so `sgd_chain(lr, momentum=b, nesterov=n, weight_decay=l)` steps exactly as
-    `optax.chain(optax.add_decayed_weights(l), optax.sgd(lr, momentum=b, nesterov=n))`.
-    Unlike that chain, its numbers are traced, not compiled in: `lnn.optim.run` with
-    a new `lr`, `momentum`, `weight_decay` or `dampening` (0 included) does not
-    recompile. Only the structure is compiled in: where the decay goes, whether there
-    is momentum (`momentum` 0 or not) and `nesterov`. A zero decay or dampening stays
-    in the chain as an exact no-op ($g + 0\cdot w = g$, $1\cdot g = g$, up to the sign
-    of a zero).
+    `optax.chain(optax.add_decayed_weights(l), optax.sgd(lr, momentum=b, nesterov=n))`
+    (and, with `l = 0`, as `optax.sgd(lr, momentum=b, nesterov=n)`).
+
+    **Dampening** is PyTorch's (`torch.optim.SGD(dampening=d)`): the momentum buffer
+    starts undampened, $v_1 = \tilde g_0$, then $v_{k+1} = \beta v_k +
+    (1-d)\tilde g_k$; without momentum the dampening does nothing. PyTorch refuses
+    Nesterov's momentum with dampening; here it is optax's Nesterov trace of the
+    dampened gradient, $u = a_k\tilde g + \beta v'$ (with $a_k = 1$ at the first step
+    and $1-d$ after it).
+
+    **Compiling.** The numbers are traced, not compiled in: `lnn.optim.run` with a new
+    `lr`, `momentum` (non-zero), `weight_decay` (0 included) or `dampening`
+    (non-zero) does not recompile. The structure is compiled in: where the decay goes,
+    whether there is momentum (`momentum` 0 or not), whether it is dampened
+    (`dampening` 0 or not) and `nesterov`. A zero decay stays in the chain as an exact
+    no-op ($g + 0\cdot w = g$, up to the sign of a zero). A zero dampening is left out,
+    so the chain compiles to exactly the optax chain without it (a gain of 1 in the
+    compiled update would be exact too, but it changes which multiplications the
+    compiler fuses and hence the rounding).
 
     **Arguments:**
 
@@ -217,7 +259,8 @@ def sgd_chain(
     - `weight_decay`: $\lambda \ge 0$.
     - `decay`: `"coupled"` (added to the gradient before the momentum, L2
       regularisation) or `"decoupled"` (added to the update after it, as AdamW does).
-    - `dampening`: $d \in [0, 1)$: the gradient enters the momentum as $(1-d)g$.
+    - `dampening`: $d \in [0, 1)$: after the first step the gradient enters the
+      momentum buffer as $(1-d)g$ (PyTorch's dampening; ignored without momentum).
 
     **Returns:** an `lnn.optim.SGDChain`; pass `.optimizer` to `lnn.optim.run` (its
     time step is $\eta$) or use it in your own loop.
@@ -237,11 +280,13 @@ def sgd_chain(
             "`nesterov=True` needs `momentum` > 0; got momentum = 0.0 (Nesterov's "
             "form of no momentum is plain SGD)."
         )
-    # the decay and the dampening are always in (0 makes them exact no-ops, so a new
-    # value never recompiles); the momentum buffer only with momentum
+    # the decay is always in (0 makes it an exact no-op, so a new value never
+    # recompiles); the momentum buffer only with momentum, its dampening only when
+    # non-zero (PyTorch ignores it without momentum)
+    dampened = bool(momentum) and dampening > 0
     structure = (
         *(["coupled"] if decay == "coupled" else []),
-        "dampening",
+        *(["dampening"] if dampened else []),
         *(["trace"] if momentum else []),
         *(["decoupled"] if decay == "decoupled" else []),
         "lr",
@@ -252,7 +297,7 @@ def sgd_chain(
         f64(momentum),
         f64(weight_decay),
         f64(dampening),
-        f64(1.0 - dampening),
+        f64(1.0 - dampening if dampened else 1.0),
         nesterov,
         decay,
         structure,
@@ -287,10 +332,12 @@ class ChargeLaw(eqx.Module):
             lambda gi, wi: gi + _like(c.coupled_decay, wi) * wi, g, w
         )
         v_new = c.velocity(step.opt_state)
-        gained = jax.tree.map(lambda x: _like(c.gain, x) * x, g_tilde)
-        if v_new is None:
-            v_new = u = gained
-        elif c.nesterov:
+        if v_new is None:  # no buffer, no dampening
+            v_new = u = g_tilde
+            return w, g, v_new, u
+        a_k = c.step_gain(step.opt_state, jnp.result_type(*jax.tree.leaves(w)))
+        gained = jax.tree.map(lambda x: a_k.astype(x.dtype) * x, g_tilde)
+        if c.nesterov:
             u = jax.tree.map(lambda x, v: x + _like(c.momentum, v) * v, gained, v_new)
         else:
             u = v_new
@@ -344,13 +391,19 @@ class ChargeLaw(eqx.Module):
 
 @eqx.filter_jit
 def _recursion(c: SGDChain, kind: str, Q0, uAu, uAv):
-    eta, beta, a = _like(c.lr, Q0), _like(c.momentum, Q0), _like(c.gain, Q0)
+    eta, beta = _like(c.lr, Q0), _like(c.momentum, Q0)
     lc, ld = _like(c.coupled_decay, Q0), _like(c.decoupled_decay, Q0)
     shrink = 1 - eta * ld
+    # the gain a_k of each step: 1 at the first (PyTorch's undampened start)
+    steps = jnp.arange(uAu.shape[0])
+    if "dampening" in c.structure:
+        gains = _first_step_gain(steps, c.gain, Q0.dtype)
+    else:
+        gains = jnp.ones_like(uAu)
 
     def body(carry, drive):
         Q, P = carry
-        uAu, uAv = drive
+        uAu, uAv, a = drive
         R = beta * P + a * lc * Q
         S = a * lc * Q + beta * R if c.nesterov else R
         if kind == "quadratic":
@@ -361,7 +414,7 @@ def _recursion(c: SGDChain, kind: str, Q0, uAu, uAv):
             P_new = R
         return (Q_new, P_new), Q_new
 
-    return jax.lax.scan(body, (Q0, jnp.zeros_like(Q0)), (uAu, uAv))[1]
+    return jax.lax.scan(body, (Q0, jnp.zeros_like(Q0)), (uAu, uAv, gains))[1]
 
 
 def _check_generator(gen, kind):

@@ -204,17 +204,70 @@ def continuous_charge(
         return jnp.asarray(out)
     c = kunin_constants(chain, kind, corrections=corrections)
     gamma, omega = c["gamma"], c["omega"]
-    mu = np.sqrt(complex(gamma**2 - omega**2))
-    mu = mu if abs(mu) > 1e-6 * gamma else 1e-6 * gamma  # the critical case
-    r1, r2 = -gamma + mu, -gamma - mu
-    # rest: dQ/dt + c λ_n Q = 0 at t = -h (h = η/2 with corrections, else 0)
+    mu2 = (gamma - omega) * (gamma + omega)  # μ² = γ² - ω², any sign
+    # rest: dQ/dt + c λ_n Q = -σ Q_0 at t = -h (h = η/2 with corrections, else 0);
+    # σ ≠ 0 only for PyTorch's undampened first step with coupled decay, whose
+    # virtual buffer before the first step is v_0 = (d/β) g̃_0 (heavy ball) or
+    # Δ_{-1} gains -η d(1+β)/β g̃_0 (Nesterov)
     h, rho = (eta / 2, factor * lam_n) if corrections else (0.0, 0.0)
-    e1, e2 = np.exp(-r1 * h) * (r1 + rho), np.exp(-r2 * h) * (r2 + rho)
-    c1, c2 = -e2 * Q0 / (e1 - e2), e1 * Q0 / (e1 - e2)
-    hom = c1 * np.exp(r1 * t) + c2 * np.exp(r2 * t)
-    # impulse response K(s) = (e^{r1 s} - e^{r2 s})/(r1 - r2)
-    drive = (_exp_sum(r1, eta, source) - _exp_sum(r2, eta, source)) / (r1 - r2)
-    return jnp.asarray(np.real(hom + eta * drive))
+    sigma = 0.0
+    if corrections and "dampening" in chain.structure and chain.decay == "coupled":
+        lam, d = float(chain.weight_decay), float(chain.dampening)
+        sigma = factor * lam * d * (1.0 + nu * beta) / beta
+    # Q(t) = Q_0 C(t) + B S(t) with C = e^{-γt} cosh(μt), S = e^{-γt} sinh(μt)/μ,
+    # entire in μ², so the critically damped case needs no special value of μ
+    ch, sh = _cosh_sinhc(mu2, h)
+    B = (-sigma * Q0 * np.exp(-gamma * h) - Q0 * ((rho - gamma) * ch - mu2 * sh)) / (
+        ch + (gamma - rho) * sh
+    )
+    C, S = _damped_pair(gamma, omega, t)
+    hom = Q0 * C + B * S
+    # impulse response K(s) = S(s), summed by a 2×2 recursion in (C, S)
+    drive = _pair_sum(C[1], S[1], mu2, source)
+    return jnp.asarray(hom + eta * drive)
+
+
+def _cosh_sinhc(mu2, t):
+    r"""$\cosh(\mu t)$ and $\sinh(\mu t)/\mu$ for $\mu^2$ of any sign (cos and sin
+    for $\mu^2 < 0$), without cancellation as $\mu \to 0$."""
+    if mu2 > 0:
+        mu = np.sqrt(mu2)
+        return np.cosh(mu * t), (np.sinh(mu * t) / mu if mu * t != 0 else t)
+    nu = np.sqrt(-mu2)
+    return np.cos(nu * t), t * np.sinc(nu * t / np.pi)
+
+
+def _damped_pair(gamma, omega, t):
+    r"""$C(t) = e^{-\gamma t}\cosh(\mu t)$ and $S(t) = e^{-\gamma t}\sinh(\mu t)/\mu$,
+    $\mu^2 = \gamma^2 - \omega^2$, on the grid `t` $\ge 0$: stable through critical
+    damping ($\mu \to 0$), for $\omega \ll \gamma$ (the slow rate as
+    $\omega^2/(\gamma + \mu)$) and for large $\mu t$ (no overflowing cosh times an
+    underflowing exponential)."""
+    mu2 = (gamma - omega) * (gamma + omega)
+    if mu2 > 0:  # overdamped: the rates γ ∓ μ
+        mu = np.sqrt(mu2)
+        slow, fast = omega**2 / (gamma + mu), gamma + mu
+        C = 0.5 * (np.exp(-slow * t) + np.exp(-fast * t))
+        S = np.exp(-slow * t) * -np.expm1(-2 * mu * t) / (2 * mu)
+        return C, S
+    nu = np.sqrt(-mu2)  # underdamped, or critical (ν = 0)
+    decay = np.exp(-gamma * t)
+    return decay * np.cos(nu * t), decay * t * np.sinc(nu * t / np.pi)
+
+
+def _pair_sum(C1, S1, mu2, source):
+    r"""$D_k = \sum_{j<k} S(\eta(k-j))\,x_j$, $k = 0, \ldots, n$, from one step of
+    the pair, $C_1 = C(\eta)$ and $S_1 = S(\eta)$: with $z_k = \sum_{j<k}
+    (C, S)(\eta(k-j))\,x_j$, $z_k = M(z_{k-1} + (x_{k-1}, 0))$,
+    $M = \begin{pmatrix}C_1 & \mu^2 S_1\\ S_1 & C_1\end{pmatrix}$ (the addition
+    theorems of cosh and sinh). O(n), and no division by $\mu$."""
+    out = np.zeros(len(source) + 1)
+    zc = zs = 0.0
+    m12 = mu2 * S1
+    for k, x in enumerate(source):
+        zc, zs = C1 * (zc + x) + m12 * zs, S1 * (zc + x) + C1 * zs
+        out[k + 1] = zs
+    return out
 
 
 def _exp_sum(r, eta, source):
