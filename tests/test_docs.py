@@ -34,8 +34,10 @@ PAGES = [
     "concepts/optim/index.html",
     "concepts/symmetry/index.html",
     "reproducing/index.html",
+    "claims/index.html",
     "symmetry_discovery_laws/index.html",
     "performance/index.html",
+    "scaling/index.html",
 ]
 # The Table-1 builders (DESIGN.md); `lnn.dynamics` also holds helpers that are not API.
 DYNAMICS = [
@@ -134,9 +136,9 @@ def test_api_reference(site):
 
 
 def test_paper_figures(site):
-    html = _read(site, "reproducing/index.html")
+    html = _read(site, "claims/index.html")
     figures = sorted(p.name for p in (ROOT / "docs" / "figures").glob("*.png"))
     assert figures
     for name in figures:
-        assert f'src="../figures/{name}"' in html, f"reproducing page lacks {name}"
+        assert f'src="../figures/{name}"' in html, f"claims page lacks {name}"
         assert (site / "figures" / name).is_file()
