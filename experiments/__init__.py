@@ -25,7 +25,7 @@ EXPERIMENTS = {
 
 
 # Runnable by name, but left out of `run all` until a full run of it has completed with
-# its claims holding (issue 16: its full sweep has not yet been run to the end).
+# its claims holding (its full sweep has not yet been run to the end).
 NOT_IN_ALL = frozenset({"conservation_counts"})
 
 

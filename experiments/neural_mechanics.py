@@ -1,4 +1,4 @@
-r"""Issue 18 (Kunin et al., "Neural Mechanics"): the charges of SGD as people run it.
+r"""Kunin et al., "Neural Mechanics": the charges of SGD as people run it.
 
 A digits classifier with one weight-normalised layer (`lnn.nn.NormalizedMLP`: softmax
 output, ReLU hidden layers) has three symmetries on every mini-batch: translation of
@@ -169,7 +169,7 @@ def compute(cfg):
             claim(
                 f"{name} on mini-batches: exact law of translation, scale and rescale "
                 "charges, max relative error",
-                "issue 18; Kunin et al. discrete form",
+                "Kunin et al., exact discrete form",
                 max(errs),
                 1e-10,
                 # the exact per-step law of the update (given the symmetry of every
@@ -293,7 +293,7 @@ def compute(cfg):
     claims.append(
         claim(
             "Adam (no exact law): relative drift of the translation charge",
-            "issue 18: reported, not hidden",
+            "no exact law: reported, not hidden",
             metrics["adam_translation_drift"],
             1e-3,
             kind=">=",

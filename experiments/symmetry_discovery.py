@@ -357,7 +357,7 @@ def draw(folder: Path):
         md += [f"## {name}", "", table, ""]
     md += [
         f"Random ReLU sweep: {res['config']['n_random_relu']} architectures in "
-        f"{res['metrics']['relu_sweep_seconds']:.1f} s on this machine; all counts equal "
+        f"{res['metrics']['relu_sweep_seconds']:.1f} s; all counts equal "
         f"the sum of hidden widths: {res['metrics']['relu_all_counts_match']}. Our search "
         "covers only the rescaling family; Marcotte et al.'s SageMath code (34 min to 2 h "
         "on 64 cores) also proves completeness.",
