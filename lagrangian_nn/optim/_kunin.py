@@ -37,12 +37,20 @@ $\langle A\theta, \dot g\rangle = -\langle A\dot\theta, g\rangle$:
 The Nesterov drive $\langle\dot\theta, Ag\rangle$ is as large as the first one: without
 it the form misses Nesterov's quadratic charges by a fixed fraction of their growth
 (for gradients that are independent noise from step to step, at $\beta = 0.9$, the
-drive $2\langle\dot\theta, A\dot\theta\rangle$ alone is 1.34 times too large). **Rest.** The run starts with an empty momentum buffer, $v_0 = 0$,
+drive $2\langle\dot\theta, A\dot\theta\rangle$ alone is 1.34 times too large). **Rest.** The run starts with an empty momentum buffer, $v_0 = 0$ (with PyTorch's
+dampening the first step is undampened: as if $v_0 = (d/\beta)\tilde g_0$, see below),
 i.e. $\Delta_{-1} + \eta\lambda_n w_{-1} \approx 0$ (for Nesterov with coupled decay
 this is where its first step, $-\eta a(1+\beta)\tilde g_0$, puts the virtual
 $\Delta_{-1}$); the discrete velocity $\Delta_{k-1}/\eta$ sits at the half step, so the
 continuous form starts from $\dot Q + c\lambda_n Q = 0$ at $t = -\eta/2$ ($c = 1$
-linear, 2 quadratic). With `corrections=False` the forms are Kunin et al.'s as
+linear, 2 quadratic). PyTorch's undampened first step with coupled decay moves the
+virtual $\Delta_{-1}$ by $-\eta\frac{d}{\beta}(1+\nu\beta)\tilde g_0$, whose projection
+$\langle A\theta, \tilde g\rangle = \lambda Q$ makes the start $\dot Q + c\lambda_n Q =
+-c\lambda\frac{d}{\beta}(1+\nu\beta)Q_0$ (decoupled decay: $\langle A\theta, g\rangle =
+0$, no change). The solution is written as $Q = Q_0C + BS$ with
+$C = e^{-\gamma t}\cosh\mu t$ and $S = e^{-\gamma t}\sinh(\mu t)/\mu$,
+$\mu^2 = \gamma^2 - \omega^2$: entire in $\mu^2$, so it is computed to rounding
+through critical damping. With `corrections=False` the forms are Kunin et al.'s as
 published: heavy-ball constants ($\lambda_n = 0$, $\nu = 0$) for every chain, at rest
 at $t = 0$; their gap to the exact law is $O(\eta)$ too, but with a large constant for
 Nesterov (an $O(1)$ error in the drive of an $O(\eta)$ effect) and for small $1 - \beta$.
