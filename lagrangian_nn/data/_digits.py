@@ -20,7 +20,8 @@ def digits(*, n: int | None = 1000, seed: int = 0):
         from sklearn.datasets import load_digits
     except ImportError as e:  # pragma: no cover
         raise ImportError(
-            "`lnn.data.digits` needs scikit-learn: `pip install scikit-learn`."
+            "`lnn.data.digits` needs scikit-learn: `pip install 'lagrangian_nn[data]'` "
+            "(or `pip install scikit-learn`)."
         ) from e
     data = load_digits()
     x = (data.data / 16.0).astype(np.float32)
