@@ -3,6 +3,7 @@ discrete Noether charges."""
 
 import json
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -428,3 +429,170 @@ def test_experiment_quick(tmp_path):
         assert c["holds"], c
         if c["basis"] != "consequence":
             assert c["control"]["missed"], c
+
+
+# --- (5) solves measured relative to the size of their terms ------------------------
+
+
+class _Scaled(eqx.Module):
+    """c·L0 with c a traced array: one compiled program serves every c."""
+
+    c: jax.Array
+    inner: object = eqx.field(static=True)
+
+    def __call__(self, t, q, v):
+        return self.c * self.inner(t, q, v)
+
+
+def _anharmonic(t, q, v):
+    return 0.5 * jnp.sum(v**2) - 0.5 * jnp.sum(q**2) - 0.1 * jnp.sum(q**4)
+
+
+@pytest.mark.parametrize(
+    "dtype, n, factors",
+    [(jnp.float32, 50, (1e-6, 1e2, 1e6)), (jnp.float64, 4, (1e4, 1e6, 1e-6))],
+)
+def test_scaled_lagrangian_integrates_identically(dtype, n, factors):
+    """c·L has the dynamics of L: the Newton solves stop on the residual relative to
+    its terms, so c ∈ [1e-6, 1e6] gives the trajectory of c = 1 to rounding (and
+    bitwise for c a power of 2). An absolute stopping test raised "did not converge"
+    from c = 100 in float32 (50 dof) and from c = 1e4 in float64."""
+    q0 = jnp.linspace(-1, 1, n).astype(dtype)
+    v0 = jnp.cos(jnp.arange(n)).astype(dtype)
+    eps = float(jnp.finfo(dtype).eps)
+
+    def run(c):
+        L = _Scaled(jnp.asarray(c, dtype), _anharmonic)
+        return V.integrate(V.Midpoint(L), q0, v0, t0=0.0, dt=0.05, n_steps=20).q
+
+    base = run(1.0)
+    assert bool(jnp.all(run(2.0**-19) == base))
+    for c in factors:
+        # rounding: a few ulps of |q| ~ 1 per step, over 20 steps
+        assert float(jnp.max(jnp.abs(run(c) - base))) < 20 * 16 * eps, c
+
+
+def test_growing_weight_as_a_plain_function():
+    """e^{γt}L0 written as a plain function, over a run where the weight reaches
+    e^{30}: the same trajectory as the reduced `Conformal(γt, L0)`, for dt and dt/5
+    (with an absolute stopping test both raised, the smaller dt sooner)."""
+    gamma, omega = 1.0, 2.0
+    L0 = lambda t, q, v: 0.5 * jnp.sum(v**2) - 0.5 * omega**2 * jnp.sum(q**2)
+    plain = lambda t, q, v: jnp.exp(gamma * t) * L0(t, q, v)
+    conformal = lnn.Conformal(lambda t: gamma * t, L0)
+    q0, v0 = jnp.array([1.0, -0.5]), jnp.array([0.3, 0.2])
+    exact = damped_oscillator(gamma, omega)
+    errs = []
+    for dt, n in ((0.05, 600), (0.01, 3000)):
+        kw = dict(t0=0.0, dt=dt, n_steps=n, save_every=n // 10)
+        tr = V.integrate(V.Midpoint(plain), q0, v0, **kw)
+        ref = V.integrate(V.Midpoint(conformal), q0, v0, **kw)
+        # q decays like e^{-15}: compare relative to its size at each time
+        rel = jnp.abs(tr.q - ref.q) / jnp.max(jnp.abs(ref.q), axis=1, keepdims=True)
+        assert float(jnp.max(rel)) < 1e-10
+        errs.append(abs(float(tr.q[1, 0]) - exact(3.0, 1.0, 0.3)))
+    # and it is the damped oscillator, to second order (5x smaller dt: 25x)
+    assert 15 < errs[0] / errs[1] < 35, errs
+
+
+def test_float32_offset_positions_small_dt():
+    """Positions of size 10 moving by 1e-3 per step in float32: the residual's floor
+    ε|q|/dt is set by the positions' rounding, and it is measured against the size of
+    those position terms, so a smaller dt does not turn into a failure."""
+    L = lambda t, q, v: 0.5 * jnp.sum(v**2) - 0.5 * jnp.sum((q - 10.0) ** 2)
+    q0, v0 = jnp.array([11.0, 9.0], jnp.float32), jnp.array([0.0, 1.0], jnp.float32)
+    for dt in (0.01, 0.001):
+        kw = dict(t0=0.0, dt=dt, n_steps=100)
+        tr = V.integrate(V.Midpoint(L), q0, v0, **kw)
+        ref = V.integrate(V.Midpoint(L), q0.astype(float), v0.astype(float), **kw)
+        t = 100 * dt
+        exact = 10.0 + np.array([np.cos(t), -np.cos(t) + np.sin(t)])
+        assert np.max(np.abs(np.asarray(ref.q[-1]) - exact)) < t * dt**2 / 4
+        # float32: a few ulps of |q| = 11 per step (measured 1.2e-4 and 5.1e-4)
+        err = float(jnp.max(jnp.abs(tr.q.astype(float) - ref.q)))
+        assert err < 100 * 8 * 1.2e-7 * 11, (dt, err)
+
+
+class _Recording(optx.Newton):
+    """Newton that records the structure of every problem it is given."""
+
+    def init(self, fn, y, args, options, f_struct, aux_struct, tags):
+        _SEEN.append(jax.tree.structure(y))
+        return super().init(fn, y, args, options, f_struct, aux_struct, tags)
+
+
+_SEEN = []
+
+
+def test_user_solver_reaches_every_solve():
+    """`solver=` is used for the step (internal point and q_{k+1}), the Legendre
+    inversion of the saved velocities, and the internal stages of the charges."""
+    L = lambda t, q, v: jnp.sum(jnp.cosh(v)) - 0.5 * jnp.sum(q**2)  # p = sinh(q̇)
+    solver = _Recording(rtol=1e-12, atol=1e-12)
+    q0, v0 = jnp.array([1.0, 0.5]), jnp.array([0.0, 0.3])
+    Ld = V.Lobatto(L)
+    _SEEN.clear()
+    tr = V.integrate(Ld, q0, v0, t0=0.0, dt=0.1, n_steps=4, solver=solver)
+    step_struct = jax.tree.structure(((q0,), q0))
+    assert step_struct in _SEEN  # the step
+    assert jax.tree.structure(q0) in _SEEN  # the Legendre inversion
+    _SEEN.clear()
+    V.discrete_noether_charge(
+        Ld, lnn.Generator(lambda t, q: 0 * q), tr, 0.1, solver=solver
+    )
+    assert jax.tree.structure((q0,)) in _SEEN  # the Lobatto stage
+    # and the velocities invert p = sinh(q̇): the saved q̇ are the discrete momenta's
+    _, ps = V.integrate(
+        Ld, q0, v0, t0=0.0, dt=0.1, n_steps=4, solver=solver, return_momenta=True
+    )
+    assert float(jnp.max(jnp.abs(jnp.sinh(tr.qdot) - ps))) < 1e-13
+
+
+def test_unconverged_stage_of_a_charge_raises():
+    """The internal point of a Lobatto step that does not converge is an error,
+    never a charge."""
+    L = lambda t, q, v: 0.5 * jnp.sum(v**2) - 0.25 * jnp.sum(q**4)
+    Ld = V.Lobatto(L)
+    tr = V.integrate(
+        Ld, jnp.array([1.0, 0.2]), jnp.array([0.0, 1.0]), t0=0.0, dt=0.1, n_steps=4
+    )
+    gen = lnn.Generator(lambda t, q: ROT2 @ q)
+    strict = optx.Newton(rtol=1e-30, atol=1e-30)
+    with pytest.raises(Exception, match="internal points.*did not converge"):
+        V.discrete_noether_charge(Ld, gen, tr, 0.1, solver=strict, max_steps=1)
+    with pytest.raises(Exception, match="internal points.*did not converge"):
+        V.discrete_invariance_residual(Ld, gen, tr, 0.1, solver=strict, max_steps=1)
+    V.discrete_noether_charge(Ld, gen, tr, 0.1)  # the default converges
+
+
+def test_loose_solver_is_refused_naming_the_residual():
+    L = lambda t, q, v: 0.5 * jnp.sum(v**2) - 0.25 * jnp.sum(q**4)
+    loose = optx.Newton(rtol=0.5, atol=0.5)
+    with pytest.raises(Exception, match="of the size of its terms, above √ε"):
+        V.integrate(
+            V.Midpoint(L),
+            jnp.array([1.0, 0.2]),
+            jnp.array([0.0, 1.0]),
+            t0=0.0,
+            dt=0.1,
+            n_steps=4,
+            solver=loose,
+        )
+
+
+def test_root_far_from_the_predictor_is_flagged():
+    """A stiff quartic, h²k = 2500: the Lobatto step from rest at q = 1 has a root at
+    q ≈ 1233 (the physical motion stays in [−1, 1]). The linear model of the step
+    equations at that root misses the residual at the predictor by more than half
+    (Kantorovich), so it is refused; at h²k = 1 the step is accepted and near the
+    exact motion (θ = 0.035 measured)."""
+    k = 2500.0
+    L = lambda t, q, v: 0.5 * jnp.sum(v**2) - 0.25 * k * jnp.sum(q**4)
+    q, p = jnp.array([1.0]), jnp.array([0.0])
+    with pytest.raises(Exception, match="far from its predictor.*Reduce `dt`"):
+        V.step(V.Lobatto(L), 0.0, 1.0, q, p)
+    with pytest.raises(Exception, match="far from its predictor"):
+        V.integrate(V.Lobatto(L), q, p, t0=0.0, dt=1.0, n_steps=2)
+    q1, _ = V.step(V.Lobatto(L), 0.0, 0.02, q, p)
+    ref = lnn.simulate(L, q, p, t0=0.0, t1=0.02, rtol=1e-11, atol=1e-12)
+    assert abs(float(q1[0] - ref.q[-1, 0])) < 0.01

@@ -26,8 +26,10 @@ from .._conformal import log_weight as _log_weight, times_exp as _times_exp
 from .._noether import Generator
 from .._trajectory import Trajectory
 from .._tree import tree_dot, tree_dtype
+from .._validate import is_traced
 from ._discrete import AbstractDiscreteLagrangian, check_discrete
-from ._integrate import default_solver
+from ._integrate import _check_int, _check_solver
+from ._solve import check_level, default_solver, relative_residual, scale_of, solve
 
 
 def _check_generator(gen):
@@ -62,40 +64,76 @@ def _check_traj(traj, dt):
         )
 
 
-def _internal(discrete, t, h, q0, q1):
-    """The internal points of the step from `q0` to `q1` (∂L_d/∂z = 0)."""
+def _internal(discrete, t, h, q0, q1, solver, max_steps):
+    """The internal points of the step from `q0` to `q1` (∂L_d/∂z = 0), with whether
+    the solver failed and the relative residual (measured against the size of the
+    terms of ∂L_d/∂z and of the end momenta)."""
+    dtype = tree_dtype(q0)
     if discrete.n_internal == 0:
-        return ()
+        return (), jnp.asarray(False), jnp.zeros((), dtype)
 
-    def fn(z, args):
-        return jax.grad(discrete.reduced, argnums=3)(t, h, q0, z, q1)
+    def terms(z):
+        d0, dz, d1 = jax.grad(discrete.reduced, argnums=(2, 3, 4))(t, h, q0, z, q1)
+        return dz, None, scale_of(dz, d0, d1)
 
-    solver = default_solver(tree_dtype(q0))
+    solver = default_solver(dtype) if solver is None else solver
     guess = discrete.initial_internal(q0, q1)
-    sol = optx.root_find(fn, solver, guess, throw=False, max_steps=32)
-    return sol.value
+    z, converged = solve(terms, solver, guess, max_steps)
+    _, _, rho, _, _ = relative_residual(terms, z)
+    return z, ~converged, rho
 
 
-def _pair_terms(discrete, gen, t, h, q0, q1):
-    """`(-⟨D1 Ld0, ξ0⟩, e^{-Δs}⟨D2 Ld0, ξ1⟩, ⟨D1 Ld0, ξ0⟩ + ⟨D2 Ld0, ξ1⟩)` for one
-    step, reduced at its start."""
-    z = _internal(discrete, t, h, q0, q1)
+def _pair_terms(discrete, gen, t, h, q0, q1, solver, max_steps):
+    """`(-⟨D1 Ld0, ξ0⟩, e^{-Δs}⟨D2 Ld0, ξ1⟩, ⟨D1 Ld0, ξ0⟩ + ⟨D2 Ld0, ξ1⟩, failed,
+    rho)` for one step, reduced at its start."""
+    z, failed, rho = _internal(discrete, t, h, q0, q1, solver, max_steps)
     d0, d1 = jax.grad(discrete.reduced, argnums=(2, 4))(t, h, q0, z, q1)
     xi0, xi1 = gen.xi(t, q0), gen.xi(t + h, q1)
     a, b = tree_dot(d0, xi0), tree_dot(d1, xi1)
     back = jnp.exp(-discrete.log_weight_change(t, h))
-    return -a, back * b, a + b
+    return -a, back * b, a + b, failed, rho
 
 
 @eqx.filter_jit
-def _charges(discrete, gen, ts, q, dt):
+def _charges(discrete, gen, ts, q, dt, solver, max_steps: int):
     first = jax.tree.map(lambda x: x[:-1], q)
     second = jax.tree.map(lambda x: x[1:], q)
-    start, end, residual = jax.vmap(
-        lambda t, a, b: _pair_terms(discrete, gen, t, dt, a, b)
+    start, end, residual, failed, rho = jax.vmap(
+        lambda t, a, b: _pair_terms(discrete, gen, t, dt, a, b, solver, max_steps)
     )(ts[:-1], first, second)
     charges = jnp.concatenate([start, end[-1:]])
-    return charges, residual
+    return charges, residual, jnp.any(failed), jnp.max(rho)
+
+
+def _checked(where, charges, failed, rho, dtype, max_steps):
+    """Raises (eagerly) or flags (under `jit`) an unconverged internal stage."""
+    level = check_level(dtype)
+    concrete = not is_traced((failed, rho))
+    num = f" ({float(rho):.3g})" if concrete else ""
+    checks = [
+        (
+            failed,
+            f"`{where}`: the solve for a step's internal points (∂L_d/∂z = 0) did "
+            f"not converge within `max_steps` = {max_steps} iterations (residual "
+            f"relative to the size of its terms{num}). Raise `max_steps` or pass "
+            "another `solver`.",
+        ),
+        (
+            ~(rho <= level),
+            f"`{where}`: a step's internal points solve ∂L_d/∂z = 0 only to{num} of "
+            f"the size of its terms, above √ε = {level:.2g} of "
+            f"{jnp.dtype(dtype).name}: the charges cannot be trusted. Use float64 or "
+            "a `solver` with tighter tolerances.",
+        ),
+    ]
+    if concrete:
+        for flag, message in checks:
+            if bool(flag):
+                raise eqx.EquinoxRuntimeError(message)
+        return charges
+    for flag, message in checks:
+        charges = eqx.error_if(charges, flag, message)
+    return charges
 
 
 def _scale(discrete, ts, x, reduced):
@@ -106,8 +144,10 @@ def _scale(discrete, ts, x, reduced):
     return out
 
 
-def _prepare(discrete, gen, traj, dt):
+def _prepare(discrete, gen, traj, dt, solver, max_steps):
     check_discrete(discrete)
+    _check_solver(solver)
+    _check_int(max_steps, "max_steps")
     _check_generator(gen)
     _check_traj(traj, dt)
     dtype = tree_dtype(traj.q)
@@ -121,6 +161,8 @@ def discrete_noether_charge(
     dt,
     *,
     reduced: bool = False,
+    solver: optx.AbstractRootFinder | None = None,
+    max_steps: int = 32,
 ):
     r"""The discrete Noether charges $J_k = \langle p_k, \xi(t_k, q_k)\rangle$ of a
     point symmetry along a trajectory of `lnn.variational.integrate`, from the discrete
@@ -140,11 +182,24 @@ def discrete_noether_charge(
     - `dt`: its time step.
     - `reduced`: for $L = e^{s(t)}L_0$, return $\tilde J_k = e^{-s(t_k)}J_k$
       (never forms $e^{s}$). Ignored for other Lagrangians.
+    - `solver`, `max_steps`: the root finder for the internal points of `Lobatto`
+      (as for `integrate`; its residual is measured relative to the size of its
+      terms). An internal point that does not converge is an error, never a charge.
 
     **Returns:** an array of shape `(len(traj),)`.
     """
-    dt = _prepare(discrete, gen, traj, dt)
-    charges, _ = _charges(discrete, gen, traj.ts, traj.q, dt)
+    dt = _prepare(discrete, gen, traj, dt, solver, max_steps)
+    charges, _, failed, rho = _charges(
+        discrete, gen, traj.ts, traj.q, dt, solver, max_steps
+    )
+    charges = _checked(
+        "lnn.variational.discrete_noether_charge",
+        charges,
+        failed,
+        rho,
+        dt.dtype,
+        max_steps,
+    )
     return _scale(discrete, traj.ts, charges, reduced)
 
 
@@ -155,6 +210,8 @@ def discrete_invariance_residual(
     dt,
     *,
     reduced: bool = False,
+    solver: optx.AbstractRootFinder | None = None,
+    max_steps: int = 32,
 ):
     r"""The discrete invariance residual of each step,
     $R_k = \langle D_1L_d, \xi_k\rangle + \langle D_2L_d, \xi_{k+1}\rangle$
@@ -170,6 +227,16 @@ def discrete_invariance_residual(
 
     **Returns:** an array of shape `(len(traj) - 1,)`.
     """
-    dt = _prepare(discrete, gen, traj, dt)
-    _, residual = _charges(discrete, gen, traj.ts, traj.q, dt)
+    dt = _prepare(discrete, gen, traj, dt, solver, max_steps)
+    _, residual, failed, rho = _charges(
+        discrete, gen, traj.ts, traj.q, dt, solver, max_steps
+    )
+    residual = _checked(
+        "lnn.variational.discrete_invariance_residual",
+        residual,
+        failed,
+        rho,
+        dt.dtype,
+        max_steps,
+    )
     return _scale(discrete, traj.ts[:-1], residual, reduced)

@@ -15,29 +15,63 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import lineax as lx
+import numpy as np
 import optimistix as optx
 
 from .._custom_types import RealScalarLike
 from .._euler_lagrange import declared_mass
 from .._lagrangian import AbstractLagrangian
 from .._trajectory import Trajectory
-from .._tree import tree_dtype
+from .._tree import tree_all_finite, tree_dtype, tree_max_abs
 from .._validate import (
     as_array_if_numbers,
     check_finite_tree,
     check_floating_tree,
     check_same_structure,
     check_scalar_lagrangian,
+    is_traced,
 )
 from ..dynamics import KineticMinusPotential
 from ._discrete import AbstractDiscreteLagrangian, Trapezoid, check_discrete
+from ._solve import (
+    NONLINEAR_LIMIT,
+    Stats,
+    check_level,
+    default_solver,
+    scale_of,
+    solve,
+    step_stats,
+)
 
 
-def default_solver(dtype) -> optx.AbstractRootFinder:
-    """Newton with tolerances from the dtype: the last correction is below
-    ~`eps^0.7`, so (quadratic convergence) the root is exact to rounding."""
-    tol = float(jnp.finfo(dtype).eps) ** 0.7
-    return optx.Newton(rtol=tol, atol=tol)
+def _velocity(inner, t, q, p, solver=None, max_steps: int = 32):
+    """`(qdot, failed, rho)`: the velocity, whether the solver failed, and the
+    relative residual of the Legendre inversion (0 where no solve is needed)."""
+    dtype = tree_dtype(q)
+    zeros = jax.tree.map(jnp.zeros_like, q)
+    exact = jnp.asarray(False), jnp.zeros((), dtype)
+    mass = declared_mass(inner, t, q, zeros)
+    if mass is None:
+        solver = default_solver(dtype) if solver is None else solver
+        # the terms of ∂L/∂q̇ − p: p itself and ∂L/∂q̇, whose part at q̇ = 0 (a vector
+        # potential, say) can be far larger than p
+        offset = jax.grad(inner, argnums=2)(t, q, zeros)
+
+        def terms(v):
+            dv = jax.grad(inner, argnums=2)(t, q, v)
+            r = jax.tree.map(lambda a, b: a - b, dv, p)
+            return r, None, scale_of(p, dv, offset)
+
+        v, converged = solve(terms, solver, zeros, max_steps)
+        r, _, s = terms(v)
+        return v, ~converged, jnp.asarray(tree_max_abs(r) / s, dtype)
+    b = jax.grad(inner, argnums=2)(t, q, zeros)
+    rhs = jax.tree.map(lambda a, c: a - c, p, b)
+    if isinstance(mass, lx.AbstractLinearOperator):
+        return lx.linear_solve(mass, rhs).value, *exact
+    if eqx.is_array_like(mass) and jnp.ndim(mass) == 0:
+        return jax.tree.map(lambda r: r / mass, rhs), *exact
+    return jax.tree.map(lambda r, m: r / m, rhs, mass), *exact
 
 
 def velocity(inner, t, q, p, solver=None, max_steps: int = 32):
@@ -46,26 +80,16 @@ def velocity(inner, t, q, p, solver=None, max_steps: int = 32):
     With a declared mass $M$ (`AbstractLagrangian.mass_matrix`, e.g. every Table-1
     Lagrangian) the kinetic term is quadratic and $\dot q = M^{-1}(p - b)$ with
     $b = \partial L_0/\partial\dot q(t, q, 0)$: no solve. Otherwise Newton from
-    $\dot q = 0$ (one iteration for any $L_0$ quadratic in $\dot q$).
+    $\dot q = 0$ (one iteration for any $L_0$ quadratic in $\dot q$), on the residual
+    $\partial L_0/\partial\dot q - p$ relative to the size of its terms
+    ($\max(|p|, |\partial L_0/\partial\dot q|, |b|)$), so the same tolerance serves
+    $cL_0$ for every $c$.
+
+    **Returns:** `(qdot, ok)`, with `ok` false where the solver failed or the relative
+    residual at its answer exceeds $\sqrt\varepsilon$.
     """
-    zeros = jax.tree.map(jnp.zeros_like, q)
-    mass = declared_mass(inner, t, q, zeros)
-    if mass is None:
-        solver = default_solver(tree_dtype(q)) if solver is None else solver
-
-        def fn(v, args):
-            dv = jax.grad(inner, argnums=2)(t, q, v)
-            return jax.tree.map(lambda a, b: a - b, dv, p)
-
-        sol = optx.root_find(fn, solver, zeros, throw=False, max_steps=max_steps)
-        return sol.value, sol.result == optx.RESULTS.successful
-    b = jax.grad(inner, argnums=2)(t, q, zeros)
-    rhs = jax.tree.map(lambda a, c: a - c, p, b)
-    if isinstance(mass, lx.AbstractLinearOperator):
-        return lx.linear_solve(mass, rhs).value, jnp.asarray(True)
-    if eqx.is_array_like(mass) and jnp.ndim(mass) == 0:
-        return jax.tree.map(lambda r: r / mass, rhs), jnp.asarray(True)
-    return jax.tree.map(lambda r, m: r / m, rhs, mass), jnp.asarray(True)
+    v, failed, rho = _velocity(inner, t, q, p, solver, max_steps)
+    return v, ~failed & (rho <= check_level(tree_dtype(q)))
 
 
 class _Stepper(eqx.Module):
@@ -105,29 +129,28 @@ class _Stepper(eqx.Module):
             p1 = jax.tree.map(lambda vi, gi: a * vi - 0.5 * h * c1 * gi, v, g1)
         else:
             p1 = jax.tree.map(lambda vi, gi: a * vi / w - 0.5 * h * c1 * gi, v, g1)
-        return q1, p1, (), g1, jnp.asarray(True)
+        return q1, p1, (), g1, Stats.ok(tree_dtype(q))
 
     # --- general: Newton on (internal points, q_{k+1}) ------------------------------
     def _implicit(self, t, h, q, p, guess):
         reduced = self.discrete.reduced
 
-        def fn(x, args):
+        def terms(x):
             z, q1 = x
-            d_q0, d_z = jax.grad(reduced, argnums=(2, 3))(t, h, q, z, q1)
-            return d_z, jax.tree.map(lambda a, b: a + b, p, d_q0)
+            d_q0, d_z, d_q1 = jax.grad(reduced, argnums=(2, 3, 4))(t, h, q, z, q1)
+            r = (d_z, jax.tree.map(lambda a, b: a + b, p, d_q0))
+            return r, d_q1, scale_of(p, d_q0, d_q1)
 
-        sol = optx.root_find(
-            fn, self.solver, guess, throw=False, max_steps=self.max_steps
-        )
-        z, q1 = sol.value
-        d_q1 = jax.grad(reduced, argnums=4)(t, h, q, z, q1)
+        root, converged = solve(terms, self.solver, guess, self.max_steps)
+        d_q1, rho, theta = step_stats(terms, guess, root)
+        z, q1 = root
         if self.discrete.layers:
             back = jnp.exp(-self.discrete.log_weight_change(t, h))
             d_q1 = jax.tree.map(lambda x: back * x, d_q1)
-        return q1, d_q1, z, None, sol.result == optx.RESULTS.successful
+        return q1, d_q1, z, None, Stats(~converged, rho, theta)
 
     def __call__(self, t, h, q, p, q_prev, z_prev, g):
-        """Returns `(q1, p1, z, g1, ok)`."""
+        """Returns `(q1, p1, z, g1, stats)`."""
         if self.explicit:
             return self._explicit(t, h, q, p, g)
         shift = jax.tree.map(lambda a, b: a - b, q, q_prev)
@@ -188,8 +211,18 @@ def _prepare_state(q, qdot, qname, vname):
     return q, qdot, dtype
 
 
+class _Report(eqx.Module):
+    """What a run reports after its loop (read once, never inside it)."""
+
+    steps: Stats
+    velocity_failed: jax.Array
+    velocity_rho: jax.Array
+    finite: jax.Array
+    q_size: jax.Array
+
+
 @eqx.filter_jit
-def _run(stepper, t0, dt, q0, qdot0, n_save: int, save_every: int):
+def _run(stepper, t0, dt, q0, qdot0, n_save: int, save_every: int, solver):
     discrete = stepper.discrete
     inner = discrete.inner
     dtype = tree_dtype(q0)
@@ -201,46 +234,105 @@ def _run(stepper, t0, dt, q0, qdot0, n_save: int, save_every: int):
     g0 = stepper.gradient(q0)
 
     def one(carry, _):
-        k, q, p, qp, zp, g, ok = carry
+        k, q, p, qp, zp, g, stats = carry
         t = t0 + k.astype(dtype) * dt
-        q1, p1, z, g1, good = stepper(t, dt, q, p, qp, zp, g)
-        return (k + 1, q1, p1, q, z, g1, ok & good), None
+        q1, p1, z, g1, new = stepper(t, dt, q, p, qp, zp, g)
+        return (k + 1, q1, p1, q, z, g1, stats.join(new)), None
 
     def block(carry, _):
         carry, _ = jax.lax.scan(one, carry, None, length=save_every)
         return carry, (carry[0], carry[1], carry[2])
 
-    init = (jnp.zeros((), jnp.int32), q0, p0, q_prev, z_prev, g0, jnp.asarray(True))
+    init = (jnp.zeros((), jnp.int32), q0, p0, q_prev, z_prev, g0, Stats.ok(dtype))
     carry, (ks, qs, ps) = jax.lax.scan(block, init, None, length=n_save)
-    ok = carry[-1]
     ks = jnp.concatenate([jnp.zeros((1,), jnp.int32), ks])
     qs = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), q0, qs)
     ps = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), p0, ps)
     ts = t0 + ks.astype(dtype) * dt
-    vs, vok = jax.vmap(lambda t, q, p: velocity(inner, t, q, p))(ts, qs, ps)
-    ts = eqx.error_if(
-        ts,
-        ~ok,
-        "`lnn.variational.integrate`: the root solve of a discrete Euler–Lagrange "
-        "step did not converge. Reduce `dt`, raise `max_steps`, or pass another "
-        "`solver`.",
+    vs, vfailed, vrho = jax.vmap(
+        lambda t, q, p: _velocity(inner, t, q, p, solver, stepper.max_steps)
+    )(ts, qs, ps)
+    report = _Report(
+        carry[-1],
+        jnp.any(vfailed),
+        jnp.max(vrho),
+        tree_all_finite((qs, ps)),
+        jnp.asarray(tree_max_abs(qs), dtype),
     )
-    ts = eqx.error_if(
-        ts,
-        ~jnp.all(vok),
-        "`lnn.variational.integrate`: inverting the Legendre transform p = ∂L/∂q̇ "
-        "for the saved velocities did not converge.",
-    )
-    finite = jnp.all(
-        jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves((qs, ps))])
-    )
-    ts = eqx.error_if(
-        ts,
-        ~finite,
-        "`lnn.variational.integrate`: the state became non-finite (inf or NaN); the "
-        "step `dt` may be too large for this system.",
-    )
-    return Trajectory(ts, qs, vs), ps
+    return Trajectory(ts, qs, vs), ps, report
+
+
+def _messages(where, report, dtype, dt, max_steps):
+    """`[(flag, message)]` of a run's report; with numbers when it is concrete."""
+    concrete = not is_traced(report)
+    level = check_level(dtype)
+    name = jnp.dtype(dtype).name
+    st = report.steps
+
+    def num(x):
+        return f" ({float(x):.3g})" if concrete else ""
+
+    scale = ""
+    if concrete and np.isfinite(float(report.q_size)):
+        eps = float(jnp.finfo(dtype).eps)
+        blur = eps * float(report.q_size) / float(dt)
+        scale = (
+            f" In {name} the positions (up to |q| = {float(report.q_size):.3g}) are "
+            f"rounded to ε|q|, so a step's velocity (q_(k+1) − q_k)/dt is uncertain "
+            f"by ε|q|/dt = {blur:.3g}."
+        )
+    return [
+        (
+            st.failed,
+            f"`{where}`: the root solve of a discrete Euler–Lagrange step did not "
+            f"converge within `max_steps` = {max_steps} iterations (its largest "
+            "residual |p + D₁L_d|, relative to the size of its terms, is"
+            f"{num(st.rho)}). Raise `max_steps`, pass another `solver`, or reduce "
+            "`dt`.",
+        ),
+        (
+            ~report.finite,
+            f"`{where}`: the state became non-finite (inf or NaN); the step `dt` may "
+            "be too large for this system.",
+        ),
+        (
+            ~(st.theta <= NONLINEAR_LIMIT),
+            f"`{where}`: a step's root lies far from its predictor: the step "
+            "equations are strongly nonlinear between the two (the linear model at "
+            f"the root misses the residual at the predictor by{num(st.theta)} of "
+            f"its size, above Kantorovich's {NONLINEAR_LIMIT}), so the root may be "
+            "another, unphysical solution of the discrete Euler–Lagrange equations. "
+            "Reduce `dt`.",
+        ),
+        (
+            ~(st.rho <= level),
+            f"`{where}`: the root solve of a discrete Euler–Lagrange step stopped "
+            "with its residual |p + D₁L_d| at"
+            f"{num(st.rho)} of the size of its terms, above √ε = {level:.2g} of "
+            f"{name}: the step cannot be trusted.{scale} Use float64, a larger `dt`, "
+            "or a `solver` with tighter tolerances.",
+        ),
+        (
+            report.velocity_failed | ~(report.velocity_rho <= level),
+            f"`{where}`: inverting the Legendre transform p = ∂L/∂q̇ did not "
+            "converge (its residual relative to the size of its "
+            f"terms is{num(report.velocity_rho)}). Raise `max_steps` or pass another "
+            "`solver`.",
+        ),
+    ]
+
+
+def _raise_or_flag(x, checks):
+    """Raises the first failed check now if the flags are concrete; else attaches
+    them to `x` with `eqx.error_if` (read once, after the loop)."""
+    if not is_traced([flag for flag, _ in checks]):
+        for flag, message in checks:
+            if bool(flag):
+                raise eqx.EquinoxRuntimeError(message)
+        return x
+    for flag, message in checks:
+        x = eqx.error_if(x, flag, message)
+    return x
 
 
 def _check_span(lagrangian, t0, t1):
@@ -331,7 +423,11 @@ def integrate(
     if not isinstance(dt, jax.core.Tracer) and not isinstance(t0, jax.core.Tracer):
         _check_span(discrete.lagrangian, t0, float(t0) + n_steps * float(dt))
     stepper = _stepper(discrete, dtype, solver, max_steps)
-    traj, ps = _run(stepper, t0, dt, q0, qdot0, n_steps // save_every, save_every)
+    traj, ps, report = _run(
+        stepper, t0, dt, q0, qdot0, n_steps // save_every, save_every, solver
+    )
+    checks = _messages("lnn.variational.integrate", report, dtype, dt, max_steps)
+    traj = eqx.tree_at(lambda tr: tr.ts, traj, _raise_or_flag(traj.ts, checks))
     return (traj, ps) if return_momenta else traj
 
 
@@ -363,12 +459,26 @@ def step(
     stepper = _stepper(discrete, dtype, solver, max_steps)
     t = jnp.asarray(t, dtype)
     dt = jnp.asarray(dt, dtype)
+    q1, p1, report = _one_step(stepper, t, dt, q, p, solver)
+    checks = _messages("lnn.variational.step", report, dtype, dt, max_steps)
+    return _raise_or_flag(q1, checks), p1
+
+
+@eqx.filter_jit
+def _one_step(stepper, t, dt, q, p, solver):
+    dtype = tree_dtype(q)
     g = stepper.gradient(q)
-    v, _ = velocity(discrete.inner, t, q, p)
-    q_prev = jax.tree.map(lambda a, b: a - dt * b, q, v)
-    z_prev = discrete.initial_internal(q_prev, q)
-    q1, p1, _, _, ok = stepper(t, dt, q, p, q_prev, z_prev, g)
-    q1 = eqx.error_if(
-        q1, ~ok, "`lnn.variational.step`: the root solve did not converge."
+    v, vfailed, vrho = _velocity(
+        stepper.discrete.inner, t, q, p, solver, stepper.max_steps
     )
-    return q1, p1
+    q_prev = jax.tree.map(lambda a, b: a - dt * b, q, v)
+    z_prev = stepper.discrete.initial_internal(q_prev, q)
+    q1, p1, _, _, stats = stepper(t, dt, q, p, q_prev, z_prev, g)
+    report = _Report(
+        stats,
+        vfailed,
+        vrho,
+        tree_all_finite((q1, p1)),
+        jnp.asarray(tree_max_abs(q1), dtype),
+    )
+    return q1, p1, report

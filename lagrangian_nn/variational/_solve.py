@@ -1,0 +1,151 @@
+r"""The nonlinear solves of the variational integrators, with stopping tests relative to
+the size of their terms.
+
+Every solve here (a step's $p_k + D_1L_d(q_k, q_{k+1}) = 0$ with the internal points
+of `Lobatto`, the Legendre inversion $\partial L/\partial\dot q = p$) is handed to the
+root finder *divided by the size of its terms*, $S = \max(\|p\|_\infty,
+\|D_1L_d\|_\infty, \|D_2L_d\|_\infty)$ (a stop-gradient constant in each Newton
+iteration, so the iterates are Newton's own). An absolute tolerance on the raw
+residual would have a rounding floor that grows with the size of $L$ and with $1/h$:
+multiplying $L$ by $10^4$, or taking a smaller step, would then fail to "converge".
+Measured against $S$, the tolerance is a relative one, the same for $cL$ as for $L$.
+
+The default root finder (`default_solver`) stops when the relative residual is below
+$\varepsilon^{0.7}$ (with the unknowns settled to the same relative tolerance), or
+when Newton's correction is below the rounding of the unknowns themselves, so the
+floor that the positions' rounding sets ($\varepsilon|q|/h$ in velocity) never turns
+into a failure to stop. Either way each solve is then *checked*: the relative
+residual at the root must be below $\sqrt\varepsilon$, and the root must lie where the
+step equations are nearly linear around the predictor (see `step_stats`).
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optimistix as optx
+
+from .._tree import tree_max_abs
+
+
+def tol_of(dtype) -> float:
+    """The default relative tolerance, $\\varepsilon^{0.7}$ of the dtype."""
+    return float(jnp.finfo(dtype).eps) ** 0.7
+
+
+def check_level(dtype) -> float:
+    r"""The relative residual above which a solve is not trusted: $\sqrt\varepsilon$
+    (a converged Newton solve sits at rounding, $\approx\varepsilon$; the positions'
+    rounding can lift that floor by $|q|/(h|\dot q|)$, which $\sqrt\varepsilon$ still
+    leaves room for)."""
+    return float(jnp.finfo(dtype).eps) ** 0.5
+
+
+# Kantorovich's condition for Newton from x0 to converge to the root in its own
+# basin: the quadratic term of the equations over the jump is below half the linear
+# one.
+NONLINEAR_LIMIT = 0.5
+
+
+class ScaledNewton(optx.Newton):
+    """Newton on a residual already divided by the size of its terms. Stops on the
+    Cauchy test (`atol` on that relative residual, `rtol` on the unknowns), or when
+    the correction is below 4 ulps of the unknowns (Newton cannot improve them)."""
+
+    def terminate(self, fn, y, args, options, state, tags):
+        done, result = super().terminate(fn, y, args, options, state, tags)
+        eps = jnp.finfo(jnp.result_type(*jax.tree.leaves(y))).eps
+        stalled = (state.step >= 1) & (
+            tree_max_abs(state.diff) <= 4 * eps * tree_max_abs(y)
+        )
+        failed = state.result != optx.RESULTS.successful
+        return done | (stalled & ~failed), result
+
+
+def default_solver(dtype) -> optx.AbstractRootFinder:
+    """Newton with tolerances from the dtype, on the relative residual: the last
+    correction is below ~`eps^0.7`, so (quadratic convergence) the root is exact to
+    rounding."""
+    tol = tol_of(dtype)
+    return ScaledNewton(rtol=tol, atol=tol)
+
+
+def scale_of(*trees):
+    """The size of the terms, max |x| over the trees, as a stop-gradient constant
+    (plus the dtype's smallest normal, so an all-zero residual stays 0, not NaN)."""
+    dtype = jnp.result_type(*[x for t in trees for x in jax.tree.leaves(t)])
+    size = jnp.max(jnp.stack([jnp.asarray(tree_max_abs(t), dtype) for t in trees]))
+    return jax.lax.stop_gradient(size + jnp.finfo(dtype).tiny)
+
+
+def divide(tree, s):
+    return jax.tree.map(lambda x: x / s, tree)
+
+
+def solve(terms, solver, guess, max_steps):
+    """Solves `r(x) = 0` for `terms(x) = (r, extra, S)` with the relative residual
+    `r / S`. Returns `(x, converged)` where `converged` is the solver's report."""
+
+    def fn(x, args):
+        r, _, s = terms(x)
+        return divide(r, s)
+
+    sol = optx.root_find(fn, solver, guess, throw=False, max_steps=max_steps)
+    return sol.value, sol.result == optx.RESULTS.successful
+
+
+def relative_residual(terms, root):
+    r"""`(r, extra, rho, size, lin)` at the root: `rho` is the residual relative to
+    `size`, the size of its terms: those `terms` reports, and $\|J x^*\|$, the terms
+    in which the residual depends on the positions themselves (e.g. $m q_{k+1}/h$
+    and $m q_k/h$, which cancel to $m\dot q$; the positions' rounding,
+    $\varepsilon|q|$, sets a floor $\varepsilon\|Jx^*\|$ under the residual).
+    `lin` is the linearisation of the residual at the root."""
+    (r, extra, s), lin = jax.linearize(terms, root)
+    position_terms = jax.lax.stop_gradient(tree_max_abs(lin(root)[0]))
+    size = jnp.maximum(s, position_terms)
+    return r, extra, jnp.asarray(tree_max_abs(r) / size, s.dtype), size, lin
+
+
+def step_stats(terms, guess, root):
+    r"""`(extra, rho, theta)` at the root: `extra` as `terms` returns it, the relative
+    residual $\rho = \|r(x^*)\|/S$ (with $S$ the size of its terms, position terms
+    included), and the nonlinearity of the equations between the predictor $x_0$ and
+    the root,
+
+    $$\theta = \frac{\|r(x_0) - r(x^*) - J(x^*)(x_0 - x^*)\|}
+      {\max(\|r(x_0) - r(x^*)\|, \sqrt\varepsilon\,S)}.$$
+
+    $\theta \ll 1$ when the root is in the predictor's Newton basin (the step
+    resolves the motion); $\theta > 1/2$ (Kantorovich) means the root was reached
+    across a strongly nonlinear region: possibly another, unphysical root."""
+    delta = jax.tree.map(lambda a, b: a - b, guess, root)
+    r_star, extra, rho, size, lin = relative_residual(terms, root)
+    jd = lin(delta)[0]
+    r_guess = terms(guess)[0]
+    change = jax.tree.map(lambda a, b: a - b, r_guess, r_star)
+    quad = jax.tree.map(lambda c, j: c - j, change, jd)
+    floor = jnp.sqrt(jnp.finfo(size.dtype).eps) * size
+    theta = tree_max_abs(quad) / jnp.maximum(tree_max_abs(change), floor)
+    return extra, rho, jnp.asarray(theta, size.dtype)
+
+
+class Stats(eqx.Module):
+    """What the solves of a run report, accumulated over its steps with no branch:
+    any solver failure, the largest relative residual, the largest nonlinearity."""
+
+    failed: jax.Array
+    rho: jax.Array
+    theta: jax.Array
+
+    @classmethod
+    def ok(cls, dtype):
+        zero = jnp.zeros((), dtype)
+        return cls(jnp.asarray(False), zero, zero)
+
+    def join(self, other: "Stats") -> "Stats":
+        # jnp.maximum propagates NaN, so a non-finite residual is kept
+        return Stats(
+            self.failed | other.failed,
+            jnp.maximum(self.rho, other.rho),
+            jnp.maximum(self.theta, other.theta),
+        )
