@@ -9,6 +9,7 @@ the integration failed or left a non-finite state, saying why (the step limit wi
 likely causes, diffrax's own result, or the non-finite state).
 """
 
+import dataclasses
 import functools
 
 import diffrax
@@ -53,6 +54,81 @@ _MAX_STEPS = (
 )
 
 
+_MAX_STEPS_FINE = (
+    "The maximum number of solver steps was reached (`max_steps` = {max_steps}) before "
+    "`t1`, with a relative tolerance below the resolution of {dtype} (`rtol` < 4·eps, "
+    "eps = {eps:.3g}). The step-size controller's error estimate itself carries "
+    "rounding errors of about eps·|y|, so it may reject step after step: use a larger "
+    "`rtol` (and `atol`), or a more precise dtype. Otherwise the run needs more steps "
+    "(raise `max_steps`; for a stiff system, pass an implicit solver), or the "
+    "equations of motion are singular near where it stopped."
+)
+# Relative tolerances below this many machine epsilons of the state's dtype may be
+# more than the step-size controller can resolve (see `_MAX_STEPS_FINE`).
+_RESOLVABLE_RTOL = 4
+
+
+class _FinitePID(diffrax.PIDController):
+    """`diffrax.PIDController`, except that a step whose candidate or error estimate is
+    not finite is rejected and shrunk by `factormin`, as diffrax does for an infinite
+    error estimate. (diffrax turns a NaN error estimate into a NaN step size, after
+    which every step is rejected until `max_steps`: a first step too large for a fast
+    system, such as gradient flow of a loss scaled by 1e3, overflows its stages to
+    inf − inf in float32 and ends the solve so.) Identical otherwise: a `select` on
+    the error estimate, no branch."""
+
+    def adapt_step_size(
+        self,
+        t0,
+        t1,
+        y0,
+        y1_candidate,
+        args,
+        y_error,
+        error_order,
+        controller_state,
+    ):
+        if y_error is not None and y0 is not None:
+            y_error = jtu.tree_map(
+                lambda e, y: jnp.where(jnp.isfinite(e) & jnp.isfinite(y), e, jnp.inf),
+                y_error,
+                y1_candidate,
+            )
+            y1_candidate = jtu.tree_map(
+                lambda y, y_prev: jnp.where(jnp.isfinite(y), y, y_prev),
+                y1_candidate,
+                y0,
+            )
+        return super().adapt_step_size(
+            t0,
+            t1,
+            y0,
+            y1_candidate,
+            args,
+            y_error,
+            error_order,
+            controller_state,
+        )
+
+
+def _finite_pid(controller):
+    """A plain `diffrax.PIDController` as a `_FinitePID` with the same fields; any
+    other controller unchanged."""
+    if type(controller) is diffrax.PIDController:
+        fields = {
+            f.name: getattr(controller, f.name) for f in dataclasses.fields(controller)
+        }
+        return _FinitePID(**fields)
+    return controller
+
+
+def _relative_tolerance(controller):
+    """The controller's `rtol` (looking inside a `ClipStepSizeController`), or
+    `None` for a controller that has none."""
+    controller = getattr(controller, "controller", controller)
+    return getattr(controller, "rtol", None)
+
+
 class _SecondOrder(eqx.Module):
     accel: EulerLagrange
 
@@ -75,7 +151,7 @@ _DEFAULT_SOLVER = FusedTsit5()
 
 @functools.lru_cache(maxsize=64)
 def _pid(rtol: float, atol: float) -> diffrax.PIDController:
-    return diffrax.PIDController(rtol=rtol, atol=atol)
+    return _FinitePID(rtol=rtol, atol=atol)
 
 
 def _as_dtype(x, dtype):
@@ -133,11 +209,25 @@ def _solve(
     # then any other failure diffrax reports, in its own message.
     max_steps_reached = sol.result == diffrax.RESULTS.max_steps_reached
     succeeded = sol.result == diffrax.RESULTS.successful
+    dtype = tree_dtype(y0)
+    eps = float(jnp.finfo(dtype).eps)
+    rtol = _relative_tolerance(controller)
+    too_fine = (
+        jnp.asarray(False)
+        if rtol is None
+        else jnp.asarray(rtol) < _RESOLVABLE_RTOL * eps
+    )
     ys = eqx.branched_error_if(
         sol.ys,
         max_steps_reached | (succeeded & ~tree_all_finite(sol.ys)),
-        jnp.where(max_steps_reached, 0, 1),
-        [_MAX_STEPS.format(max_steps=max_steps), _NONFINITE],
+        jnp.where(max_steps_reached, jnp.where(too_fine, 2, 0), 1),
+        [
+            _MAX_STEPS.format(max_steps=max_steps),
+            _NONFINITE,
+            _MAX_STEPS_FINE.format(
+                max_steps=max_steps, dtype=jnp.dtype(dtype).name, eps=eps
+            ),
+        ],
     )
     ys = sol.result.error_if(ys, ~succeeded)
     if second_order:
@@ -193,7 +283,11 @@ def simulate(
       (`diffrax.PIDController`).
     - `dt0`: initial step size (default: chosen by the controller).
     - `max_steps`: maximum number of solver steps. Reaching it raises diffrax's error.
-    - `stepsize_controller`: overrides the default `PIDController(rtol, atol)`.
+    - `stepsize_controller`: overrides the default `PIDController(rtol, atol)`. A
+      `diffrax.PIDController` (the default one included) rejects a step whose stages
+      overflow to a non-finite value and retries it smaller, as diffrax does for an
+      infinite error estimate (diffrax itself would turn a NaN error estimate into a
+      NaN step size and stall until `max_steps`).
     - `progress`: show the simulated time and step count (`t = 3.2 / 10, 180 steps`)
       on standard error when it is a terminal or a Jupyter kernel; nothing in a log.
 
@@ -289,6 +383,7 @@ def simulate(
         solver = _DEFAULT_SOLVER
     if stepsize_controller is None:
         stepsize_controller = _pid(float(rtol), float(atol))
+    stepsize_controller = _finite_pid(stepsize_controller)
     if isinstance(stepsize_controller, diffrax.ConstantStepSize) and dt0 is None:
         raise ValueError("`dt0` is required with a constant step size; got None.")
 
