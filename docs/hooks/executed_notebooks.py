@@ -1,0 +1,133 @@
+"""mkdocs hook: the tutorials are executed once per change, into a cache.
+
+mkdocs-jupyter renders the tutorials with `execute: false`; this hook hands it executed
+copies instead of the sources. Each tutorial is executed (nbclient, every cell, errors
+fail the build) into a cache entry whose key is the hash of
+
+- the notebook's own bytes,
+- every `*.py` file of the `lagrangian_nn` package (path and bytes),
+- the name and version of every installed distribution, and the Python version,
+- the `JAX_*` and `XLA_*` environment variables,
+
+so an entry is reused only when nothing that can change its outputs has changed: a
+change to the library executes every tutorial again, and a stale page cannot hide a
+failure. A failed execution leaves no entry. Tutorials that miss the cache are executed
+concurrently, one kernel per core.
+
+The cache lives in `$XDG_CACHE_HOME/lagrangian_nn/docs-notebooks` (by default
+`~/.cache/...`), one folder per tutorial, holding only its newest entry. Delete it to
+execute everything again.
+"""
+
+import asyncio
+import hashlib
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+import nbformat
+from mkdocs.exceptions import PluginError
+from mkdocs.plugins import get_plugin_logger
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+log = get_plugin_logger(__name__)
+
+_PACKAGE = Path(__file__).resolve().parents[2] / "lagrangian_nn"
+_PATTERN = "tutorials/*.ipynb"  # as mkdocs-jupyter's `include`
+_CELL_TIMEOUT = 1800  # seconds for one cell
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the colours of a traceback
+
+
+def _cache_root():
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(base) / "lagrangian_nn" / "docs-notebooks"
+
+
+def _environment_digest():
+    h = hashlib.sha256()
+    for path in sorted(_PACKAGE.rglob("*.py")):
+        h.update(path.relative_to(_PACKAGE).as_posix().encode() + b"\0")
+        h.update(path.read_bytes() + b"\0")
+    dists = sorted(
+        f"{d.metadata['Name']}=={d.version}"
+        for d in metadata.distributions()
+        if d.metadata["Name"]
+    )
+    h.update("\n".join(dists).encode())
+    h.update(sys.version.encode())
+    for key in sorted(os.environ):
+        if key.startswith(("JAX_", "XLA_")):
+            h.update(f"{key}={os.environ[key]}\0".encode())
+    return h.hexdigest()
+
+
+async def _execute(source: Path, target: Path, limit: asyncio.Semaphore):
+    async with limit:
+        nb = nbformat.read(source, as_version=4)
+        client = NotebookClient(
+            nb,
+            timeout=_CELL_TIMEOUT,
+            allow_errors=False,
+            resources={"metadata": {"path": str(source.parent)}},
+        )
+        start = time.perf_counter()
+        log.info(f"executing {source.name}")
+        try:
+            await client.async_execute()
+        except CellExecutionError as err:
+            text = _ANSI.sub("", str(err))
+            raise PluginError(f"{source.name} failed when executed:\n{text}") from err
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(
+            "w", dir=target.parent, suffix=".tmp", delete=False, encoding="utf-8"
+        ) as tmp:
+            nbformat.write(nb, tmp)
+        os.replace(tmp.name, target)
+        log.info(f"executed {source.name} in {time.perf_counter() - start:.0f} s")
+
+
+async def _execute_all(jobs):
+    limit = asyncio.Semaphore(max(1, os.cpu_count() or 1))
+    tasks = [asyncio.ensure_future(_execute(s, t, limit)) for s, t in jobs]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def on_files(files, config):
+    root = _cache_root()
+    env = _environment_digest()
+    jobs, entries = [], []
+    for file in files:
+        path = file.abs_src_path
+        if path is None or not file.src_uri.endswith(".ipynb"):
+            continue
+        if not Path(file.src_uri).match(_PATTERN):
+            continue
+        source = Path(path).resolve()
+        key = hashlib.sha256(source.read_bytes() + env.encode()).hexdigest()[:20]
+        # The copy keeps the notebook's name in a folder named `tutorials`, so that
+        # mkdocs-jupyter's `include` pattern still matches it.
+        target = root / source.stem / key / "tutorials" / source.name
+        if target.is_file():
+            log.info(f"{source.name}: executed copy reused ({key})")
+        else:
+            jobs.append((source, target))
+        entries.append((file, target))
+    if jobs:
+        asyncio.run(_execute_all(jobs))
+    for file, target in entries:
+        file.abs_src_path = str(target)
+        for stale in target.parents[2].iterdir():
+            if stale != target.parents[1]:
+                shutil.rmtree(stale, ignore_errors=True)
+    return files
