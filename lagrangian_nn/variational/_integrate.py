@@ -423,8 +423,10 @@ def integrate(
     if not isinstance(dt, jax.core.Tracer) and not isinstance(t0, jax.core.Tracer):
         _check_span(discrete.lagrangian, t0, float(t0) + n_steps * float(dt))
     stepper = _stepper(discrete, dtype, solver, max_steps)
+    # t0 and dt as arrays: one compiled program serves every t0 and dt
+    t0_run, dt_run = jnp.asarray(t0, dtype), jnp.asarray(dt, dtype)
     traj, ps, report = _run(
-        stepper, t0, dt, q0, qdot0, n_steps // save_every, save_every, solver
+        stepper, t0_run, dt_run, q0, qdot0, n_steps // save_every, save_every, solver
     )
     checks = _messages("lnn.variational.integrate", report, dtype, dt, max_steps)
     traj = eqx.tree_at(lambda tr: tr.ts, traj, _raise_or_flag(traj.ts, checks))

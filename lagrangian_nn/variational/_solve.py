@@ -70,11 +70,12 @@ def default_solver(dtype) -> optx.AbstractRootFinder:
 
 
 def scale_of(*trees):
-    """The size of the terms, max |x| over the trees, as a stop-gradient constant
-    (plus the dtype's smallest normal, so an all-zero residual stays 0, not NaN)."""
+    """The size of the terms, max |x| over the trees, as a stop-gradient constant;
+    1 where every term is exactly 0 (at rest at an equilibrium: the residual is 0 in
+    any units, and dividing by a tiny size would overflow Newton's Jacobian)."""
     dtype = jnp.result_type(*[x for t in trees for x in jax.tree.leaves(t)])
     size = jnp.max(jnp.stack([jnp.asarray(tree_max_abs(t), dtype) for t in trees]))
-    return jax.lax.stop_gradient(size + jnp.finfo(dtype).tiny)
+    return jax.lax.stop_gradient(jnp.where(size > 0, size, jnp.ones_like(size)))
 
 
 def divide(tree, s):
