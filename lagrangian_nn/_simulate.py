@@ -9,8 +9,8 @@ the integration failed or left a non-finite state, saying why (the step limit wi
 likely causes, diffrax's own result, or the non-finite state).
 """
 
-import dataclasses
 import functools
+from collections.abc import Callable
 
 import diffrax
 import equinox as eqx
@@ -68,57 +68,30 @@ _MAX_STEPS_FINE = (
 _RESOLVABLE_RTOL = 4
 
 
-class _FinitePID(diffrax.PIDController):
-    """`diffrax.PIDController`, except that a step whose candidate or error estimate is
-    not finite is rejected and shrunk by `factormin`, as diffrax does for an infinite
-    error estimate. (diffrax turns a NaN error estimate into a NaN step size, after
-    which every step is rejected until `max_steps`: a first step too large for a fast
-    system, such as gradient flow of a loss scaled by 1e3, overflows its stages to
-    inf − inf in float32 and ends the solve so.) Identical otherwise: a `select` on
-    the error estimate, no branch."""
+class _FiniteNorm(eqx.Module):
+    """A step-size controller's error norm, with NaN read as `inf`.
 
-    def adapt_step_size(
-        self,
-        t0,
-        t1,
-        y0,
-        y1_candidate,
-        args,
-        y_error,
-        error_order,
-        controller_state,
-    ):
-        if y_error is not None and y0 is not None:
-            y_error = jtu.tree_map(
-                lambda e, y: jnp.where(jnp.isfinite(e) & jnp.isfinite(y), e, jnp.inf),
-                y_error,
-                y1_candidate,
-            )
-            y1_candidate = jtu.tree_map(
-                lambda y, y_prev: jnp.where(jnp.isfinite(y), y, y_prev),
-                y1_candidate,
-                y0,
-            )
-        return super().adapt_step_size(
-            t0,
-            t1,
-            y0,
-            y1_candidate,
-            args,
-            y_error,
-            error_order,
-            controller_state,
-        )
+    diffrax's `PIDController` rejects a step whose error norm is `inf` and shrinks the
+    next one by `factormin`, but turns a NaN norm into a NaN step size, after which
+    every step is rejected until `max_steps`. A first step too large for a fast
+    system (gradient flow of a loss scaled by 1e3, in float32) overflows its stages to
+    inf − inf and ends the solve so. Read as `inf`, that step is rejected and retried
+    smaller. One scalar `select` per step, no branch; finite norms are unchanged."""
+
+    norm: Callable
+
+    def __call__(self, x):
+        value = self.norm(x)
+        return jnp.where(jnp.isnan(value), jnp.inf, value)
 
 
 def _finite_pid(controller):
-    """A plain `diffrax.PIDController` as a `_FinitePID` with the same fields; any
-    other controller unchanged."""
-    if type(controller) is diffrax.PIDController:
-        fields = {
-            f.name: getattr(controller, f.name) for f in dataclasses.fields(controller)
-        }
-        return _FinitePID(**fields)
+    """A `diffrax.PIDController` with its norm wrapped in `_FiniteNorm`; any other
+    controller unchanged."""
+    if isinstance(controller, diffrax.PIDController) and not isinstance(
+        controller.norm, _FiniteNorm
+    ):
+        return eqx.tree_at(lambda c: c.norm, controller, _FiniteNorm(controller.norm))
     return controller
 
 
@@ -151,7 +124,7 @@ _DEFAULT_SOLVER = FusedTsit5()
 
 @functools.lru_cache(maxsize=64)
 def _pid(rtol: float, atol: float) -> diffrax.PIDController:
-    return _FinitePID(rtol=rtol, atol=atol)
+    return _finite_pid(diffrax.PIDController(rtol=rtol, atol=atol))
 
 
 def _as_dtype(x, dtype):
