@@ -188,8 +188,12 @@ def test_bad_damping():
 
 
 def test_bad_min_gap():
-    with pytest.raises(ValueError, match="`min_gap` must be a number ≥ 1; got 0.5"):
+    with pytest.raises(
+        ValueError, match="`min_gap` must be a finite number ≥ 1; got 0.5"
+    ):
         sy.count_laws(M, key=K, min_gap=0.5)
+    with pytest.raises(ValueError, match="`zero_margin` must be a finite number ≥ 1"):
+        sy.count_laws(M, key=K, zero_margin=0.0)
 
 
 def test_bad_patterns():
@@ -227,9 +231,133 @@ def test_experiment_quick(tmp_path):
     m = res["metrics"]
     assert m["relu_mismatches"] == m["relu_bias_mismatches"] == 0
     assert m["momentum_relu_max_count"] == 0
-    assert m["relu_skipped"] == m["momentum_relu_skipped"] == []
+    assert m["refused"] == []
     arrays = np.load(folder / "arrays.npz")
     assert np.all(
         arrays["momentum_linear_nd"] == arrays["momentum_linear_so_dimension"]
     )
     assert lnn.symmetry.count_laws is sy.count_laws
+
+
+# --- the certificate: each side of the split against the threshold, with its margin ---
+
+
+def _tilted(delta):
+    """φ(θ, x) = Σ_{i<9} θ_i x_i + θ_9 (x_0 + δ x_9): ten parameters, no law for δ ≠ 0,
+    and the tenth direction of the fields has size about δ."""
+
+    def phi(theta, x):
+        return jnp.dot(theta[:9], x[:9]) + theta[9] * (x[0] + delta * x[9])
+
+    return phi
+
+
+def _count_tilted(delta, dtype):
+    return sy.count_laws(
+        _tilted(delta),
+        jnp.ones(10, dtype),
+        key=K,
+        inputs=lambda k: jax.random.normal(k, (10,), dtype),
+        n_points=1,
+    )
+
+
+def test_clear_small_direction_is_counted_in_float64():
+    # δ = 1e-9 is 1e5 times the threshold: a clear case. Growing the span used to cut
+    # at √eps and missed it, while the singular values counted it: refused.
+    r = _count_tilted(1e-9, jnp.float64)
+    assert r.count == 0 and r.rank == 10
+    assert r.gap == pytest.approx(r.smallest_nonzero / r.threshold)
+    assert 1e4 < r.gap < 1e6 and np.isnan(r.largest_zero) and r.zero_margin == np.inf
+    assert "none counted as zero" in r.summary() and "nan" not in r.summary()
+
+
+@pytest.mark.parametrize(
+    "delta, dtype", [(1e-12, jnp.float64), (1e-13, jnp.float64), (1e-4, jnp.float32)]
+)
+def test_direction_near_the_threshold_is_refused(delta, dtype):
+    # a direction within `min_gap` of the threshold: it used to be counted as zero,
+    # with a "gap" above 1e3 by construction, and one law reported that does not exist
+    with pytest.raises(sy.LawCountError, match="cannot certify the rank") as e:
+        _count_tilted(delta, dtype)
+    err = e.value
+    assert err.smallest_nonzero < err.min_gap * err.threshold
+    assert err.gap == pytest.approx(err.smallest_nonzero / err.threshold)
+    assert err.dtype == jnp.dtype(dtype).name
+    msg = str(err)
+    assert "nan" not in msg and "no singular value is counted as zero" in msg
+    if dtype == jnp.float64:
+        assert "Use float64" not in msg and "float64 already" in msg
+    else:
+        assert "Use float64" in msg
+
+
+def test_zero_near_the_threshold_is_refused():
+    # δ = 1e-14 puts the tenth direction right at the threshold, on the zero side
+    with pytest.raises(sy.LawCountError, match="largest counted as zero") as e:
+        _count_tilted(1e-14, jnp.float64)
+    assert e.value.zero_margin < 3 and e.value.largest_zero <= e.value.threshold
+    assert np.isfinite(e.value.gap) and e.value.gap > 1e6
+
+
+def test_float32_gap_is_measured_against_the_threshold():
+    # float32 ND ReLU [2, 3, 3, 1]: its smallest nonzero singular value, 1e-2, was
+    # reported as "gap 6.5e3" against rounding while 6.5x the old threshold. Now the gap
+    # is the margin over the threshold, and the count agrees with float64.
+    counts = {}
+    for dtype in (jnp.float32, jnp.float64):
+        m = nn.MLP(
+            [2, 3, 3, 1],
+            [nn.ReLU(), nn.ReLU(), nn.Identity()],
+            key=jax.random.key(0),
+            dtype=dtype,
+        )
+        r = sy.count_laws(m, flow="nd", key=jax.random.key(2), n_points=1)
+        assert r.gap == pytest.approx(r.smallest_nonzero / r.threshold)
+        assert r.gap >= 100 and r.threshold == pytest.approx(10 * r.rounding_level)
+        counts[dtype] = r.count
+    assert counts[jnp.float32] == counts[jnp.float64] == 0
+
+
+def test_inconsistent_law_count_raises():
+    # the rescaling laws of a linear net, against the count of a tanh net (no law)
+    m = net([2, 2, 2], nn.Identity())
+    x = jax.random.normal(jax.random.key(0), (6, 2))
+    loss = nn.make_loss(x, jnp.sin(x), kind="squared_error")
+    d = sy.discover(loss, m, sy.rescaling_family(m), key=jax.random.key(1))
+    other = sy.count_laws(net([2, 2, 2], nn.Tanh()), key=jax.random.key(0), **P1)
+    assert other.count == 0
+    with pytest.raises(sy.DiscoveryError, match="gives 2 independent GF laws") as e:
+        sy.conservation_table(d, loss, m, law_count=other, n_save=5, t1=0.01)
+    assert (e.value.found, e.value.total) == (2, 0)
+
+
+def test_completeness_rank_is_certified():
+    # two laws whose gradients differ by 1e-13: their rank cannot be certified
+    import dataclasses
+
+    m = net([2, 2, 2], nn.Identity())
+    x = jax.random.normal(jax.random.key(0), (6, 2))
+    loss = nn.make_loss(x, jnp.sin(x), kind="squared_error")
+    d = sy.discover(loss, m, sy.rescaling_family(m), key=jax.random.key(1))
+    total = sy.count_laws(m, key=jax.random.key(0), **P1)
+    fam = sy.rescaling_family(m)
+    make = lambda c: lnn.Generator(  # noqa: E731
+        sy._discover._Combination(fam.fields, jnp.asarray(c, jnp.float64))
+    )
+    c0 = np.asarray(d.coefficients[0], float)
+    c1 = c0 + 1e-13 * np.asarray(d.coefficients[1], float)
+    near = dataclasses.replace(d, generators=[make(c0), make(c1)])
+    with pytest.raises(sy.DiscoveryError, match="cannot certify the number") as e:
+        sy.conservation_table(near, loss, m, law_count=total, n_save=5, t1=0.01)
+    assert e.value.gap < 100 and "float64 already" in str(e.value)
+    # the same two laws 1e-3 apart: certified, 2 found
+    far = dataclasses.replace(
+        d,
+        generators=[
+            make(c0),
+            make(c0 + 1e-3 * np.asarray(d.coefficients[1], float)),
+        ],
+    )
+    table = sy.conservation_table(far, loss, m, law_count=total, n_save=5, t1=0.01)
+    assert table.found == 2

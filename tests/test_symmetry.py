@@ -204,9 +204,12 @@ def test_ambiguous_gap_is_refused_in_float32():
         )
     msg = str(info.value)
     assert "float32" in msg and "float64" in msg and "`samples`" in msg
-    assert "min_gap" in msg and "ratio" in msg
+    assert "min_gap" in msg and "× the threshold" in msg and "nan" not in msg
     assert isinstance(info.value, ValueError)
-    assert info.value.smallest_nonzero < 1e3 * info.value.rounding_level
+    err = info.value
+    assert err.smallest_nonzero < 1e3 * err.rounding_level
+    assert err.gap == pytest.approx(err.smallest_nonzero / err.threshold)
+    assert err.gap < err.min_gap and err.dtype == "float32"
     # a user-given tol accepts the near-symmetry as an approximate law, and says so
     d = sy.discover(
         _near_symmetric_loss(jnp.float32, 1e-5),
@@ -226,7 +229,8 @@ def test_discovery_prints_a_short_summary():
     for text in (str(d), repr(d)):
         lines = text.splitlines()
         assert lines[0].startswith("Discovery: 11 law(s) among 22 fields (float64")
-        assert "gap" in lines[1] and lines[2].startswith("  verdict: reliable")
+        assert "× the threshold" in lines[1]
+        assert lines[2].startswith("  verdict: reliable")
         assert "in1[0] - out1[0]" in text and "(5 more; see describe())" in text
         assert len(lines) <= 10 and "Diagonal" not in text
     assert len(d.describe()) == 11
@@ -316,3 +320,34 @@ def test_gl_integrated_laws_are_the_balance_matrix_entries():
     assert not sy.is_gradient_field(
         lnn.Generator(sy._discover._Combination(fam.fields, jnp.asarray(skew))), m
     )
+
+
+def test_field_that_vanishes_on_some_states_is_still_a_field():
+    """A rescaling switched on by a ReLU of one weight, relu(W1[0, 0])·ξ: a symmetry
+    (⟨∇L, ξ⟩ = 0 wherever it is on) that vanishes on half of the states. With key 4
+    the first two sampled states both have W1[0, 0] < 0; deciding "identically zero"
+    from those two used to drop the law."""
+    m = _model([4, 3, 3], [nn.ReLU(), nn.Identity()], jnp.float64)
+    key = jax.random.key(4)
+    states = sy._discover._sample_states(m, key, 2 * 1 + 8)
+    assert np.all(np.asarray(states.weights[0][:2, 0, 0]) < 0)
+    assert np.any(np.asarray(states.weights[0][:, 0, 0]) > 0)
+    g = nn.rescale(m, 1, 0)
+
+    def gated(q):
+        on = jax.nn.relu(q.weights[0][0, 0])
+        return jax.tree.map(lambda x: on * x, g.xi(0.0, q))
+
+    d = sy.discover(
+        _loss(jnp.float64), m, sy.custom_family([gated], ["gated"]), key=key
+    )
+    assert d.describe() == ["gated"]
+    # control: the same gate on a field that is not a symmetry is not a law
+    bad = nn.rescale(m, 1, 0, p=2.0)
+
+    def gated_bad(q):
+        on = jax.nn.relu(q.weights[0][0, 0])
+        return jax.tree.map(lambda x: on * x, bad.xi(0.0, q))
+
+    fam = sy.custom_family([gated_bad], ["bad"])
+    assert len(sy.discover(_loss(jnp.float64), m, fam, key=key)) == 0

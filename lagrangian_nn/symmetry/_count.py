@@ -37,22 +37,25 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.linalg
 from jax.flatten_util import ravel_pytree
 
 from .._validate import check_floating_tree
 from ..nn import MLP, LeakyReLU, ReLU, RePU
 from ._discover import DiscoveryError
-from ._gap import singular_gap
+from ._gap import (
+    MIN_GAP as _MIN_GAP,
+    TOL_FACTOR as _TOL_FACTOR,
+    ZERO_MARGIN as _ZERO_MARGIN,
+    check_margins,
+    describe_split,
+    float64_advice,
+    singular_gap,
+)
 
 FLOWS = ("gf", "nd", "heavy_ball", "nagf")
-_MIN_GAP = 1e3
 # A bracket whose value is below this many eps of the size of its two terms is zero up
 # to rounding (e.g. [X, X]); normalising it would turn rounding into a direction.
 _ZERO_FACTOR = 1e4
-# Singular values of dependent columns, in units of the rounding level, measured on the
-# test networks (GF and momentum flows, depths 2-4); see `count_laws`.
-_TOL_FACTOR = 1e3
 # inputs on which a ReLU-like MLP's activation pattern is checked
 _N_CHECK = 512
 
@@ -62,8 +65,11 @@ class LawCountError(DiscoveryError):
     show no clear gap between the directions of the Lie algebra and rounding, the
     brackets did not stabilise within `max_depth`, or no generic point was found.
 
-    Attributes (where known): `singular_values`, `threshold`, `rounding_level`,
-    `largest_zero`, `smallest_nonzero`, `counts`.
+    Attributes (where known; a side of the split that is empty is NaN): `dtype`,
+    `singular_values`, `threshold`, `rounding_level`, `largest_zero`,
+    `smallest_nonzero`, `gap` (`smallest_nonzero / threshold`), `zero_margin`
+    (`threshold / largest_zero`), `min_gap`, `rank` (from the singular values),
+    `growth_rank` (while growing the span), `counts` (at the points already done).
     """
 
 
@@ -82,12 +88,14 @@ class LawCount:
       fields themselves); the last depth added nothing.
     - `singular_values`: of the matrix of all sampled columns (each normalised to unit
       length), descending, at the generic point of largest rank.
-    - `threshold`: singular values at most this count as zero.
+    - `threshold`: singular values at most this count as zero (10 rounding levels).
     - `rounding_level`: the size of an exact dependency's singular value, up to a modest
       factor (from the dtype's eps and the cancellation in each bracket).
-    - `largest_zero`, `smallest_nonzero`: the two sides of the gap (NaN when empty).
-    - `gap`: `smallest_nonzero / max(largest_zero, rounding_level)`; `count_laws`
+    - `largest_zero`, `smallest_nonzero`: the two sides of the split (NaN when empty).
+    - `gap`: `smallest_nonzero / threshold` (inf when the rank is 0); `count_laws`
       refuses below `min_gap`.
+    - `zero_margin`: `threshold / largest_zero` (inf when no singular value is counted
+      as zero); `count_laws` refuses below its `zero_margin`.
     - `counts`: the count at each of the `n_points` random points (`count` is the
       smallest: see `count_laws`).
     - `columns`: the number of sampled columns at that point.
@@ -112,11 +120,21 @@ class LawCount:
     dtype: str
     seconds: float
     patterns: str | None = None
+    zero_margin: float = math.inf
 
     def summary(self) -> str:
         """A few lines: the count, the dimensions and the singular-value gap."""
         state = "θ" if self.flow == "gf" else "(t, θ, θ̇)"
-        z = "none" if not np.isfinite(self.largest_zero) else f"{self.largest_zero:.2e}"
+        z = (
+            "none counted as zero"
+            if not np.isfinite(self.largest_zero)
+            else f"the rest ≤ {self.largest_zero:.2e}"
+        )
+        nz = (
+            f"{self.rank} ≥ {self.smallest_nonzero:.2e}"
+            if self.rank
+            else "none above the threshold"
+        )
         return "\n".join(
             [
                 f"LawCount ({self.flow}): {self.count} independent conservation law(s)",
@@ -124,9 +142,9 @@ class LawCount:
                 f"fields has dimension {self.rank} at the generic point",
                 f"  rank by bracket depth: {list(self.rank_by_depth)}",
                 f"  singular values of {self.columns} normalised columns: "
-                f"{self.rank} ≥ {self.smallest_nonzero:.2e}, the rest ≤ {z} "
-                f"(threshold {self.threshold:.2e}, rounding level "
-                f"{self.rounding_level:.2e}); gap {self.gap:.3g}",
+                f"{nz}, {z} (threshold {self.threshold:.2e}, rounding level "
+                f"{self.rounding_level:.2e}); nonzero ≥ {self.gap:.3g}× the "
+                f"threshold, zero ≤ 1/{self.zero_margin:.3g} of it",
                 f"  counts at {len(self.counts)} generic point(s): "
                 f"{list(self.counts)} ({self.dtype}, {self.seconds:.2f} s)",
             ]
@@ -379,17 +397,6 @@ def _bracket_fn(X, depth):
     return jax.jit(batched, static_argnums=())
 
 
-def _new_directions(R, cut):
-    """An orthonormal basis of the directions of `R` (dim × m, unit-norm columns before
-    projection) whose size exceeds `cut`, by QR with column pivoting (rank-revealing;
-    several times cheaper than an SVD with vectors, and the final SVD of all columns
-    certifies the rank anyway)."""
-    if R.shape[1] == 0:
-        return R[:, :0]
-    Qr, Rr, _ = scipy.linalg.qr(R, mode="economic", pivoting=True)
-    return Qr[:, : int(np.sum(np.abs(np.diag(Rr)) > cut))]
-
-
 def _singular_values(C):
     """The singular values of `C` (dim × n), descending: through the triangular
     factor of the QR of `Cᵀ` when n > dim (the same values, at a fraction of the
@@ -401,18 +408,25 @@ def _singular_values(C):
 
 def _count_at(s0, fns, sample_params, *, eps, max_depth, oversample, max_batch):
     """Grows the span of bracket columns at `s0`, depth by depth. Returns (columns as
-    a (dim, n) float64 array normalised, per-column amplification, rank_by_depth)."""
+    a (dim, n) float64 array normalised, per-column amplification, rank_by_depth,
+    whether the ranks stabilised, the singular values of all the columns).
+
+    The rank of the columns so far is counted after each batch with the certificate's
+    own rule (singular values of all of them above `_TOL_FACTOR` rounding levels),
+    never by projecting on a basis grown earlier: a direction found with a small
+    residual d is known only to rounding/d, and projecting later columns on it would
+    leave residuals that no singular value of the whole set shows."""
     dim = s0.shape[0]
-    Q = np.zeros((dim, 0))
     cols, amps, ranks = [], [], []
-    cut = math.sqrt(eps)  # a new direction's residual must exceed this; the final
-    # SVD then certifies the gap against rounding
+    rank = 0
+    amp_sq = 0.0  # Σ a_i² over the columns so far: the rounding level is eps·√amp_sq
+    sv = np.zeros(0)
     stable = False
     for depth in range(max_depth + 1):
         fn = fns[depth]
         added = 0
         while True:
-            m = min(dim - Q.shape[1], max_batch) + oversample
+            m = min(dim - rank, max_batch) + oversample
             # powers of two up to 256, then multiples of 256: few compilations, and
             # at most 256 columns beyond the room left (the SVDs dominate at large m)
             m = 1 << (m - 1).bit_length() if m <= 256 else -(-m // 256) * 256
@@ -428,25 +442,25 @@ def _count_at(s0, fns, sample_params, *, eps, max_depth, oversample, max_batch):
                     "`count_laws` needs a model that is differentiable there."
                 )
             C = (v[keep] / norm[keep, None]).T
-            amps.append(scale[keep] / norm[keep])
+            a = np.maximum(scale[keep] / norm[keep], 1.0)
+            amps.append(a)
+            amp_sq += float(np.sum(a**2))
             cols.append(C)
-            R = C - Q @ (Q.T @ C)
-            R = R - Q @ (Q.T @ R)
-            U = _new_directions(R, cut)
-            new = U.shape[1]
-            if new:
-                Q = np.concatenate([Q, U], axis=1)
-                Q, _ = np.linalg.qr(Q)
+            if C.shape[1] == 0:
+                break
+            sv = _singular_values(np.concatenate(cols, axis=1))
+            new = int(np.sum(sv > _TOL_FACTOR * eps * math.sqrt(amp_sq))) - rank
+            rank += new
             added += new
-            if new < R.shape[1] or Q.shape[1] >= dim or R.shape[1] == 0:
+            if new < C.shape[1] or rank >= dim:
                 # some sampled column added nothing: this depth is exhausted
                 break
-        ranks.append(Q.shape[1])
-        if added == 0 or Q.shape[1] >= dim:
+        ranks.append(rank)
+        if added <= 0 or rank >= dim:
             stable = True
             break
     C = np.concatenate(cols, axis=1)
-    return C, np.concatenate(amps), tuple(ranks), stable
+    return C, np.concatenate(amps), tuple(ranks), stable, sv
 
 
 def count_laws(
@@ -462,6 +476,7 @@ def count_laws(
     oversample: int = 8,
     max_batch: int = 4096,
     min_gap: float = _MIN_GAP,
+    zero_margin: float = _ZERO_MARGIN,
     max_tries: int = 100,
     patterns: str = "all",
 ) -> LawCount:
@@ -504,13 +519,19 @@ def count_laws(
     terms) are dropped; the others are normalised.
 
     **Certificate.** The rank is read from the singular values of all the sampled
-    columns. Their rounding level is $\epsilon\sqrt{\sum_i a_i^2}$, where $a_i \ge 1$
-    is column $i$'s cancellation factor (the size of its two terms over its norm) and
-    $\epsilon$ the dtype's machine epsilon; singular values at most `1e3` times that
-    count as zero. The count is returned only if the smallest singular value counted
-    as nonzero is at least `min_gap` times the larger of the largest counted as zero
-    and the rounding level, at every one of the `n_points` points; otherwise
-    `LawCountError` is raised. Use float64.
+    columns. Their rounding level is $r = \epsilon\sqrt{\sum_i a_i^2}$, where
+    $a_i \ge 1$ is column $i$'s cancellation factor (the size of its two terms over its
+    norm) and $\epsilon$ the dtype's machine epsilon; exact dependencies were measured
+    at $0.02$-$0.43\,r$. Singular values at most the threshold $\tau = 10\,r$ count as
+    zero, and growing the span cuts at the same $10\,r$ (of the columns sampled so
+    far), so both count the same directions. The count is returned only if, at every
+    one of the `n_points` points, the smallest singular value counted as nonzero is at
+    least `min_gap`$\cdot\tau$ (default 100) and the largest counted as zero at most
+    $\tau/$`zero_margin` (default 3), and the two ranks agree; otherwise
+    `LawCountError` is raised with the numbers. Neither margin follows from how
+    $\tau$ is set, so either side can refuse. In float32 ($r \approx 10^{-6}$)
+    directions below about $10^{-3}$ cannot be told from rounding: float64 resolves
+    them.
 
     **Several points.** For an analytic model (smooth activations, linear, polynomial,
     or a ReLU-like MLP with `patterns="all"`) the rank is the same at almost every
@@ -541,7 +562,10 @@ def count_laws(
     - `max_depth`: the deepest bracket tried before giving up.
     - `oversample`: columns sampled beyond the room left, per batch.
     - `max_batch`: the most columns evaluated in one batch.
-    - `min_gap`: the separation required between nonzero and zero singular values.
+    - `min_gap`: how far above the threshold the smallest nonzero singular value must
+      be (a factor ≥ 1).
+    - `zero_margin`: how far below the threshold the largest zero singular value must
+      be (a factor ≥ 1).
     - `max_tries`: draws of a generic point for a ReLU-like MLP with
       `patterns="data"`.
     - `patterns`: `"all"` or `"data"`, for an MLP with ReLU-like hidden layers (see
@@ -610,8 +634,7 @@ def count_laws(
             f"`damping` must be a positive finite number for `flow='heavy_ball'`; got "
             f"{damping!r}."
         )
-    if not (isinstance(min_gap, int | float) and min_gap >= 1):
-        raise ValueError(f"`min_gap` must be a number ≥ 1; got {min_gap!r}.")
+    check_margins(min_gap, zero_margin)
     if patterns not in PATTERNS:
         raise ValueError(f"`patterns` must be one of {PATTERNS}; got {patterns!r}.")
     masked = is_mlp and patterns == "all" and bool(_kinked_layers(model))
@@ -692,7 +715,7 @@ def count_laws(
             v0 = jnp.asarray(scales * rng.standard_normal(D), dtype)
             s0 = jnp.concatenate([t0, theta, v0])
         sample_params = _Sampler(rng, draw_inputs, out, dtype)
-        C, amps, ranks, stable = _count_at(
+        C, amps, ranks, stable, sv = _count_at(
             s0,
             fns,
             sample_params,
@@ -707,33 +730,39 @@ def count_laws(
                 f"(ranks by depth {list(ranks)}); pass a larger `max_depth`.",
                 counts=tuple(counts),
             )
-        sv = _singular_values(C)
         rounding = eps * float(np.sqrt(np.sum(amps**2)))
         threshold = _TOL_FACTOR * rounding
-        split = singular_gap(sv, threshold, rounding)
-        rank, gap = split["rank"], split["gap"]
-        largest_zero, smallest_nonzero = (
-            split["largest_zero"],
-            split["smallest_nonzero"],
+        split = singular_gap(
+            sv, threshold, rounding, min_gap=min_gap, zero_margin=zero_margin
         )
+        rank, gap = split["rank"], split["gap"]
         info = dict(
+            dtype=str(dtype),
             singular_values=sv,
             threshold=threshold,
             rounding_level=rounding,
-            largest_zero=largest_zero,
-            smallest_nonzero=smallest_nonzero,
+            largest_zero=split["largest_zero"],
+            smallest_nonzero=split["smallest_nonzero"],
+            gap=gap,
+            zero_margin=split["zero_margin"],
+            min_gap=min_gap,
         )
-        if gap < min_gap or rank != ranks[-1]:
+        if not split["certified"] or rank != ranks[-1]:
+            why = (
+                describe_split(split, threshold, min_gap, zero_margin)
+                if not split["certified"]
+                else f"the singular values give rank {rank} but growing the span "
+                f"gave {ranks[-1]} (a direction near the threshold)"
+            )
             raise LawCountError(
                 f"`count_laws` cannot certify the rank in {dtype} at generic point "
-                f"{point}: the smallest singular value counted as nonzero is "
-                f"{smallest_nonzero:.3e}, the largest counted as zero "
-                f"{largest_zero:.3e}, the rounding level {rounding:.3e}; gap "
-                f"{gap:.3g} (`min_gap` = {min_gap:g}); rank {rank} from the singular "
-                f"values, {ranks[-1]} while growing the span. The count would be a "
-                "guess, so none is returned. Use float64 (enable "
-                "`jax.config.update('jax_enable_x64', True)` and float64 `params`).",
+                f"{point}: {why}. The threshold is {_TOL_FACTOR:g}× the rounding "
+                f"level {rounding:.3e}; rank {rank} from the singular values, "
+                f"{ranks[-1]} while growing the span. The count would be a guess, so "
+                f"none is returned. {float64_advice(dtype)}.",
                 counts=tuple(counts),
+                rank=rank,
+                growth_rank=ranks[-1],
                 **info,
             )
         counts.append(dim - rank)
@@ -760,4 +789,5 @@ def count_laws(
         dtype=str(dtype),
         seconds=time.perf_counter() - start,
         patterns=(patterns if is_mlp and _kinked_layers(model) else None),
+        zero_margin=info["zero_margin"],
     )

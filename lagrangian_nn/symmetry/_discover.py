@@ -5,10 +5,11 @@ least precise leaf), never from a fixed number. The sample matrix is scaled so t
 exact symmetry gives entries at the level of rounding, `eps` each (up to a modest
 factor); a null vector over `samples` rows then has a singular value near
 `eps·√samples`, the *rounding level*. A singular value is counted as zero when it is at
-most `tol·√samples` (`tol = 10·eps` by default), and the count is returned only when the
-smallest singular value counted as nonzero exceeds the largest counted as zero (or the
-rounding level, whichever is larger) by `min_gap` (1e3); otherwise `discover` raises a
-`DiscoveryError`. It never returns a count the singular values cannot separate.
+most the threshold `tol·√samples` (`tol = 10·eps` by default), and the count is
+returned only when the smallest singular value counted as nonzero is at least `min_gap`
+(100) times the threshold and the largest counted as zero at most 1/`zero_margin` (1/3)
+of it; otherwise `discover` raises a `DiscoveryError`. Neither margin follows from how
+the threshold is set, so it never returns a count the singular values cannot separate.
 """
 
 import dataclasses
@@ -24,22 +25,30 @@ from .._noether import Generator
 from .._tree import tree_dot
 from .._validate import check_floating_tree
 from ._families import Family
-from ._gap import singular_gap
+from ._gap import (
+    MIN_GAP as _MIN_GAP,
+    TOL_FACTOR as _TOL_FACTOR,
+    ZERO_MARGIN as _ZERO_MARGIN,
+    check_margins,
+    describe_split,
+    float64_advice,
+    singular_gap,
+)
 
-# Singular values of exact symmetries, in units of the rounding level eps·√samples,
+# Singular values of exact symmetries, in units of the rounding level eps·√samples, were
 # measured at 0.01–0.46 in float32 and float64 on MLPs of 2 to 11 layers and up to 4,600
 # parameters (ReLU, RePU, Swish with biases, linear; rescaling and gl families); the
-# default threshold, 10·eps·√samples, leaves a factor of ≥ 20 above that.
-_TOL_FACTOR = 10.0
-_MIN_GAP = 1e3
+# default threshold, `_TOL_FACTOR`·eps·√samples, leaves a factor of ≥ 20 above that.
 
 
 class DiscoveryError(ValueError):
     """Raised by `discover` when the singular values of the sample matrix cannot separate
     the laws from the non-laws at the precision used (the count would be a guess).
 
-    Attributes: `singular_values`, `threshold`, `largest_zero`, `smallest_nonzero`,
-    `rounding_level`, `dtype`.
+    Attributes: `dtype`, `singular_values`, `threshold`, `rounding_level`,
+    `largest_zero`, `smallest_nonzero` (NaN when that side is empty), `gap`
+    (`smallest_nonzero / threshold`), `zero_margin` (`threshold / largest_zero`),
+    `min_gap`; other errors of the module add their own numbers.
     """
 
     def __init__(self, message, **info):
@@ -76,14 +85,17 @@ class Discovery:
       field is not identically zero), descending.
     - `tol`: the per-entry threshold used; singular values at most
       `threshold = tol·√samples` count as zero.
-    - `gap`: the smallest singular value counted as nonzero divided by the larger of the
-      largest one counted as zero and `rounding_level` (inf when every combination is a
-      symmetry). `discover` refuses (raises `DiscoveryError`) below `min_gap`.
+    - `gap`: the smallest singular value counted as nonzero divided by `threshold` (inf
+      when every combination is a symmetry). `discover` refuses (raises
+      `DiscoveryError`) below `min_gap`.
+    - `zero_margin`: `threshold` divided by the largest singular value counted as zero
+      (inf when there is none); `discover` refuses below its `zero_margin`.
     - `threshold`, `rounding_level` (`eps·√samples`, the size of an exact symmetry's
       singular value up to a modest factor), `largest_zero`, `smallest_nonzero`
       (NaN when that side is empty), `dtype` (of `q`), `samples`.
-    - `resolution`: the accuracy of the coefficients, about `1/gap` (entries smaller than
-      about this are not resolved and are shown as 0).
+    - `resolution`: the accuracy of the coefficients, about the larger of the largest
+      zero and the rounding level over the smallest nonzero (entries smaller than about
+      this are not resolved and are shown as 0).
     - `verdict`: one line saying why the count can be trusted.
 
     `str(discovery)` prints a short summary; `describe()` gives every law as text.
@@ -103,6 +115,7 @@ class Discovery:
     samples: int = 0
     resolution: float = 0.0
     verdict: str = ""
+    zero_margin: float = math.inf
 
     def __len__(self):
         return len(self.generators)
@@ -151,7 +164,8 @@ class Discovery:
             f"  singular values: {n_sv - self.count} nonzero ≥ "
             f"{_fmt(self.smallest_nonzero)}, {self.count} zero ≤ "
             f"{_fmt(self.largest_zero)} (threshold {_fmt(self.threshold)}, rounding "
-            f"level {_fmt(self.rounding_level)}); gap {self.gap:.3g}",
+            f"level {_fmt(self.rounding_level)}); nonzero ≥ {self.gap:.3g}× the "
+            f"threshold",
             f"  verdict: {self.verdict}",
         ]
         laws = self.describe()
@@ -241,10 +255,9 @@ def _null_space(M, G, threshold, eps):
 def _refuse(reason, dtype, info):
     raise DiscoveryError(
         f"`discover` cannot separate laws from non-laws in {dtype}: {reason} "
-        "The count would be a guess, so none is returned. Use float64 (enable "
-        "`jax.config.update('jax_enable_x64', True)` and give a float64 `q`), or more "
-        "`samples`; or pass `tol` to set the threshold yourself.",
-        dtype=dtype,
+        f"The count would be a guess, so none is returned. {float64_advice(dtype)}. "
+        "More `samples` may also separate them; or pass `tol` to set the threshold "
+        "yourself (it accepts approximate symmetries up to about `tol`).",
         **info,
     )
 
@@ -258,6 +271,7 @@ def discover(
     samples: int | None = None,
     tol: float | None = None,
     min_gap: float = _MIN_GAP,
+    zero_margin: float = _ZERO_MARGIN,
 ) -> Discovery:
     r"""A basis of the generators in `family` that leave `loss` invariant.
 
@@ -273,10 +287,13 @@ def discover(
     An exact symmetry gives entries of $M$ at the rounding level of the state's dtype,
     $\epsilon$, so its singular value is about $\epsilon\sqrt{\text{samples}}$. The
     default threshold is `tol = 10·eps`. The count is returned only if the smallest
-    singular value counted as nonzero is at least `min_gap` times the larger of the
-    largest counted as zero and $\epsilon\sqrt{\text{samples}}$; otherwise the laws
+    singular value counted as nonzero is at least `min_gap` times the threshold and
+    the largest counted as zero at most 1/`zero_margin` of it (each margin on its own
+    side, so neither follows from how the threshold was set); otherwise the laws
     cannot be told from near-laws at this precision and `DiscoveryError` (a
-    `ValueError`) is raised with the numbers.
+    `ValueError`) is raised with the numbers. A combination whose field vanishes at
+    every sampled state (all `samples` of them) is not a symmetry but a vanishing
+    field, and is left out of the count.
 
     **Arguments:**
 
@@ -290,7 +307,10 @@ def discover(
     - `tol`: per-entry singular-value threshold (singular values at most
       `tol·√samples` count as zero); default `10·eps` of `q`'s dtype. A larger `tol`
       accepts approximate symmetries with residuals up to about `tol`.
-    - `min_gap`: the separation required between the two sides (default 1e3).
+    - `min_gap`: how far above the threshold the smallest nonzero singular value must
+      be (default 100).
+    - `zero_margin`: how far below the threshold the largest zero singular value must
+      be (default 3).
 
     **Returns:** a `Discovery`; `str()` of it is a short summary.
 
@@ -313,8 +333,7 @@ def discover(
         raise ValueError(
             f"`tol` must be a positive finite number or None; got {tol!r}."
         )
-    if not (isinstance(min_gap, int | float) and min_gap >= 1):
-        raise ValueError(f"`min_gap` must be a number ≥ 1; got {min_gap!r}.")
+    check_margins(min_gap, zero_margin)
     leaves = jax.tree.leaves(q)
     eps = max(float(jnp.finfo(jnp.asarray(x).dtype).eps) for x in leaves)
     dtype = str(
@@ -342,8 +361,10 @@ def discover(
                 field_sq = field_sq + jax.ops.segment_sum(w2, ids, n + 1)[:n]
             return values, jnp.sqrt(jnp.dot(g, g)), field_sq
 
-        def gram(qs):
-            w2 = np.asarray(ravel_pytree(qs)[0], dtype=np.float64) ** 2
+        def gram(states):
+            # linear in w², so the sum over every sampled state is one call
+            flat = jax.vmap(lambda qs: ravel_pytree(qs)[0])(states)
+            w2 = np.sum(np.asarray(flat, dtype=np.float64) ** 2, axis=0)
             G = np.zeros((n, n))
             for a in range(2):
                 for b in range(2):
@@ -363,11 +384,17 @@ def discover(
 
         matrix = jax.jit(lambda qs: jnp.stack([ravel_pytree(f(qs))[0] for f in fields]))
 
-        def gram(qs):
+        def gram(states):
             # in float64 from the fields themselves, so that a combination that
-            # vanishes identically has a Gram eigenvalue at (eps·|ξ|)², not eps·|ξ|²
-            F = np.asarray(matrix(qs), dtype=np.float64)
-            return F @ F.T
+            # vanishes identically has a Gram eigenvalue at (eps·|ξ|)², not eps·|ξ|²;
+            # summed over every sampled state (one compiled call per state)
+            G = np.zeros((n, n))
+            host = jax.tree.map(np.asarray, states)
+            for i in range(samples):
+                qs = jax.tree.map(lambda x, i=i: x[i], host)
+                F = np.asarray(matrix(qs), dtype=np.float64)
+                G += F @ F.T
+            return G
 
     values, gnorm, field_sq = jax.jit(jax.vmap(row))(states)
     values = np.asarray(values, dtype=np.float64)
@@ -384,40 +411,46 @@ def discover(
     sigma = np.sqrt(np.mean(field_sq, axis=0))
     sigma = np.where(sigma > 0, sigma, 1.0)
     M = values / np.maximum(gnorm, 1e-300)[:, None] / sigma[None, :]
-    G = sum(gram(jax.tree.map(lambda x, i=i: x[i], states)) for i in range(2))
+    # Which combinations vanish identically is decided on all the sampled states: a
+    # field that vanishes on a few of them (e.g. where a ReLU is off) is still a field.
+    G = gram(states) / samples
     G = G / np.outer(sigma, sigma)
 
     B, sv = _null_space(M, G, threshold, eps)
     k = len(B)
-    split = singular_gap(sv, threshold, rounding)
+    split = singular_gap(
+        sv, threshold, rounding, min_gap=min_gap, zero_margin=zero_margin
+    )
     gap, floor, n_kept = split["gap"], split["floor"], split["rank"]
     n_zero = len(sv) - n_kept
     largest_zero, smallest_nonzero = split["largest_zero"], split["smallest_nonzero"]
     info = dict(
+        dtype=dtype,
         singular_values=sv,
         threshold=threshold,
         largest_zero=largest_zero,
         smallest_nonzero=smallest_nonzero,
         rounding_level=rounding,
+        gap=gap,
+        zero_margin=split["zero_margin"],
+        min_gap=min_gap,
     )
-    if gap < min_gap:
-        if n_zero and largest_zero >= rounding:
-            against = f"the largest counted as zero is {largest_zero:.3e}"
-        else:
-            against = f"the rounding level eps·√samples is {rounding:.3e}"
+    if not split["certified"]:
         _refuse(
-            f"the smallest singular value counted as nonzero is "
-            f"{smallest_nonzero:.3e} and {against}; their ratio {gap:.3g} is below "
-            f"`min_gap` = {min_gap:g} (threshold {threshold:.3e}, {n_zero} of "
-            f"{len(sv)} singular values counted as zero).",
+            f"{describe_split(split, threshold, min_gap, zero_margin)}; {n_zero} of "
+            f"{len(sv)} singular values counted as zero (threshold {_fmt(threshold)}"
+            f" = {tol_:.3g}·√samples, rounding level eps·√samples = "
+            f"{rounding:.3e}).",
             dtype,
             info,
         )
-    # Coefficients are resolved to about 1/gap (Wedin's bound for the null space).
-    resolution = float(min(max(1.0 / gap, np.finfo(float).eps), 1e-2))
+    # The separation between the two sides: coefficients are resolved to about its
+    # inverse (Wedin's bound for the null space).
+    sep = smallest_nonzero / floor if n_kept else math.inf
+    resolution = float(min(max(1.0 / sep, np.finfo(float).eps), 1e-2))
     rref_tol = float(min(max(100.0 * resolution, 1e-12), 0.1))
     # Any unit vector v with |Mv| ≤ √(floor·smallest_nonzero) lies within an angle
-    # 1/√gap of the null space: the threshold for laws supported on one group.
+    # 1/√sep of the null space: the threshold for laws supported on one group.
     local_threshold = (
         math.sqrt(floor * smallest_nonzero) if n_kept else max(threshold, floor)
     )
@@ -453,7 +486,7 @@ def discover(
             _, S, Vt = np.linalg.svd(R, full_matrices=False)
             m_extra = k - len(local)
             after = S[m_extra] if len(S) > m_extra else 0.0
-            if S[m_extra - 1] < 0.1 or after > 10.0 / math.sqrt(gap):
+            if S[m_extra - 1] < 0.1 or after > 10.0 / math.sqrt(sep):
                 _refuse(
                     f"the laws within groups and the family's null space disagree "
                     f"(residual singular values {S[: m_extra + 1]}).",
@@ -482,11 +515,17 @@ def discover(
     )
     verdict = (
         f"reliable: {k} law(s); smallest nonzero singular value "
-        f"{_fmt(smallest_nonzero)} is {gap:.2g}× the largest zero or the rounding "
-        f"level ({_fmt(floor)}), ≥ min_gap {min_gap:g}"
+        f"{_fmt(smallest_nonzero)} is {gap:.2g}× the threshold {_fmt(threshold)} "
+        f"(≥ min_gap {min_gap:g}), "
+        + (
+            f"largest zero {_fmt(largest_zero)} is 1/{split['zero_margin']:.2g} of it"
+            if n_zero
+            else "none counted as zero"
+        )
         if n_kept
         else f"reliable: every combination is a symmetry (all singular values ≤ "
-        f"{_fmt(largest_zero)}, threshold {_fmt(threshold)})"
+        f"{_fmt(largest_zero)}, 1/{split['zero_margin']:.2g} of the threshold "
+        f"{_fmt(threshold)})"
     ) + approximate
     gens = [Generator(_Combination(family.fields, jnp.asarray(c))) for c in coeffs]
     return Discovery(
@@ -504,4 +543,5 @@ def discover(
         samples,
         resolution,
         verdict,
+        split["zero_margin"],
     )

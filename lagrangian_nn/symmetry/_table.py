@@ -20,7 +20,19 @@ from .._noether import Generator
 from .._simulate import simulate
 from .._tree import tree_dot
 from .._validate import check_floating_tree
-from ._discover import Discovery
+from ._discover import Discovery, DiscoveryError
+from ._gap import (
+    MIN_GAP,
+    TOL_FACTOR,
+    ZERO_MARGIN,
+    describe_split,
+    float64_advice,
+    singular_gap,
+)
+
+# A field below this many eps of the size of its two terms is zero up to rounding (the
+# symmetric part of a skew generator); normalising it would turn rounding into a law.
+_ZERO_FACTOR = 1e4
 
 
 def _eps(q) -> float:
@@ -334,9 +346,15 @@ def conservation_table(
       $\tfrac12\langle q, Aq\rangle$ from the symmetric parts of the discovered
       generators $\xi = Aq$ (the rank of their gradients $\tfrac12(A + A^\top)q$ at
       `q`; exact for families closed under transposition, such as the rescaling and
-      $\mathfrak{gl}$ families), and `missing = law_count.count - found`.
+      $\mathfrak{gl}$ families), and `missing = law_count.count - found`. That rank is
+      certified by the singular-value gap of `count_laws` (the smallest counted ≥ 100×
+      the threshold of 10 rounding levels, the largest zero ≤ 1/3 of it).
 
     **Returns:** a `ConservationTable` with `.text()` and `.markdown()`.
+
+    **Raises:** `ValueError` for bad arguments; `lnn.symmetry.DiscoveryError` (a
+    `ValueError`) when the rank of the discovered laws cannot be certified, or when
+    they outnumber `law_count.count` (the two describe different models).
     """
     if not isinstance(discovery, Discovery):
         raise ValueError(
@@ -407,18 +425,30 @@ def conservation_table(
         )
     if law_count is None:
         return ConservationTable(laws)
-    found = _independent(integrable_fields, eps)
+    low = min(
+        (jnp.asarray(x).dtype for x in jax.tree.leaves(q)),
+        key=lambda d: jnp.finfo(d).bits,
+    )
+    found = _independent(integrable_fields, eps, low)
     total = law_count.count
     missing = total - found
+    if missing < 0:
+        raise DiscoveryError(
+            f"the discovered family gives {found} independent GF laws at `q`, but "
+            f"`law_count` counts only {total} for its model: they cannot describe the "
+            "same model and loss (a law of the loss that is not a law of the model "
+            "means the loss has a symmetry the model lacks, or `law_count` was "
+            "computed for another model). Pass the `count_laws` result of this "
+            "model.",
+            found=found,
+            total=total,
+        )
     verdict = (
         f"Complete: the family's {found} independent GF law(s) are all {total} laws "
         "of the model (count_laws)."
         if missing == 0
         else f"Incomplete: the family gives {found} independent GF law(s); the model "
         f"has {total} (count_laws), so {missing} are missing from the family."
-        if missing > 0
-        else f"Inconsistent: the family gives {found} independent GF laws but "
-        f"count_laws finds only {total}; check that both describe the same model."
     )
     return ConservationTable(laws, found, total, missing, verdict)
 
@@ -426,22 +456,56 @@ def conservation_table(
 def _symmetric_part(gen: Generator, q):
     r"""$\tfrac12(A + A^\top)q$ for the linear field $\xi(q) = Aq$: the gradient of the
     GF law $\tfrac12\langle q, Aq\rangle$ that the symmetric part of $A$ gives ($A^\top q$
-    by a VJP)."""
+    by a VJP), and the size of its two terms (for cancellation: a skew $A$ gives a
+    difference of two equal terms, zero up to rounding)."""
     t = jnp.zeros(())
     xi, vjp = jax.vjp(lambda u: gen.xi(t, u), q)
     (xt,) = vjp(q)
-    return jax.tree.map(lambda a, b: (a + b) / 2, xi, xt)
+    norm = lambda z: float(jnp.sqrt(tree_dot(z, z)))  # noqa: E731
+    return jax.tree.map(lambda a, b: (a + b) / 2, xi, xt), (norm(xi) + norm(xt)) / 2
 
 
-def _independent(fields, eps) -> int:
-    """The rank of the fields (pytrees) at one point: the number of functionally
-    independent laws whose gradients they are. Singular values of the normalised
-    fields below `1e3·eps·√n` count as zero."""
-    if not fields:
-        return 0
+def _independent(fields, eps, dtype) -> int:
+    """The rank of the fields (pytrees, each with the size of its two terms) at one
+    point: the number of functionally independent laws whose gradients they are.
+
+    Certified like `count_laws`: a field below `1e4·eps` of its two terms is zero up to
+    rounding and left out; the others are normalised, with rounding level
+    `eps·√(Σ a_i²)` (`a_i` the size of field i's terms over its norm); singular values
+    at most 10 rounding levels count as zero, and the rank is returned only if the
+    smallest counted is ≥ 100× that threshold and the largest zero ≤ 1/3 of it.
+    Raises `DiscoveryError` otherwise."""
     from jax.flatten_util import ravel_pytree
 
-    F = np.stack([np.asarray(ravel_pytree(f)[0], np.float64) for f in fields])
-    F = F / np.maximum(np.linalg.norm(F, axis=1, keepdims=True), 1e-300)
+    rows, amps = [], []
+    for f, scale in fields:
+        v = np.asarray(ravel_pytree(f)[0], np.float64)
+        norm = float(np.linalg.norm(v))
+        if norm > _ZERO_FACTOR * eps * scale and norm > 0:
+            rows.append(v / norm)
+            amps.append(max(scale / norm, 1.0))
+    if not rows:
+        return 0
+    F = np.stack(rows)
     sv = np.linalg.svd(F, compute_uv=False)
-    return int(np.sum(sv > 1e3 * eps * math.sqrt(len(fields))))
+    rounding = eps * float(np.sqrt(np.sum(np.square(amps))))
+    threshold = TOL_FACTOR * rounding
+    split = singular_gap(sv, threshold, rounding)
+    if not split["certified"]:
+        raise DiscoveryError(
+            "`conservation_table` cannot certify the number of independent GF laws "
+            f"among the {len(fields)} discovered generators in {dtype}: "
+            f"{describe_split(split, threshold, MIN_GAP, ZERO_MARGIN)}. The rank "
+            f"would be a guess, so no completeness verdict is given. "
+            f"{float64_advice(dtype)}.",
+            dtype=str(dtype),
+            singular_values=sv,
+            threshold=threshold,
+            rounding_level=rounding,
+            largest_zero=split["largest_zero"],
+            smallest_nonzero=split["smallest_nonzero"],
+            gap=split["gap"],
+            zero_margin=split["zero_margin"],
+            min_gap=MIN_GAP,
+        )
+    return split["rank"]
