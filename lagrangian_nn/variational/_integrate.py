@@ -373,8 +373,14 @@ def integrate(
     $J_k = \langle p_k, \xi(q_k)\rangle$ is exactly
     `traj.evaluate(lnn.noether_charge(L, gen))`, conserved to rounding.
 
-    Nothing is checked inside the loop: failures of the root solve and non-finite
-    states are reported once, after it.
+    Every solve (the steps, and the Legendre inversion of the saved velocities)
+    stops on its residual relative to the size of its terms, so $cL$ integrates as
+    $L$ for every $c > 0$ (see the guide, *Variational integrators*). Nothing is checked inside the
+    loop; once after it, the run raises if a solve did not converge, if a root's
+    relative residual exceeds $\sqrt\varepsilon$ of the dtype, if a step's root
+    lies far from its predictor (the step equations are strongly nonlinear between
+    them, Kantorovich's $\theta > 1/2$: reduce `dt`), or if the state became
+    non-finite.
 
     **Arguments:**
 
@@ -385,8 +391,10 @@ def integrate(
     - `t0`: the initial time; `dt`: the time step (> 0); `n_steps`: the number of
       steps.
     - `save_every`: save every this many steps (must divide `n_steps`).
-    - `solver`: an `optimistix` root finder for the implicit steps (default Newton
-      with tolerances $\epsilon^{0.7}$ of the dtype).
+    - `solver`: an `optimistix` root finder for every solve: the implicit steps and
+      the Legendre inversion of the saved velocities. It is handed each residual
+      divided by the size of its terms, so its `rtol` and `atol` are relative
+      (default: Newton with tolerances $\epsilon^{0.7}$ of the dtype).
     - `max_steps`: the maximum number of root-finder iterations per step.
     - `return_momenta`: also return the discrete (reduced) momenta
       $\tilde p_k = e^{-s(t_k)}p_k$ at the saved times.

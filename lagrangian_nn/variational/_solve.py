@@ -14,8 +14,9 @@ The default root finder (`default_solver`) stops when the relative residual is b
 $\varepsilon^{0.7}$ (with the unknowns settled to the same relative tolerance), or
 when Newton's correction is below the rounding of the unknowns themselves, so the
 floor that the positions' rounding sets ($\varepsilon|q|/h$ in velocity) never turns
-into a failure to stop. Either way each solve is then *checked*: the relative
-residual at the root must be below $\sqrt\varepsilon$, and the root must lie where the
+into a failure to stop. Either way each solve is then *checked*: the residual at the
+root, relative to the larger of $S$ and $\|Jx^*\|$ (the position terms, see
+`relative_residual`), must be below $\sqrt\varepsilon$, and the root must lie where the
 step equations are nearly linear around the predictor (see `step_stats`).
 """
 
