@@ -9,6 +9,7 @@ public name of the library has its API-reference anchor.
 """
 
 import ast
+import importlib.util
 import os
 import re
 import subprocess
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from mkdocs.exceptions import PluginError
+from mkdocs.structure.files import File, Files
 
 import lagrangian_nn as lnn
 
@@ -142,3 +145,134 @@ def test_paper_figures(site):
     for name in figures:
         assert f'src="../figures/{name}"' in html, f"claims page lacks {name}"
         assert (site / "figures" / name).is_file()
+
+
+# A resource the browser fetches by itself: a script, a stylesheet, a font, an image,
+# an ES module. Hyperlinks (<a href>) are not fetched and may point anywhere.
+_REMOTE_IN_HTML = re.compile(
+    r"<(?:script|img|iframe|source)\b[^>]*\bsrc=[\"']?(?:https?:)?//"
+    r"|<link\b[^>]*\bhref=[\"']?(?:https?:)?//"
+    r"|\bimport\s*\(?\s*[\"'](?:https?:)?//",
+    re.IGNORECASE,
+)
+_REMOTE_IN_CSS = re.compile(
+    r"url\(\s*[\"']?(?:https?:)?//|@import\s+[\"'](?:https?:)?//", re.IGNORECASE
+)
+
+
+def test_remote_patterns():
+    """The patterns find what a browser would fetch, and spare hyperlinks."""
+    fetched = [
+        '<script src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js">',
+        "<link rel=stylesheet href=//fonts.googleapis.com/css?family=Roboto>",
+        '<link rel="preconnect" href="https://fonts.gstatic.com" crossorigin>',
+        '<img alt="" src="http://example.org/a.png">',
+        'const m = (await import("https://cdnjs.cloudflare.com/x.mjs")).default;',
+    ]
+    for html in fetched:
+        assert _REMOTE_IN_HTML.search(html), html
+    for css in [
+        "src: url(https://fonts.gstatic.com/a.woff2)",
+        '@import "//x.org/a.css";',
+    ]:
+        assert _REMOTE_IN_CSS.search(css), css
+    spared = [
+        '<a href="https://docs.kidger.site/diffrax/">diffrax</a>',
+        '<script src="../javascripts/mathjax/tex-mml-chtml.js"></script>',
+        '<link rel="stylesheet" href="../assets/stylesheets/main.css">',
+        "Runs on https://example.org in <code>import jax</code>",
+    ]
+    for html in spared:
+        assert not _REMOTE_IN_HTML.search(html), html
+    assert not _REMOTE_IN_CSS.search("src: url(fonts/woff-v2/MathJax_Main.woff)")
+
+
+def test_offline(site):
+    """No page fetches anything from the network: not MathJax, not a font."""
+    remote = []
+    for path in sorted(site.rglob("*.html")):
+        for match in _REMOTE_IN_HTML.finditer(path.read_text(encoding="utf-8")):
+            remote.append(f"{path.relative_to(site)}: {match.group(0)}")
+    for path in sorted(site.rglob("*.css")):
+        for match in _REMOTE_IN_CSS.finditer(path.read_text(encoding="utf-8")):
+            remote.append(f"{path.relative_to(site)}: {match.group(0)}")
+    assert not remote, "resources fetched from the network:\n" + "\n".join(remote)
+
+
+@pytest.mark.parametrize(
+    "page",
+    ["index.html", "concepts/noether/index.html"]
+    + [f"tutorials/{p.stem}/index.html" for p in NOTEBOOKS],
+)
+def test_math_bundled(site, page):
+    """Each page loads the site's own MathJax, and what it loads at run time is there."""
+    html = _read(site, page)
+    depth = page.count("/")
+    bundle = "../" * depth + "javascripts/mathjax/tex-mml-chtml.js"
+    assert f'<script src="{bundle}"></script>' in html, f"{page} does not load MathJax"
+    assert "x-mathjax-config" not in html, f"{page} still has nbconvert's MathJax 2"
+    mathjax = site / "javascripts" / "mathjax"
+    assert (mathjax / "tex-mml-chtml.js").stat().st_size > 500_000
+    # CommonHTML's fonts (its default fontURL is [mathjax]/output/chtml/fonts/woff-v2)
+    # and the TeX extensions the bundle autoloads (\boldsymbol, \color, ...).
+    for name in (
+        "MathJax_Main-Regular",
+        "MathJax_Math-Italic",
+        "MathJax_Size1-Regular",
+    ):
+        assert (mathjax / "output/chtml/fonts/woff-v2" / f"{name}.woff").is_file()
+    for name in ("boldsymbol", "color", "mathtools"):
+        assert (mathjax / "input/tex/extensions" / f"{name}.js").is_file()
+    # The page has math for MathJax to typeset: $...$ or arithmatex's \(...\).
+    assert re.search(r'class="arithmatex"|\$[^$\s<][^$<]*\$', html), f"{page}: no math"
+
+
+def _hook(name):
+    path = ROOT / "docs" / "hooks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_docs_hook_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_notebook_cache(tmp_path, monkeypatch):
+    """An executed tutorial is reused until the notebook or the library changes."""
+    hook = _hook("executed_notebooks")
+    package = tmp_path / "package"
+    package.mkdir()
+    (package / "core.py").write_text("X = 1\n")
+    monkeypatch.setattr(hook, "_PACKAGE", package)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "docs" / "tutorials").mkdir(parents=True)
+    source = tmp_path / "docs" / "tutorials" / "t.ipynb"
+    kernel = {"name": "python3", "display_name": "Python 3", "language": "python"}
+
+    def build(code):
+        cell = nbformat.v4.new_code_cell(code, id="cell")  # the same bytes
+        nb = nbformat.v4.new_notebook(cells=[cell], metadata={"kernelspec": kernel})
+        nbformat.write(nb, source)
+        file = File("tutorials/t.ipynb", str(tmp_path / "docs"), str(tmp_path), True)
+        hook.on_files(Files([file]), None)
+        executed = Path(file.abs_src_path)
+        # mkdocs-jupyter's `include: ["tutorials/*.ipynb"]` still matches the copy
+        assert executed.match("tutorials/t.ipynb") and executed != source
+        return executed, nbformat.read(executed, as_version=4).cells[0].outputs
+
+    def entries():
+        return sorted((tmp_path / "cache").rglob("*.ipynb"))
+
+    first, outputs = build("print(6 * 7)")
+    assert outputs[0]["text"] == "42\n"
+    assert not nbformat.read(source, as_version=4).cells[0].outputs  # source untouched
+    stamp = first.stat().st_mtime_ns
+    again, _ = build("print(6 * 7)")
+    assert again == first and first.stat().st_mtime_ns == stamp, "not reused"
+    (package / "core.py").write_text("X = 2\n")  # the library changes
+    second, outputs = build("print(6 * 7)")
+    assert second != first and outputs[0]["text"] == "42\n"
+    assert entries() == [second], "the stale entry is kept"
+    third, outputs = build("print(6 * 8)")  # the notebook changes
+    assert third != second and outputs[0]["text"] == "48\n"
+    with pytest.raises(PluginError, match="ValueError: broken"):
+        build("raise ValueError('broken')")
+    assert entries() == [third], "a failed execution left an entry"
