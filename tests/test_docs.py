@@ -1,11 +1,13 @@
 """The documentation site builds with `mkdocs build --strict`.
 
-This is the one place the tutorials execute: mkdocs-jupyter runs every notebook with
-`execute: true` and `allow_errors: false`, so a notebook that raises fails the build,
+This is the one place the tutorials execute: docs/hooks/executed_notebooks.py runs
+every notebook whose executed copy is not cached under the hash of the notebook, the
+library's code and the installed packages, so a notebook that raises fails the build,
 and `--strict` fails it on a broken link, a missing figure, or an API reference
 (mkdocstrings) that cannot be rendered. The tests then read the built site: every page
-is there, the tutorials carry their executed outputs (one image per figure), and every
-public name of the library has its API-reference anchor.
+is there, the tutorials carry their executed outputs (one image per figure), every
+public name of the library has its API-reference anchor, and nothing is fetched from
+the network (the math is typeset by a MathJax the site serves itself).
 """
 
 import ast
