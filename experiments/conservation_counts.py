@@ -678,7 +678,7 @@ def draw(folder: Path):
         fig,
         "Left: counts of conservation laws against the published predictions "
         "(every point on the diagonal). Right: time to certify the count of a "
-        "two-layer ReLU network against its number of parameters, on this machine.",
+        "two-layer ReLU network against its number of parameters, in wall-clock seconds.",
     )
     _style.save(fig, folder, "counts")
     m = res["metrics"]
