@@ -233,17 +233,22 @@ def _run(stepper, t0, dt, q0, qdot0, n_save: int, save_every: int, solver):
     z_prev = discrete.initial_internal(q_prev, q0)
     g0 = stepper.gradient(q0)
 
+    # the explicit step has no solve: nothing to accumulate, nothing carried
+    explicit = stepper.explicit
+
     def one(carry, _):
         k, q, p, qp, zp, g, stats = carry
         t = t0 + k.astype(dtype) * dt
         q1, p1, z, g1, new = stepper(t, dt, q, p, qp, zp, g)
-        return (k + 1, q1, p1, q, z, g1, stats.join(new)), None
+        stats = None if explicit else stats.join(new)
+        return (k + 1, q1, p1, q, z, g1, stats), None
 
     def block(carry, _):
         carry, _ = jax.lax.scan(one, carry, None, length=save_every)
         return carry, (carry[0], carry[1], carry[2])
 
-    init = (jnp.zeros((), jnp.int32), q0, p0, q_prev, z_prev, g0, Stats.ok(dtype))
+    stats0 = None if explicit else Stats.ok(dtype)
+    init = (jnp.zeros((), jnp.int32), q0, p0, q_prev, z_prev, g0, stats0)
     carry, (ks, qs, ps) = jax.lax.scan(block, init, None, length=n_save)
     ks = jnp.concatenate([jnp.zeros((1,), jnp.int32), ks])
     qs = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), q0, qs)
@@ -253,7 +258,7 @@ def _run(stepper, t0, dt, q0, qdot0, n_save: int, save_every: int, solver):
         lambda t, q, p: _velocity(inner, t, q, p, solver, stepper.max_steps)
     )(ts, qs, ps)
     report = _Report(
-        carry[-1],
+        Stats.ok(dtype) if explicit else carry[-1],
         jnp.any(vfailed),
         jnp.max(vrho),
         tree_all_finite((qs, ps)),
@@ -265,6 +270,8 @@ def _run(stepper, t0, dt, q0, qdot0, n_save: int, save_every: int, solver):
 def _messages(where, report, dtype, dt, max_steps):
     """`[(flag, message)]` of a run's report; with numbers when it is concrete."""
     concrete = not is_traced(report)
+    if concrete:
+        report = jax.device_get(report)  # one transfer, then host numbers
     level = check_level(dtype)
     name = jnp.dtype(dtype).name
     st = report.steps
