@@ -42,6 +42,7 @@ from ._common import (
     load,
     run_experiment,
 )
+from ._homogeneous import saved_steps, stall_config, train_until_stall
 
 NAME = "relu_balance"
 USES_DATA = True
@@ -61,8 +62,10 @@ def config_for(quick, seed, data="digits", data_dir=None):
         "hidden": [32, 32, 32] if quick else [200, 200, 200],
         "lr": 0.01,
         "layer": 2,
-        "gd_steps": 200 if quick else 500,
-        "nd_steps": 20 if quick else 50,
+        # the continuous flows' horizon (GF, ND, NAGF), as far as is affordable
+        "t_flow": 2.0 if quick else 5.0,
+        # the discrete runs (GD, eq. 21, NAGD) at `lr` until the training loss stalls
+        "stall": stall_config(quick),
         "n_save": 25 if quick else 60,
         "n_dense": 201 if quick else 401,  # ND/NAGF save grid (odd: halvable)
         "rtol": 1e-6,
@@ -89,7 +92,7 @@ def compute(cfg):
     model_c = N.build(sizes, acts_c, seed=cfg["seed"])
     loss = nn.make_loss(x, y)
     sq = np.sqrt(lr)
-    t_gf, t_nd = cfg["gd_steps"] * lr, cfg["nd_steps"] * sq
+    t_gf = t_nd = cfg["t_flow"]
     common = dict(t_gf=t_gf, t_nd=t_nd, nagf_t0=sq, rtol=cfg["rtol"], atol=cfg["atol"])
     runs = {}
     for tag, m0, dense in (("", model, ("nd", "nagf")), ("control_", model_c, ("nd",))):
@@ -197,30 +200,57 @@ def compute(cfg):
     )
     metrics["nagf_energy_change_over_L0"] = float(np.max(np.abs(E - E[0]))) / L0
     metrics["nagf_energy_monotone"] = bool(np.all(np.diff(E) <= 1e-12))
-    # discrete: GD (with the exact correction), ND (eq. 21), NAGD (eq. 20)
+    # discrete: GD (with the exact correction), ND (eq. 21), NAGD (eq. 20), each at
+    # η = lr until the training loss stalls (`_homogeneous.STALL_RULE`); the arrays keep
+    # every step up to 4,000 saved points (evenly strided, the last step included)
     C = lambda q: nn.rescale_quantity(q, h)
     track = {"norms": lambda s: norms(0, s.q, None)}
-    gd = optim.run(
-        optim.gd(lr),
-        loss,
-        model,
-        cfg["gd_steps"],
-        track={**track, "acc": optim.gd_quadratic_accounting(C, lr)},
+    n0 = np.asarray(norms(0, model, None))[None]
+
+    # eq. 21's kinetic energy ½‖(w_k − w_k−1)/√η‖², for its energy along the run
+    def kinetic(s):
+        d = lnn._tree.tree_sub(s.q, s.q_prev)
+        return 0.5 * lnn._tree.tree_dot(d, d) / lr
+
+    discrete = (
+        ("gd", optim.gd(lr), {"acc": optim.gd_quadratic_accounting(C, lr)}),
+        ("dnd", optim.newtonian(lr), {"kin": kinetic}),
+        ("dnagd", optim.nesterov(lr), {}),
     )
-    raw, corrected = optim.corrected_quantity(gd.tracked["acc"], C(model))
-    metrics["gd_difference_drift"] = float(np.max(np.abs(raw - raw[0])))
-    metrics["gd_corrected_drift"] = float(np.max(np.abs(corrected - corrected[0])))
-    arrays["gd_ts"] = np.concatenate([[0.0], np.asarray(gd.ts)])
-    arrays["gd_norms"] = np.concatenate(
-        [np.asarray(norms(0, model, None))[None], np.asarray(gd.tracked["norms"])]
-    )
-    arrays["gd_corrected"] = np.asarray(corrected)
-    for name, opt in (("dnd", optim.newtonian(lr)), ("dnagd", optim.nesterov(lr))):
-        r = optim.run(opt, loss, model, cfg["nd_steps"], track=track)
-        arrays[f"{name}_ts"] = np.concatenate([[0.0], np.asarray(r.ts)])
-        arrays[f"{name}_norms"] = np.concatenate(
-            [np.asarray(norms(0, model, None))[None], np.asarray(r.tracked["norms"])]
+    for name, opt, extra in discrete:
+        _, info, ps = train_until_stall(
+            opt, loss, model, **cfg["stall"], track={**track, **extra}
         )
+        metrics[f"{name}_training"] = info
+        keep = saved_steps(info["steps"])
+        arrays[f"{name}_k"] = keep
+        arrays[f"{name}_ts"] = np.concatenate([[0.0], ps["ts"]])[keep]
+        arrays[f"{name}_norms"] = np.concatenate([n0, ps["norms"]])[keep]
+        arrays[f"{name}_loss"] = np.concatenate([ps["loss"], [info["final_loss"]]])[
+            keep
+        ]
+        if name == "dnd":
+            # E_k = ½‖(w_k − w_k−1)/√η‖² + L(w_k), k ≥ 1, against E_0 = L(w0) (rest)
+            Ek = ps["kin"] + np.append(ps["loss"][1:], info["final_loss"])
+            dev = np.abs(Ek - L0) / L0
+            metrics["dnd_energy_max_change_over_L0"] = float(np.max(dev))
+            off = np.flatnonzero(dev > 0.1)
+            # the first step whose energy is off by more than 10 % of L(w0)
+            metrics["dnd_energy_kept_until_step"] = (
+                int(off[0]) + 1 if off.size else None
+            )
+            arrays["dnd_energy"] = np.concatenate([[L0], Ek])[keep]
+        if name == "gd":
+            raw, corrected = optim.corrected_quantity(ps["acc"], C(model))
+            raw, corrected = np.asarray(raw), np.asarray(corrected)
+            metrics["gd_difference_drift"] = float(np.max(np.abs(raw - raw[0])))
+            metrics["gd_corrected_drift"] = float(
+                np.max(np.abs(corrected - corrected[0]))
+            )
+            nrm = np.concatenate([n0, ps["norms"]])
+            metrics["gd_norm_change"] = float(np.max(np.abs(nrm[:, 0] - nrm[0, 0])))
+            arrays["gd_corrected"] = corrected[keep]
+    metrics["flow_horizon"] = t_gf
     metrics["initial_loss"] = L0
     metrics["final_loss_gf"] = float(arrays["gf_loss"][-1])
     metrics["n_params"] = int(sum(w.size for w in model.weights))
@@ -240,7 +270,7 @@ def compute(cfg):
         claim(
             f"GD: corrected quantity drift / |Δ‖W{h}‖²|",
             "exact GD accounting (ours)",
-            metrics["gd_corrected_drift"] / metrics["gf_norm_change"],
+            metrics["gd_corrected_drift"] / metrics["gd_norm_change"],
             1e-10,
             basis="identity",
         ),
@@ -311,13 +341,45 @@ def draw(folder: Path):
     h = res["config"]["layer"]
     w2, w3 = f"$\\|W_{h}\\|^2$", f"$\\|W_{h + 1}\\|^2$"
     diff = f"$\\Delta(\\|W_{h}\\|^2 - \\|W_{h + 1}\\|^2)$"
-    fig, axes = plt.subplots(2, 3, figsize=(st.DOUBLE, 4.6))
+    T = m["flow_horizon"]
+    lr = res["config"]["lr"]
+    fig, axes = plt.subplots(3, 3, figsize=(st.DOUBLE, 6.9))
     cols = (("gf", "gd", "GF", "GD"), ("nd", "dnd", "ND", "eq. 21"))
     cols += (("nagf", "dnagd", "NAGF", "NAGD"),)
+    # top row: the discrete runs as the paper trains them, until the loss stalls
     for col, (c, dname, flow, disc) in enumerate(cols):
-        ax = axes[0, col]
-        for key, label, lw, style in ((c, flow, 1.4, {}), (dname, disc, 1.0, {})):
+        ax, tr = axes[0, col], m[f"{dname}_training"]
+        k, n = a[f"{dname}_k"], a[f"{dname}_norms"]
+        ax.plot(k, n[:, 0] - n[0, 0], color=st.color(dname), label="$\\Delta$" + w2)
+        ax.plot(
+            k,
+            n[:, 1] - n[0, 1],
+            color=st.color(dname),
+            ls=(0, (3, 1.5)),
+            label="$\\Delta$" + w3,
+        )
+        if np.max(np.abs(n - n[0])) > 1e4:  # a run that diverges: log beyond ±10
+            ax.set_yscale("symlog", linthresh=10.0)
+        ax.set_xlabel(f"{disc} step $k$")
+        ax2 = ax.twinx()
+        ax2.semilogy(k, a[f"{dname}_loss"], color=st.GREY, lw=0.8, label="loss")
+        ax2.tick_params(axis="y", colors=st.GREY, labelsize=6.5)
+        end = "stalled" if tr["stopped_by"] == "stall" else tr["stopped_by"]
+        ax.set_title(
+            f"({'abc'[col]}) {disc}, $\\eta = {lr}$: {tr['steps']:,} steps, {end}"
+        )
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = ax2.get_legend_handles_labels()
+        ax.legend(h1 + h2, l1 + l2, loc="center right", fontsize=6.5)
+    axes[0, 0].set_ylabel("change of squared norm")
+    ax2.set_ylabel("training loss (grey, log)", color=st.GREY)
+    # middle row: flows against the discrete runs over the flows' horizon
+    for col, (c, dname, flow, disc) in enumerate(cols):
+        ax = axes[1, col]
+        for key, label, lw in ((c, flow, 1.4), (dname, disc, 1.0)):
             ts, n = a[f"{key}_ts"], a[f"{key}_norms"]
+            on = ts <= T * (1 + 1e-9)
+            ts, n = ts[on], n[on]
             ax.plot(
                 ts,
                 n[:, 0] - n[0, 0],
@@ -333,24 +395,25 @@ def draw(folder: Path):
                 ls=(0, (3, 1.5)),
                 label=f"{label}: $\\Delta$" + w3,
             )
-        ax.set_title(f"({'abc'[col]}) {flow} and {disc}")
+        ax.set_title(f"({'def'[col]}) {flow} and {disc}, $t \\leq {T:g}$")
         ax.set_xlabel("time $t$")
-        ax.set_ylabel("change of squared norm since $t = 0$")
-        ax.legend(loc="upper left")
+        ax.set_ylabel("change of squared norm")
+        ax.legend(loc="upper left", fontsize=6.5)
     # bottom row: the difference C = ‖W2‖² − ‖W3‖² against its law
-    ax = axes[1, 0]
+    ax = axes[2, 0]
     d = a["gf_norms"][:, 0] - a["gf_norms"][:, 1]
-    dg = a["gd_norms"][:, 0] - a["gd_norms"][:, 1]
+    on = a["gd_ts"] <= T * (1 + 1e-9)
+    dg = a["gd_norms"][on, 0] - a["gd_norms"][on, 1]
     ax.plot(
-        a["gd_ts"],
+        a["gd_ts"][on],
         dg - dg[0],
         color=st.color("gd"),
         ls=st.DISCRETE["linestyle"],
         label="GD, raw",
     )
     ax.plot(
-        a["gd_ts"],
-        a["gd_corrected"] - a["gd_corrected"][0],
+        a["gd_ts"][on],
+        a["gd_corrected"][on] - a["gd_corrected"][0],
         color=st.color("gd"),
         label="GD, corrected",
     )
@@ -364,11 +427,11 @@ def draw(folder: Path):
         color=st.color("gf"),
         label="GF",
     )
-    ax.set_title("(d) GF conserves the difference (eq. 31)")
+    ax.set_title("(g) GF conserves it (eq. 31)")
     st.headroom(ax, 0.45)
-    ax.legend(loc="upper left")
+    ax.legend(loc="upper left", fontsize=6.5)
     for col, c in ((1, "nd"), (2, "nagf")):
-        ax = axes[1, col]
+        ax = axes[2, col]
         ts = a[f"{c}_ts"]
         err = m[f"{c}_balance_rel_error"]
         ax.plot(
@@ -376,7 +439,7 @@ def draw(folder: Path):
             a[f"{c}_balance_lhs"],
             color=st.color(c),
             lw=2.2,
-            label=f"{c.upper()}, measured (rel. error {err:.0e})",
+            label=f"{c.upper()}, measured (rel. err. {err:.0e})",
         )
         law = (
             "$2\\int\\!\\!\\int(\\|\\dot W_2\\|^2 - \\|\\dot W_3\\|^2)$"
@@ -385,42 +448,54 @@ def draw(folder: Path):
         )
         ax.plot(ts, a[f"{c}_balance_rhs"], **st.PREDICTED, label="Table 2: " + law)
         cts = a[f"control_{c}_balance_ts"]
-        cname = "softplus" if c == "nd" else "NAGF law on ND"
+        cname = "softplus" if c == "nd" else "ND run"
         cerr = m[f"control_{c}_balance_rel_error"]
         ax.plot(
             cts,
             a[f"control_{c}_balance_lhs"],
             color=st.GREY,
             lw=1.0,
-            label=f"control, {cname}: measured (rel. error {cerr:.0e})",
+            label=f"control ({cname}): measured ({cerr:.0e})",
         )
         ax.plot(
             cts,
             a[f"control_{c}_balance_rhs"],
             **st.CONTROL,
-            label=f"control, {cname}: Table 2",
+            label="control: Table 2",
         )
         err = m[f"{c}_balance_rel_error"]
-        ax.set_title(f"({'ef'[col - 1]}) {c.upper()}: the difference follows Table 2")
-        st.headroom(ax, 0.3 if c == "nd" else 0.5)
-        ax.legend(loc="upper left")
-    for ax in axes[1]:
+        ax.set_title(f"({'hi'[col - 1]}) {c.upper()}: follows Table 2")
+        st.headroom(ax, 0.45 if c == "nd" else 0.6)
+        ax.legend(loc="upper left", fontsize=6.5)
+    for ax in axes[2]:
         ax.set_xlabel("time $t$")
         ax.set_ylabel(diff)
     fig.suptitle(
         f"Figure 1: ReLU network ({m['n_params']:,} parameters), layers {h} and {h + 1}"
     )
+    tr = {d: m[f"{d}_training"] for d in ("gd", "dnd", "dnagd")}
     st.caption(
         fig,
-        "Top: change of the squared Frobenius norms of two consecutive ReLU layers, "
-        "flows (thick) and their discrete algorithms (thin), on one axis per panel. "
+        f"Top: GD, eq. 21 and NAGD at η = {lr}, trained as the paper trains, until the "
+        "training loss stalls (the best loss so far falls by at most "
+        f"{tr['gd']['tolerance']:g}·L(w0) over a window of "
+        f"{res['config']['stall']['window']} steps, capped at "
+        f"{res['config']['stall']['max_steps']:,}): "
+        + ", ".join(
+            f"{n} {tr[d]['steps']:,} steps (t = {tr[d]['time']:.4g}, final loss "
+            f"{tr[d]['final_loss']:.3g}, {tr[d]['stopped_by']})"
+            for d, n in (("gd", "GD"), ("dnd", "eq. 21"), ("dnagd", "NAGD"))
+        )
+        + ". Change of the squared Frobenius norms of two consecutive ReLU layers, "
+        f"with the training loss (grey). Middle: the flows (thick), computed to "
+        f"t = {T:g}, against the same discrete runs (thin) over that horizon. "
         "Bottom: the change of their difference. GF keeps it constant (GD up to its "
-        "exact per-step η² term, which the corrected curve removes); under ND and NAGF it grows as the integrated Table-2 "
-        "laws predict; grey: the negative controls, whose difference does not follow "
-        "its Table-2 prediction (dotted): for ND the same network with softplus (no "
-        "rescaling symmetry) in place of the ReLU between the two layers, for NAGF "
-        "the NAGF law along the undamped ND run. "
-        f"Time t = kη for GD and t = k√η for eq. 21 and NAGD (η = {res['config']['lr']}).",
+        "exact per-step η² term, which the corrected curve removes); under ND and "
+        "NAGF it grows as the integrated Table-2 laws predict; grey: the negative "
+        "controls, whose difference does not follow its Table-2 prediction (dotted): "
+        "for ND the same network with softplus (no rescaling symmetry) in place of "
+        "the ReLU between the two layers, for NAGF the NAGF law along the undamped ND "
+        "run. Time t = kη for GD and t = k√η for eq. 21 and NAGD.",
     )
     st.save(fig, folder, "figure1")
 

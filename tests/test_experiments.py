@@ -166,6 +166,81 @@ def test_integrated_balances_closed_forms():
     assert N.balance_error(C - C[0], N.nd_balance(ts, Cd0, f)) < 1e-8
 
 
+def _quadratic(a):
+    import jax.numpy as jnp
+
+    return lambda w: 0.5 * a * jnp.sum(w**2)
+
+
+def test_train_until_stall_closed_form():
+    """GD on L = a‖w‖²/2 has L_k = L0 (1 − ηa)^{2k}. Window j records the losses
+    before its steps, L_{W(j−1)} … L_{Wj−1}, so the run stops after the first window
+    j ≥ 2 with L_{W(j−1)−1} − L_{Wj−1} ≤ rtol·L0."""
+    import jax.numpy as jnp
+
+    from experiments._homogeneous import train_until_stall
+    from lagrangian_nn import optim
+
+    a, lr, window, rtol = 2.0, 0.05, 5, 1e-3
+    r = (1 - lr * a) ** 2
+    j = next(
+        j
+        for j in range(2, 100)
+        if r ** (window * (j - 1) - 1) * (1 - r**window) <= rtol
+    )
+    w0 = jnp.array([1.0, -2.0])
+    L0 = float(_quadratic(a)(w0))
+    _, info, ps = train_until_stall(
+        optim.gd(lr), _quadratic(a), w0, window=window, rtol=rtol, max_steps=500
+    )
+    assert info["stopped_by"] == "stall" and info["steps"] == window * j
+    k = np.arange(window * j)
+    np.testing.assert_allclose(ps["loss"], L0 * r**k, rtol=1e-12)
+    np.testing.assert_allclose(info["final_loss"], L0 * r ** (window * j), rtol=1e-12)
+    assert info["time"] == pytest.approx(window * j * lr)
+    # a cap below the stall is hit and reported as such
+    _, info, _ = train_until_stall(
+        optim.gd(lr), _quadratic(a), w0, window=window, rtol=rtol, max_steps=window
+    )
+    assert info["stopped_by"] == "cap" and info["steps"] == window
+    # rtol = 0 is floored at 64·eps of the dtype, so the float32 run still stops
+    _, info, _ = train_until_stall(
+        optim.gd(lr),
+        _quadratic(a),
+        w0.astype(jnp.float32),
+        window=window,
+        rtol=0.0,
+        max_steps=5000,
+    )
+    assert info["tolerance"] == pytest.approx(64 * np.finfo(np.float32).eps)
+    assert info["stopped_by"] == "stall" and info["steps"] < 5000
+
+
+def test_train_until_stall_carries_momentum_and_stops_on_nan():
+    """Window by window, NAGD is the same run as one `optim.run` (its state carries
+    over); a loss that turns NaN stops the run and says so."""
+    import jax.numpy as jnp
+
+    from experiments._homogeneous import train_until_stall
+    from lagrangian_nn import optim
+
+    loss, w0 = _quadratic(3.0), jnp.array([1.0, 0.5, -0.3])
+    _, info, ps = train_until_stall(
+        optim.nesterov(0.01), loss, w0, window=4, rtol=0.0, max_steps=40
+    )
+    n = info["steps"]
+    assert n >= 12  # three windows at least: two hand-overs of the state
+    ref = optim.run(optim.nesterov(0.01), loss, w0, n)
+    np.testing.assert_allclose(ps["loss"], np.asarray(ref.loss), rtol=1e-13)
+    np.testing.assert_allclose(ps["ts"], np.asarray(ref.ts), rtol=1e-13)
+    # log(w) is NaN once GD (η = 1 on L = −log w + w²) steps w below 0
+    bad = lambda w: jnp.sum(-jnp.log(w) + w**2)
+    _, info, _ = train_until_stall(
+        optim.gd(1.0), bad, jnp.array([3.0]), window=2, rtol=0.0, max_steps=100
+    )
+    assert info["stopped_by"] == "non-finite loss" and info["steps"] < 100
+
+
 def test_relu_balance(tmp_path):
     m = _run("relu_balance", tmp_path, ["figure1", "bounds"])
     _evidence_and_consequences(
@@ -191,6 +266,18 @@ def test_relu_balance(tmp_path):
     assert m["control_nagf_energy_balance_along_nd_rel_error"] > 0.5
     assert 0 < m["nd_bound_max_ratio"] <= 1
     assert m["nagf_energy_balance_rel_error"] < 1e-3 and m["nagf_energy_monotone"]
+    # the discrete runs train at η until the loss stalls (or the quick cap); the flows
+    # keep their own horizon, and both are recorded
+    for name, dt in (("gd", 0.01), ("dnd", 0.1), ("dnagd", 0.1)):
+        tr = m[f"{name}_training"]
+        assert tr["stopped_by"] in ("stall", "cap") and 0 < tr["steps"] <= 300
+        assert tr["time"] == pytest.approx(tr["steps"] * dt)
+        assert tr["final_loss"] < m["initial_loss"]
+    assert m["flow_horizon"] == 2.0
+    # eq. 21 keeps its discrete energy ½‖Δw/√η‖² + L near L(w0) while it is stable
+    assert (
+        m["dnd_energy_kept_until_step"] is None or m["dnd_energy_kept_until_step"] > 50
+    )
 
 
 def test_repu_chain(tmp_path):
@@ -205,6 +292,9 @@ def test_repu_chain(tmp_path):
     # softplus for RePU(2): no law ties W2 to W4
     assert m["gf_violation_relative"] < 1e-4 < 1e-2 < m["control_gf_violation_relative"]
     assert m["gd_C2_corrected_drift"] < 1e-12 < m["gd_C2_raw_drift"]
+    tr = m["gd_training"]
+    assert tr["stopped_by"] in ("stall", "cap") and 0 < tr["steps"] <= 300
+    assert tr["final_loss"] < m["initial_loss"] and m["flow_horizon"] == 1.5
 
 
 def test_swish_beta(tmp_path):
