@@ -164,8 +164,9 @@ def draw(folder: Path):
         ax.annotate(
             f"GD leaves GF\nat $t \\approx {tk:.2f}$, see (c)",
             (tk, a["gd_dW2"][1:][kink]),
-            xytext=(-100, -40),
-            textcoords="offset points",
+            xytext=(0.05, 0.62),
+            va="bottom",
+            textcoords="axes fraction",
             fontsize=7,
             arrowprops={"arrowstyle": "->", "lw": 0.6},
         )
