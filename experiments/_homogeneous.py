@@ -6,6 +6,22 @@ import numpy as np
 from . import _networks as N
 
 
+def gf_flow(loss, model, cfg, t_gf):
+    """Gradient flow of `loss` from `model` to `t_gf`, at the tolerances and number of
+    saved points of `cfg`."""
+    return N.flows(
+        loss,
+        model,
+        t_gf=t_gf,
+        t_nd=1.0,
+        nagf_t0=1.0,
+        n_save=cfg["n_save"],
+        rtol=cfg["rtol"],
+        atol=cfg["atol"],
+        which=("gf",),
+    )["gf"]
+
+
 def run_gf_and_gd(cfg, activations, *, bias, layers, extra=None, gd=True, p=None):
     """Returns (model, loss, arrays, metrics) with, for each hidden `layer` in `layers`,
     the GF quantity along GF, and its raw/corrected values along GD.
@@ -28,18 +44,7 @@ def run_gf_and_gd(cfg, activations, *, bias, layers, extra=None, gd=True, p=None
     model = N.build(sizes, activations, bias=bias, seed=cfg["seed"])
     loss = nn.make_loss(x, y)
     lr = cfg["lr"]
-    fl = N.flows(
-        loss,
-        model,
-        t_gf=cfg.get("t_flow", cfg.get("gd_steps", 0) * lr),
-        t_nd=1.0,
-        nagf_t0=1.0,
-        n_save=cfg["n_save"],
-        rtol=cfg["rtol"],
-        atol=cfg["atol"],
-        which=("gf",),
-    )
-    gf = fl["gf"]
+    gf = gf_flow(loss, model, cfg, cfg.get("t_flow", cfg.get("gd_steps", 0) * lr))
     arrays = {"gf_ts": np.asarray(gf.ts)}
     metrics = {
         "n_params": int(sum(int(w.size) for w in __import__("jax").tree.leaves(model))),

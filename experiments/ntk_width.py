@@ -81,10 +81,8 @@ def compute(cfg):
         m = sum(int(w.size) for w in model.weights)
         rest = jax.tree.map(jnp.zeros_like, model)
         L = dynamics.newtonian(loss)
-        traj = lnn.simulate(
-            L,
-            model,
-            rest,
+        run = lambda *system: lnn.simulate(
+            *system,
             t0=0.0,
             t1=cfg["t1"],
             ts=jnp.linspace(0, cfg["t1"], cfg["n_save"]),
@@ -92,6 +90,7 @@ def compute(cfg):
             atol=cfg["atol"],
             max_steps=500_000,
         )
+        traj = run(L, model, rest)
         speed = N.along(
             traj, lambda t, q, v: sum(jnp.sum(jnp.abs(w)) for w in v.weights) / m
         )
@@ -111,17 +110,7 @@ def compute(cfg):
         if width == cfg["widths"][0]:
             # the energy's control, the wrong dynamics: the same energy ½‖ẇ‖² + L along
             # GF (ẇ = −∇L, which descends L) from the same start, smallest width only
-            gf = lnn.simulate(
-                dynamics.gradient_flow(loss),
-                model,
-                t0=0.0,
-                t1=cfg["t1"],
-                ts=jnp.linspace(0, cfg["t1"], cfg["n_save"]),
-                rtol=cfg["rtol"],
-                atol=cfg["atol"],
-                max_steps=500_000,
-            )
-            Egf = N.along(gf, lambda t, q, v: 0.5 * lnn._tree.tree_dot(v, v) + loss(q))
+            Egf = N.along(run(dynamics.gradient_flow(loss), model), lnn.energy(L))
             control_energy_drift = float(np.max(np.abs(Egf - Egf[0])) / abs(Egf[0]))
     arrays = {k: np.asarray(v) for k, v in rows.items()}
     logm = np.log(arrays["m"])

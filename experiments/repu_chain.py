@@ -19,7 +19,7 @@ from ._common import (
     load,
     run_experiment,
 )
-from ._homogeneous import run_gf_and_gd, stall_config
+from ._homogeneous import gf_flow, run_gf_and_gd, stall_config
 from ._networks import data_config
 
 NAME = "repu_chain"
@@ -57,17 +57,7 @@ def compute(cfg):
     # homogeneous: no rescaling symmetry, so no law ties W2 to W4) for both RePU(2)
     acts_c = [nn.ReLU(), N.softplus(), N.softplus(), nn.ReLU(), nn.Identity()]
     sizes = [w.shape[1] for w in model.weights] + [model.weights[-1].shape[0]]
-    gf_c = N.flows(
-        loss,
-        N.build(sizes, acts_c, seed=cfg["seed"]),
-        t_gf=cfg["t_flow"],
-        t_nd=1.0,
-        nagf_t0=1.0,
-        n_save=cfg["n_save"],
-        rtol=cfg["rtol"],
-        atol=cfg["atol"],
-        which=("gf",),
-    )["gf"]
+    gf_c = gf_flow(loss, N.build(sizes, acts_c, seed=cfg["seed"]), cfg, cfg["t_flow"])
     arrays["control_gf_ts"] = np.asarray(gf_c.ts)
     arrays["control_gf_W"] = N.along(
         gf_c, lambda t, q, v: jnp.stack([jnp.sum(w**2) for w in q.weights])
