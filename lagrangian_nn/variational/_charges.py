@@ -154,6 +154,17 @@ def _prepare(discrete, gen, traj, dt, solver, max_steps):
     return jnp.asarray(dt, dtype)
 
 
+def _checked_run(where, discrete, gen, traj, dt, solver, max_steps):
+    """The charges and residuals along `traj`, each checked (an internal point that
+    did not converge is an error named after `where`, never a number)."""
+    dt = _prepare(discrete, gen, traj, dt, solver, max_steps)
+    charges, residual, failed, rho = _charges(
+        discrete, gen, traj.ts, traj.q, dt, solver, max_steps
+    )
+    check = lambda x: _checked(where, x, failed, rho, dt.dtype, max_steps)
+    return check(charges), check(residual)
+
+
 def discrete_noether_charge(
     discrete: AbstractDiscreteLagrangian,
     gen: Generator,
@@ -188,16 +199,13 @@ def discrete_noether_charge(
 
     **Returns:** an array of shape `(len(traj),)`.
     """
-    dt = _prepare(discrete, gen, traj, dt, solver, max_steps)
-    charges, _, failed, rho = _charges(
-        discrete, gen, traj.ts, traj.q, dt, solver, max_steps
-    )
-    charges = _checked(
+    charges, _ = _checked_run(
         "lnn.variational.discrete_noether_charge",
-        charges,
-        failed,
-        rho,
-        dt.dtype,
+        discrete,
+        gen,
+        traj,
+        dt,
+        solver,
         max_steps,
     )
     return _scale(discrete, traj.ts, charges, reduced)
@@ -227,16 +235,13 @@ def discrete_invariance_residual(
 
     **Returns:** an array of shape `(len(traj) - 1,)`.
     """
-    dt = _prepare(discrete, gen, traj, dt, solver, max_steps)
-    _, residual, failed, rho = _charges(
-        discrete, gen, traj.ts, traj.q, dt, solver, max_steps
-    )
-    residual = _checked(
+    _, residual = _checked_run(
         "lnn.variational.discrete_invariance_residual",
-        residual,
-        failed,
-        rho,
-        dt.dtype,
+        discrete,
+        gen,
+        traj,
+        dt,
+        solver,
         max_steps,
     )
     return _scale(discrete, traj.ts[:-1], residual, reduced)
