@@ -13,7 +13,17 @@ Rows (see each module's docstring):
 - (f) `euler_lagrange` vs the dense velocity-Hessian pseudo-inverse
   (`bench_euler_lagrange.py`);
 - (g) the solver's own cost per step, `lnn.FusedTsit5` vs `diffrax.Tsit5`
-  (`bench_simulate.py`).
+  (`bench_simulate.py`);
+- (h) `lnn.variational.integrate` vs a hand-written leapfrog / Newton iteration, and
+  its cost for a new time argument (`bench_variational.py`);
+- (i) `lnn.symmetry.count_laws`: first call on small nets, the random-architecture
+  sweeps under the momentum flows, wide two-layer ReLU nets (`bench_count.py`);
+- (j) `discover` and `conservation_table` called again on the same family
+  (`bench_discover.py`);
+- (k) `optim.run` over 1,000 steps with charge laws tracked vs a plain optax scan
+  (`bench_optim.py`);
+- (l) the charge tracker in a user's own jitted optax loop vs the bare loop
+  (`bench_tracker.py`).
 
 "ratio" is ours / baseline, a ratio of medians (in brackets: the same ratio of the
 fastest runs); for (d) it is the log-log slope of memory against the number of
@@ -27,7 +37,7 @@ its cores). Every row records the device, JAX version and matmul precision. Writ
 A part that raises is reported as a failed row, the other parts still run, and the
 exit status is 1.
 
-Usage: python benchmarks/run.py [--quick] [--rows abcdefg]
+Usage: python benchmarks/run.py [--quick] [--rows abcdefghijkl]
 """
 
 import argparse
@@ -42,10 +52,8 @@ from pathlib import Path
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
-import bench_euler_lagrange  # noqa: E402
-import bench_memory  # noqa: E402
-import bench_optim  # noqa: E402
-import bench_simulate  # noqa: E402
+import importlib  # noqa: E402
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from _common import device_info, effective_eps, row  # noqa: E402
@@ -53,15 +61,27 @@ from tqdm.auto import tqdm  # noqa: E402
 
 import lagrangian_nn as lnn  # noqa: E402
 
+# row letter -> "module:function"; a part's module is imported only when it runs
 PARTS = {
-    "a": bench_euler_lagrange.rows_a,
-    "b": bench_simulate.rows_b,
-    "c": bench_optim.rows,
-    "d": bench_memory.rows,
-    "e": bench_simulate.rows_e,
-    "f": bench_euler_lagrange.rows_f,
-    "g": bench_simulate.rows_g,
+    "a": "bench_euler_lagrange:rows_a",
+    "b": "bench_simulate:rows_b",
+    "c": "bench_optim:rows",
+    "d": "bench_memory:rows",
+    "e": "bench_simulate:rows_e",
+    "f": "bench_euler_lagrange:rows_f",
+    "g": "bench_simulate:rows_g",
+    "h": "bench_variational:rows_h",
+    "i": "bench_count:rows_i",
+    "j": "bench_discover:rows_j",
+    "k": "bench_optim:rows_k",
+    "l": "bench_tracker:rows_l",
 }
+
+
+def load_part(key):
+    """The function that measures rows `key` (its module imported on first use)."""
+    module, function = PARTS[key].split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def header_line(quick: bool, seconds: float) -> str:
@@ -122,15 +142,17 @@ def write_results(rows, header, quick) -> Path:
     return out / f"latest-{kind}.md"
 
 
-def main(quick: bool = False, parts: str = "abcdefg"):
+def main(quick: bool = False, parts: str = "".join(PARTS)):
     unknown = set(parts) - set(PARTS)
     if unknown:
-        raise SystemExit(f"--rows: unknown rows {sorted(unknown)}; choose from abcdefg")
+        raise SystemExit(
+            f"--rows: unknown rows {sorted(unknown)}; choose from {''.join(PARTS)}"
+        )
     rows, failed = [], []
     start = time.perf_counter()
     for key in tqdm(parts, desc="benchmark rows"):
         try:
-            rows.extend(PARTS[key](quick))
+            rows.extend(load_part(key)(quick))
         except Exception as e:  # report it, run the other parts
             traceback.print_exc()
             failed.append(key)
@@ -149,7 +171,7 @@ def main(quick: bool = False, parts: str = "abcdefg"):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
-    parser.add_argument("--rows", default="abcdefg", help="which rows, e.g. 'ab'")
+    parser.add_argument("--rows", default="".join(PARTS), help="which rows, e.g. 'ab'")
     args = parser.parse_args()
     _, failed = main(quick=args.quick, parts=args.rows)
     sys.exit(1 if failed else 0)
