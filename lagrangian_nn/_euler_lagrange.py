@@ -18,15 +18,14 @@ from ._mass_solve import (
     certificate,
     declared_checks,
     diagonal_checks,
-    error_if,
     mass_operator,
-    raise_now,
     read_diagonal,
     solve_declared,
     solve_dense,
     solve_diagonal,
     solve_iterative,
 )
+from ._reporting import error_if, raise_now
 from ._tree import tree_axpy, tree_dtype, tree_size, tree_sub
 from ._validate import (
     as_array_if_numbers,

@@ -11,7 +11,7 @@ One function per strategy, cheapest first; `EulerLagrange` picks one at trace ti
   element, else conjugate gradients with Hessian-vector products.
 
 Every strategy returns `(x, checks)`: `x` the acceleration and `checks` a list of
-`(flag, message)` pairs, each flag a scalar boolean that is true when $M$ fails a
+`(flag, message)` pairs (see `_reporting`), each flag a scalar boolean that is true when $M$ fails a
 test (singular, not positive definite, CG breakdown). The hot path never branches on
 them: where a check fails, `x` is NaN (a `select`, not a conditional), and the caller
 decides when to look. `EulerLagrange` raises them at once when called eagerly;
@@ -32,6 +32,7 @@ import jax.tree_util as jtu
 import lineax as lx
 
 from ._mass import diagonal_mass, lanczos_ritz_values
+from ._reporting import poison
 from ._tree import (
     tree_all_finite,
     tree_dot,
@@ -46,45 +47,6 @@ MASS_HINT = (
     "this time, has a singular M). If M is negative definite, use -L, which has the "
     "same equations of motion."
 )
-
-
-# --- Reporting -----------------------------------------------------------------------
-
-
-def any_failed(checks):
-    """One scalar flag: whether any check of `checks` failed."""
-    flag = jnp.asarray(False)
-    for bad, _ in checks:
-        flag = flag | bad
-    return flag
-
-
-def poison(x, checks):
-    """`x`, or NaN everywhere if a check failed: a `select`, never a branch."""
-    if not checks:
-        return x
-    bad = any_failed(checks)
-    return jtu.tree_map(lambda leaf: jnp.where(bad, jnp.nan, leaf), x)
-
-
-def raise_now(checks) -> None:
-    """For concrete flags (an eager call): raises the first failed check's message."""
-    for bad, message in checks:
-        if bool(bad):
-            raise eqx.EquinoxRuntimeError(message)
-
-
-def error_if(x, checks, pred=True):
-    """`x` carrying the checks as one `eqx.branched_error_if` (the first failed
-    check's message), raised only where `pred` also holds. For use once, outside any
-    per-step loop."""
-    if not checks:
-        return x
-    flags = jnp.stack([jnp.asarray(bad) for bad, _ in checks])
-    index = jnp.argmax(flags)
-    return eqx.branched_error_if(
-        x, pred & jnp.any(flags), index, [message for _, message in checks]
-    )
 
 
 # --- Declared and diagonal masses ----------------------------------------------------

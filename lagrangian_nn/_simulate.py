@@ -22,8 +22,8 @@ import numpy as np
 from ._euler_lagrange import EulerLagrange, euler_lagrange
 from ._gradient_flow import GradientFlow
 from ._lagrangian import AbstractLagrangian
-from ._mass_solve import error_if
 from ._progress import TimeProgressMeter
+from ._reporting import error_if
 from ._solver import FusedTsit5
 from ._trajectory import Trajectory
 from ._tree import tree_all_finite, tree_dtype
