@@ -42,6 +42,7 @@ class _Interrupts:
         self.seen = threading.Event()
         self.done = threading.Event()
         self.lock = threading.Lock()
+        self._previous_unraisable = sys.unraisablehook
 
     def message(self) -> str:
         if self.current is None:
@@ -61,6 +62,21 @@ class _Interrupts:
         """Whether `error` is, or came from, Ctrl-C (a KeyboardInterrupt raised inside
         a JAX callback reaches us as a JAX runtime error)."""
         return isinstance(error, KeyboardInterrupt) or self.seen.is_set()
+
+    def _unraisable(self, unraisable):
+        """`sys.unraisablehook` while installed: a KeyboardInterrupt raised where Python
+        cannot propagate it (in JAX's garbage-collection callback, say, when Ctrl-C
+        comes while the first computations are set up) is dropped silently, not
+        printed as "Exception ignored in ..." with a traceback: the watcher thread has
+        seen the signal and ends the run with the one line. Anything else goes to the
+        previous hook."""
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) or (
+            unraisable.exc_type is not None
+            and issubclass(unraisable.exc_type, KeyboardInterrupt)
+        ):
+            self.seen.set()
+            return
+        self._previous_unraisable(unraisable)
 
     def _on_sigint(self, signum, frame):
         if self.seen.is_set():
@@ -93,6 +109,8 @@ class _Interrupts:
         os.set_blocking(write_fd, False)
         old_handler = signal.signal(signal.SIGINT, self._on_sigint)
         old_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        self._previous_unraisable = sys.unraisablehook
+        sys.unraisablehook = self._unraisable
         log_filter = _DropInterruptLogs()
         jax_log = logging.getLogger("jax._src.callback")
         jax_log.addFilter(log_filter)
@@ -105,6 +123,7 @@ class _Interrupts:
         finally:
             signal.set_wakeup_fd(old_fd)
             signal.signal(signal.SIGINT, old_handler)
+            sys.unraisablehook = self._previous_unraisable
             jax_log.removeFilter(log_filter)
             os.close(write_fd)
             watcher.join(timeout=1.0)
@@ -124,13 +143,23 @@ def _control_text(c) -> str:
         if c.get("basis") in ("consequence", "identity"):
             return " (not counted as evidence)"
         return ""
-    verdict = "misses" if ctrl["missed"] else "DOES NOT miss"
-    factor = ctrl.get("miss_factor")
-    by = f" by {_factor(factor)}" if factor is not None else ""
     return (
         f" | control ({ctrl['description']}): {float(ctrl['measured']):.3g}, "
-        f"{verdict}{by} (needs {ctrl['margin']:g}x)"
+        f"{_miss_text(ctrl)} (needs {ctrl['margin']:g}x)"
     )
+
+
+def _miss_text(ctrl) -> str:
+    """The measured miss factor of a control, as words: "misses by 3.2e+08x", or
+    "misses by only 50x" / "DOES NOT miss" where it falls short of its margin."""
+    factor = ctrl.get("miss_factor")
+    if factor is None:  # results written before miss factors were recorded
+        return "misses" if ctrl["missed"] else "DOES NOT miss"
+    if ctrl["missed"]:
+        return f"misses by {_factor(factor)}"
+    if float(factor) > 1:
+        return f"misses by only {_factor(factor)}"
+    return "DOES NOT miss"
 
 
 def _print_claims(results):
@@ -145,6 +174,13 @@ def _print_claims(results):
 
 def _cell(text) -> str:
     return str(text).replace("|", "\\|")
+
+
+def finished_runs(out) -> list[str]:
+    """The experiments with a finished run (a `results.json`) in the folder `out`."""
+    from pathlib import Path
+
+    return [n for n in EXPERIMENTS if (Path(out) / n / "results.json").is_file()]
 
 
 def claims_table(out) -> str:
@@ -180,12 +216,12 @@ def claims_table(out) -> str:
                 ctrl_text, ctrl_value = f"none ({kind}; not evidence)", ""
             else:
                 ctrl_text = _cell(ctrl["description"])
-                factor = ctrl.get("miss_factor")
-                ctrl_value = f"{ctrl['measured']:.3g}"
-                if factor is not None:
-                    ctrl_value += f" (misses by {_factor(factor)})"
+                ctrl_value = f"{ctrl['measured']:.3g} ({_miss_text(ctrl)})"
                 if not ctrl["missed"]:
-                    ctrl_value += f" (**does not miss by {ctrl['margin']:g}x**)"
+                    ctrl_value = (
+                        f"{ctrl['measured']:.3g} (**{_miss_text(ctrl)}; needs "
+                        f"{ctrl['margin']:g}x**)"
+                    )
             lines.append(
                 f"| {label} | {_cell(c['paper'])} | {_cell(c['name'])} | "
                 f"{c.get('basis', '?')} | {c['measured']:.3g} | {op} {c['bound']:.3g} | "
@@ -283,6 +319,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "table":
+        if not finished_runs(args.out):
+            print(
+                f"no finished runs in {args.out!r}: nothing to tabulate. Run "
+                "`python -m experiments run NAME` (or `run all`) first, or pass the "
+                "folder of the runs with `--out`.",
+                file=sys.stderr,
+            )
+            return 1
         print(claims_table(args.out))
         return 0
     if args.command == "list":
@@ -307,8 +351,14 @@ def main(argv=None) -> int:
 
 
 def entry_point(argv=None):
-    """`main`, then exit with its status."""
-    status = main(argv)
+    """`main`, then exit with its status. Ctrl-C before `main` has installed its
+    handler (while the arguments are read) is one line and status 130 too."""
+    try:
+        status = main(argv)
+    except KeyboardInterrupt:
+        sys.stdout.flush()
+        print("interrupted", file=sys.stderr, flush=True)
+        status = INTERRUPTED
     if status == INTERRUPTED:
         # Skip the interpreter's shutdown: an abandoned XLA computation may still be
         # running, and its host callbacks into a finalizing interpreter crash it.
