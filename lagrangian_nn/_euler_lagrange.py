@@ -37,12 +37,6 @@ from ._validate import (
 )
 
 
-def _split(L):
-    """Returns `(inner, layers)`: `L = exp(Σ s_i) * inner` with every nested
-    `Conformal` layer peeled (the shared split of `_conformal`)."""
-    return split(L)
-
-
 def declared_mass(inner, t, q, qdot):
     """The mass matrix that `inner` states (`AbstractLagrangian.mass_matrix`), or
     `None` for a plain callable or a Lagrangian that states none."""
@@ -72,7 +66,7 @@ class EulerLagrange(eqx.Module):
         - (\partial^2 L_0/\partial\dot q\,\partial q)\dot q
         - \partial^2 L_0/\partial \dot q\,\partial t - \dot s\,\partial L_0/\partial\dot q$,
         so that $M\ddot q = f$."""
-        inner, layers = _split(self.lagrangian)
+        inner, layers = split(self.lagrangian)
         dLdq = jax.grad(inner, argnums=1)(t, q, qdot)
         p_of_tq = lambda tt, qq: jax.grad(inner, argnums=2)(tt, qq, qdot)
         p, mixed = jax.jvp(p_of_tq, (t, q), (jnp.ones_like(t), qdot))
@@ -94,7 +88,7 @@ class EulerLagrange(eqx.Module):
         check_same_structure(q, qdot, "q", "qdot")
         dtype = tree_dtype(q)
         t = as_time(t, dtype)
-        inner, _ = _split(self.lagrangian)
+        inner, _ = split(self.lagrangian)
         check_scalar_lagrangian(inner, t, q, qdot)
         return inner, t, q, qdot
 

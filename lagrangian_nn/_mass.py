@@ -11,8 +11,9 @@ The reading is deliberately narrow. Only these operations may touch u: `mul` or 
 by a u-independent value, `dot_general` with a u-independent scalar and no contraction,
 `neg`, `add`/`add_any`/`sub` of two multiples of the same leaf, reshapes, dtype-preserving
 converts, `copy`, and calls (`jit`, `custom_jvp_call`) whose bodies obey the same rules.
-Anything else (a contraction, a transpose, a select, a loop, ...) makes the reader give
-up, and the caller falls back to its general solver. Values that do not depend on u are
+Each has its rule in the registry `_RULES` (primitive name -> rule). Any other operation
+on u (a contraction, a transpose, a select, a loop, ...) makes the reader give up, and
+the caller falls back to its general solver. Values that do not depend on u are
 computed by binding their primitives as usual, on demand.
 
 Any exception raised while reading makes `diagonal_mass` return `None` (the general
@@ -31,12 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jex_core
 
-_RESHAPES = frozenset({"reshape", "squeeze", "expand_dims"})
-_IDENTITIES = frozenset({"copy", "copy_p"})
 _ZERO_PRESERVING = frozenset(
     {"broadcast_in_dim", "reshape", "squeeze", "expand_dims", "convert_element_type"}
 )
-_CALLS = frozenset({"jit", "pjit", "closed_call", "core_call", "custom_jvp_call"})
 
 
 class _Unsupported(Exception):
@@ -66,6 +64,122 @@ def _sub_jaxpr(eqn):
     if not hasattr(jaxpr, "consts"):  # an open `Jaxpr`
         jaxpr = jex_core.ClosedJaxpr(jaxpr, ())
     return jaxpr
+
+
+# --- The rules: how each primitive acts on a multiple of u ---------------------------
+#
+# `_RULES` maps a primitive's name to its rule, `rule(reader, eqn, values, zero_flags)
+# -> outputs` (a list), called only when some input is a `_Multiple`; `zero_flags`
+# says which inputs are known to be exactly zero. A rule raises `_Unsupported` for a
+# use it cannot read as diagonal; a primitive with no rule is unsupported.
+
+_RULES = {}
+
+
+def _rule(*names):
+    def register(rule):
+        for name in names:
+            _RULES[name] = rule
+        return rule
+
+    return register
+
+
+def _out_shape(eqn):
+    return tuple(eqn.outvars[0].aval.shape)
+
+
+def _the_multiple(values):
+    """The one `_Multiple` among `values` and the index of it."""
+    where = [i for i, v in enumerate(values) if isinstance(v, _Multiple)]
+    if len(where) != 1:
+        raise _Unsupported  # e.g. a product of two multiples of u is not linear
+    return values[where[0]], where[0]
+
+
+@_rule("jit", "pjit", "closed_call", "core_call", "custom_jvp_call")
+def _call(reader, eqn, values, zero_flags):
+    return reader.run(_sub_jaxpr(eqn), values)
+
+
+@_rule("reshape", "squeeze", "expand_dims")
+def _reshape(reader, eqn, values, zero_flags):
+    if eqn.primitive.name == "reshape" and eqn.params.get("dimensions") is not None:
+        raise _Unsupported
+    first, _ = _the_multiple(values)
+    return [_Multiple(first.leaf, first.coeff, _out_shape(eqn))]
+
+
+@_rule("convert_element_type")
+def _convert(reader, eqn, values, zero_flags):
+    if eqn.params["new_dtype"] != eqn.invars[0].aval.dtype:
+        raise _Unsupported  # a change of precision rounds: not exactly linear
+    first, _ = _the_multiple(values)
+    return [_Multiple(first.leaf, first.coeff, _out_shape(eqn))]
+
+
+@_rule("copy", "copy_p")
+def _identity(reader, eqn, values, zero_flags):
+    return [_the_multiple(values)[0]]
+
+
+@_rule("neg")
+def _neg(reader, eqn, values, zero_flags):
+    first, _ = _the_multiple(values)
+    return [_Multiple(first.leaf, -first.coeff, _out_shape(eqn))]
+
+
+@_rule("add", "add_any", "sub")
+def _sum(reader, eqn, values, zero_flags):
+    name, shape = eqn.primitive.name, _out_shape(eqn)
+    if any(zero_flags):
+        # multiple ± 0, or 0 − multiple
+        kept, i = _the_multiple(values)
+        if not zero_flags[1 - i] or kept.shape != shape:
+            raise _Unsupported
+        if name == "sub" and i == 1:
+            return [_Multiple(kept.leaf, -kept.coeff, shape)]
+        return [kept]
+    # two multiples of the same leaf
+    if not all(isinstance(v, _Multiple) for v in values) or len(values) != 2:
+        raise _Unsupported
+    a, b = values
+    if a.leaf != b.leaf or a.shape != b.shape:
+        raise _Unsupported
+    coeff = a.coeff - b.coeff if name == "sub" else a.coeff + b.coeff
+    return [_Multiple(a.leaf, coeff, shape)]
+
+
+def _scaling(values, reader):
+    """`(multiple, i, other, leaf_shape)` for a binary operation of one multiple of u
+    (at index `i`) and one u-independent value."""
+    if len(values) != 2:
+        raise _Unsupported
+    first, i = _the_multiple(values)
+    return first, i, values[1 - i], reader.leaf_shapes[first.leaf]
+
+
+@_rule("mul")
+def _mul(reader, eqn, values, zero_flags):
+    first, _, other, leaf_shape = _scaling(values, reader)
+    return [first.scaled(other, leaf_shape, lambda c, f: c * f)]
+
+
+@_rule("div")
+def _div(reader, eqn, values, zero_flags):
+    first, i, other, leaf_shape = _scaling(values, reader)
+    if i != 0:
+        raise _Unsupported  # c / u is not linear in u
+    return [first.scaled(other, leaf_shape, lambda c, f: c / f)]
+
+
+@_rule("dot_general")
+def _dot_general(reader, eqn, values, zero_flags):
+    first, _, other, leaf_shape = _scaling(values, reader)
+    contract, batch = eqn.params["dimension_numbers"]
+    if any(contract) or any(batch) or jnp.shape(other) != ():
+        raise _Unsupported
+    return [first.scaled(other, leaf_shape, lambda c, f: c * f)]
 
 
 class _Reader:
@@ -109,7 +223,8 @@ class _Reader:
         return [read(v) for v in jaxpr.outvars]
 
     def evaluate(self, eqn, values, zero_flags):
-        name = eqn.primitive.name
+        """The outputs of one equation: bound as usual if no input depends on u,
+        else by the primitive's rule in `_RULES`."""
         if not any(isinstance(v, _Multiple) for v in values):
             # As `jax.core.eval_jaxpr` does; older JAX returns (subfuns, params).
             params = eqn.primitive.get_bind_params(eqn.params)
@@ -120,61 +235,10 @@ class _Reader:
             with ctx:
                 out = eqn.primitive.bind(*subfuns, *values, **params)
             return out if eqn.primitive.multiple_results else [out]
-        if name in _CALLS:
-            return self.run(_sub_jaxpr(eqn), values)
-        if name in ("add", "add_any", "sub") and any(zero_flags):
-            # multiple ± 0, or 0 − multiple
-            (i,) = [i for i, v in enumerate(values) if isinstance(v, _Multiple)]
-            if not zero_flags[1 - i]:
-                raise _Unsupported
-            kept = values[i]
-            shape = tuple(eqn.outvars[0].aval.shape)
-            if kept.shape != shape:
-                raise _Unsupported
-            if name == "sub" and i == 1:
-                return [_Multiple(kept.leaf, -kept.coeff, shape)]
-            return [kept]
-        return [self.linear(eqn, name, values)]
-
-    def linear(self, eqn, name, values):
-        shape = tuple(eqn.outvars[0].aval.shape)
-        multiples = [v for v in values if isinstance(v, _Multiple)]
-        first = multiples[0]
-        leaf_shape = self.leaf_shapes[first.leaf]
-        if name in _RESHAPES or (
-            name == "convert_element_type"
-            and eqn.params["new_dtype"] == eqn.invars[0].aval.dtype
-        ):
-            if name == "reshape" and eqn.params.get("dimensions") is not None:
-                raise _Unsupported
-            return _Multiple(first.leaf, first.coeff, shape)
-        if name in _IDENTITIES:
-            return first
-        if name == "neg":
-            return _Multiple(first.leaf, -first.coeff, shape)
-        if name in ("add", "add_any", "sub"):
-            if len(multiples) != 2 or multiples[0].leaf != multiples[1].leaf:
-                raise _Unsupported
-            a, b = multiples
-            if a.shape != b.shape:
-                raise _Unsupported
-            coeff = a.coeff - b.coeff if name == "sub" else a.coeff + b.coeff
-            return _Multiple(a.leaf, coeff, shape)
-        if name not in ("mul", "div", "dot_general") or len(values) != 2:
+        rule = _RULES.get(eqn.primitive.name)
+        if rule is None:
             raise _Unsupported
-        if len(multiples) != 1:
-            raise _Unsupported  # a product of two multiples of u is not linear
-        other = values[1] if values[0] is first else values[0]
-        if name == "mul":
-            return first.scaled(other, leaf_shape, lambda c, f: c * f)
-        if name == "div" and values[0] is first:
-            return first.scaled(other, leaf_shape, lambda c, f: c / f)
-        if name == "dot_general":
-            (contract, batch) = eqn.params["dimension_numbers"]
-            if any(contract) or any(batch) or jnp.shape(other) != ():
-                raise _Unsupported
-            return first.scaled(other, leaf_shape, lambda c, f: c * f)
-        raise _Unsupported
+        return rule(self, eqn, values, zero_flags)
 
 
 def diagonal_mass(closed_jaxpr, leaves):

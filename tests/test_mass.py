@@ -12,7 +12,7 @@ import pytest
 from helpers import rel_err, without_diagonal_reading
 
 import lagrangian_nn as lnn
-from lagrangian_nn._euler_lagrange import _split
+from lagrangian_nn._conformal import split
 from lagrangian_nn._mass import diagonal_mass
 from lagrangian_nn._mass_solve import read_diagonal
 
@@ -26,7 +26,7 @@ LOSS = lambda w: jnp.sum(jnp.sin(w["a"]) ** 2) + jnp.sum(w["b"] ** 4)
 
 
 def coefficients(L, q, v, t=T):
-    inner, _ = _split(L)
+    inner, _ = split(L)
     return read_diagonal(inner, t, q, v)
 
 
