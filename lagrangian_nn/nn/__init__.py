@@ -19,7 +19,17 @@ from ._charges import (
     rotation_quantity as rotation_quantity,
     rotation_residual as rotation_residual,
 )
+from ._convnet import ConvNet as ConvNet
 from ._generators import gl as gl, rescale as rescale, rotate_inputs as rotate_inputs
+from ._layers import (
+    AddPosition as AddPosition,
+    Flatten as Flatten,
+    Residual as Residual,
+    SelfAttention as SelfAttention,
+    TokenMean as TokenMean,
+    Tokenwise as Tokenwise,
+    sequential as sequential,
+)
 from ._loss import (
     DatasetLoss as DatasetLoss,
     make_loss as make_loss,
@@ -33,3 +43,9 @@ from ._normalized import (
     scale_invariance as scale_invariance,
     translate_logits as translate_logits,
 )
+from ._symmetries import (
+    Symmetries as Symmetries,
+    attention_charges as attention_charges,
+    symmetries as symmetries,
+)
+from ._transformer import Transformer as Transformer
