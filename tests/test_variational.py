@@ -19,9 +19,25 @@ ROT2 = jnp.array([[0.0, -1.0], [1.0, 0.0]])
 
 
 def _plain(L):
-    """`L` as a plain callable (hides the declared mass and the Table-1 type, so the
-    integrator takes its general path: Newton on every step)."""
+    """`L` as a plain callable (hides the declared mass and the Table-1 type: the
+    mass is then read from the program)."""
     return lambda t, q, v: L(t, q, v)
+
+
+def _opaque(L):
+    """`L` behind a `lax.cond`, which the program reading does not follow: the
+    integrator takes its general path, Newton on every step."""
+    return lambda t, q, v: jax.lax.cond(t > -1e300, L, L, t, q, v)
+
+
+def _has_loop(discrete, q0, v0):
+    """Whether the compiled run of `discrete` contains a loop other than the step
+    loop itself (a root solve, or the power iteration's `fori_loop` counted
+    apart)."""
+    run = lambda q, v: V._integrate._run(
+        discrete, None, np.float64(0.0), np.float64(0.1), q, v, 3, 1, 32, False
+    )
+    return str(jax.make_jaxpr(run)(q0, v0)).count("while[")
 
 
 def _slope(dts, errs):
@@ -90,28 +106,29 @@ def test_trapezoid_of_nd_is_eq21():
 
 
 def test_explicit_path_matches_newton_and_has_no_solve():
-    """The explicit Störmer–Verlet path of a Table-1 Lagrangian equals the general
-    Newton path of the same L (as a plain callable), for ND and for NAGF's t³."""
+    """The explicit Störmer–Verlet path equals the general Newton path of the same
+    L, for ND and for NAGF's t³, whether L is built by `lnn.dynamics` or written as
+    a plain function (its mass read from the program)."""
     loss = lambda q: 0.25 * jnp.sum(q**4) + 0.5 * jnp.sum(q**2)
     q0, v0 = jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0])
     for L, t0 in (
         (lnn.dynamics.newtonian(loss), 0.0),
         (lnn.dynamics.nesterov(loss), 1.0),
     ):
-        fast = V.integrate(V.Trapezoid(L), q0, v0, t0=t0, dt=0.05, n_steps=60)
-        slow = V.integrate(V.Trapezoid(_plain(L)), q0, v0, t0=t0, dt=0.05, n_steps=60)
-        assert float(jnp.max(jnp.abs(fast.q - slow.q))) < 1e-12
-        if t0 == 0.0:
-            assert float(jnp.max(jnp.abs(fast.qdot - slow.qdot))) < 1e-12
-    # the explicit step's program has no root-finding loop
-    stepper = V._integrate._stepper(
-        V.Trapezoid(lnn.dynamics.newtonian(loss)), jnp.float64, None, 32
-    )
-    assert stepper.explicit
-    jaxpr = jax.make_jaxpr(lambda q, p, g: stepper(0.0, 0.1, q, p, q, (), g))(
-        q0, v0, q0
-    )
-    assert "while" not in str(jaxpr)
+        kw = dict(t0=t0, dt=0.05, n_steps=60)
+        slow = V.integrate(V.Trapezoid(_opaque(L)), q0, v0, **kw)
+        for fast_L in (L, _plain(L)):
+            fast = V.integrate(V.Trapezoid(fast_L), q0, v0, **kw)
+            assert float(jnp.max(jnp.abs(fast.q - slow.q))) < 1e-12
+            if t0 == 0.0:
+                assert float(jnp.max(jnp.abs(fast.qdot - slow.qdot))) < 1e-12
+    # the explicit run's program has the step loops (the outer scan over saved
+    # points and the power iteration) and no root-finding loop; the opaque one has
+    # Newton's while loop in every step
+    newtonian = lnn.dynamics.newtonian(loss)
+    explicit = _has_loop(V.Trapezoid(newtonian), q0, v0)
+    assert _has_loop(V.Trapezoid(_plain(newtonian)), q0, v0) == explicit
+    assert _has_loop(V.Trapezoid(_opaque(newtonian)), q0, v0) > explicit
 
 
 def test_nesterov_matches_simulate():

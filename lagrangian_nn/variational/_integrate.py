@@ -13,6 +13,7 @@ weight never appears.
 
 import equinox as eqx
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import lineax as lx
 import numpy as np
@@ -25,22 +26,20 @@ from .._trajectory import Trajectory
 from .._tree import tree_all_finite, tree_dtype, tree_max_abs
 from .._validate import (
     as_array_if_numbers,
-    check_finite_tree,
     check_floating_tree,
     check_same_structure,
     check_scalar_lagrangian,
     is_traced,
 )
-from ..dynamics import KineticMinusPotential
 from ._discrete import AbstractDiscreteLagrangian, Trapezoid, check_discrete
+from ._explicit import Separable, constant_diagonal, separable
 from ._solve import (
     NONLINEAR_LIMIT,
     Stats,
     check_level,
-    default_solver,
+    root,
+    root_and_stats,
     scale_of,
-    solve,
-    step_stats,
 )
 
 
@@ -52,7 +51,8 @@ def _velocity(inner, t, q, p, solver=None, max_steps: int = 32):
     exact = jnp.asarray(False), jnp.zeros((), dtype)
     mass = declared_mass(inner, t, q, zeros)
     if mass is None:
-        solver = default_solver(dtype) if solver is None else solver
+        mass = constant_diagonal(inner, t, q)
+    if mass is None:
         # the terms of ∂L/∂q̇ − p: p itself and ∂L/∂q̇, whose part at q̇ = 0 (a vector
         # potential, say) can be far larger than p
         offset = jax.grad(inner, argnums=2)(t, q, zeros)
@@ -62,7 +62,7 @@ def _velocity(inner, t, q, p, solver=None, max_steps: int = 32):
             r = jax.tree.map(lambda a, b: a - b, dv, p)
             return r, None, scale_of(p, dv, offset)
 
-        v, converged = solve(terms, solver, zeros, max_steps)
+        v, converged, _ = root(terms, solver, zeros, max_steps)
         r, _, s = terms(v)
         return v, ~converged, jnp.asarray(tree_max_abs(r) / s, dtype)
     b = jax.grad(inner, argnums=2)(t, q, zeros)
@@ -92,47 +92,141 @@ def velocity(inner, t, q, p, solver=None, max_steps: int = 32):
     return v, ~failed & (rho <= check_level(tree_dtype(q)))
 
 
-class _Stepper(eqx.Module):
-    """One step of the discrete Euler–Lagrange equations, explicit (leapfrog) for a
-    trapezoid discrete Lagrangian of a separable Table-1 Lagrangian, else a root solve
-    warm-started from the previous step's displacement."""
+# --- the explicit step: Störmer–Verlet for a separable L0 with the trapezoid rule ----
+
+
+class _Explicit(eqx.Module):
+    r"""The trapezoid step of $L_0 = \tfrac12\dot q^\top M(t)\dot q + b(t)\cdot\dot q
+    - V(t, q)$ (see `_explicit`). With $f_k = \partial L_0/\partial q(t_k, q_k)$,
+    $w = e^{s(t_k + h) - s(t_k)}$ (1 without weights), $a = \tfrac12(M_k + wM_{k+1})$
+    and $c = \tfrac12(b_k + wb_{k+1})$:
+
+    $$v = a^{-1}(\tilde p_k + \tfrac h2 f_k - c), \quad q_{k+1} = q_k + hv, \quad
+      \tilde p_{k+1} = (av + c)/w + \tfrac h2 f_{k+1}.$$
+
+    Without weights, and with $M$ and $b$ constant, this is velocity Verlet exactly.
+    """
 
     discrete: AbstractDiscreteLagrangian
-    solver: optx.AbstractRootFinder
-    max_steps: int = eqx.field(static=True)
-    explicit: bool = eqx.field(static=True)
+    form: Separable
 
-    # --- explicit: L0 = m/2 |v|² − c(t) loss(q) with the trapezoid rule -------------
-    def _scale(self, t):
-        inner = self.discrete.inner
-        if inner.potential_scale is None:
-            return 1.0
-        return inner.potential_scale(t)
+    def constants(self, t0, q0):
+        """$(M, b)$ at the start: used for every step where they do not vary."""
+        return self.form.mass(t0, q0), self.form.offset(t0, q0)
 
-    def gradient(self, q):
-        if not self.explicit:
-            return None
-        return jax.grad(self.discrete.inner.loss)(q)
+    def _mass(self, t, q, consts):
+        return self.form.mass(t, q) if self.form.mass_varies else consts[0]
 
-    def _explicit(self, t, h, q, p, g):
-        r"""$\tilde p_k = a v + \tfrac h2 c_k g_k$, $q_{k+1} = q_k + h v$,
-        $\tilde p_{k+1} = (a v - \tfrac h2 w c_{k+1} g_{k+1})/w$ with
-        $a = \tfrac{1+w}2 m$ and $w = e^{s(t_k + h) - s(t_k)}$ (1 without weights)."""
-        inner = self.discrete.inner
+    def _offset(self, t, q, consts):
+        return self.form.offset(t, q) if self.form.offset_varies else consts[1]
+
+    def force(self, t, q):
+        return self.form.force(t, q)
+
+    def velocity(self, t, q, p, consts):
+        """$\\dot q = M^{-1}(\\tilde p - b)$ at time `t`: the Legendre transform."""
+        m, b = self._mass(t, q, consts), self._offset(t, q, consts)
+        return jax.tree.map(lambda pi, bi, mi: (pi - bi) / mi, p, b, m)
+
+    def __call__(self, t, h, q, p, f, consts):
+        """Returns `(q1, p1, f1)`."""
+        t1 = t + h
         w = self.discrete._w(t, h)
-        a = 0.5 * (1 + w) * inner.mass
-        ck, c1 = self._scale(t), self._scale(t + h)
-        v = jax.tree.map(lambda pi, gi: (pi - 0.5 * h * ck * gi) / a, p, g)
-        q1 = jax.tree.map(lambda qi, vi: qi + h * vi, q, v)
-        g1 = jax.grad(inner.loss)(q1)
-        if isinstance(w, float):  # no weights: velocity Verlet exactly
-            p1 = jax.tree.map(lambda vi, gi: a * vi - 0.5 * h * c1 * gi, v, g1)
+        weighted = not isinstance(w, float)
+        m0, b0 = self._mass(t, q, consts), self._offset(t, q, consts)
+        if weighted or self.form.mass_varies:
+            m1 = self._mass(t1, q, consts)
+            a = jax.tree.map(lambda x, y: 0.5 * (x + w * y), m0, m1)
         else:
-            p1 = jax.tree.map(lambda vi, gi: a * vi / w - 0.5 * h * c1 * gi, v, g1)
-        return q1, p1, (), g1, Stats.ok(tree_dtype(q))
+            a = m0
+        if weighted or self.form.offset_varies:
+            b1 = self._offset(t1, q, consts)
+            c = jax.tree.map(lambda x, y: 0.5 * (x + w * y), b0, b1)
+        else:
+            c = b0
+        v = jax.tree.map(
+            lambda pi, fi, ci, ai: (pi + 0.5 * h * fi - ci) / ai, p, f, c, a
+        )
+        q1 = jax.tree.map(lambda qi, vi: qi + h * vi, q, v)
+        f1 = self.force(t1, q1)
+        if weighted:
+            p1 = jax.tree.map(
+                lambda ai, vi, ci, fi: (ai * vi + ci) / w + 0.5 * h * fi, a, v, c, f1
+            )
+        else:
+            p1 = jax.tree.map(
+                lambda ai, vi, ci, fi: ai * vi + ci + 0.5 * h * fi, a, v, c, f1
+            )
+        return q1, p1, f1
 
-    # --- general: Newton on (internal points, q_{k+1}) ------------------------------
-    def _implicit(self, t, h, q, p, guess):
+
+# power-iteration steps for the stability estimate (each one Hessian-vector product)
+_POWER_STEPS = 8
+
+
+def _start_vector(n, dtype):
+    """A fixed, generic start vector (no random key to draw and compile)."""
+    k = jnp.arange(1, n + 1, dtype=dtype)
+    return jnp.cos(k * jnp.asarray(2.399963229728653, dtype)) + 0.1 * jnp.sin(k)
+
+
+def _largest_frequency_squared(stepper, t0, dt, q0, consts):
+    r"""A lower bound on $\omega_{\max}^2 = \lambda_{\max}(a^{-1}H)$ at the initial
+    state, $H = -\partial f/\partial q$ the Hessian of the potential and $a$ the
+    mass of the first step: the largest Rayleigh quotient
+    $x^\top Hx / x^\top a x$ over `_POWER_STEPS` steps of power iteration on
+    $a^{-1}H$ (each a Hessian-vector product, once, before the loop). Every Rayleigh
+    quotient is $\le \lambda_{\max}$, so $h\sqrt{\cdot} > 2$ proves the step
+    unstable at that state; a smaller estimate proves nothing."""
+    flat, unravel = jax.flatten_util.ravel_pytree(q0)
+    dtype = flat.dtype
+    w = stepper.discrete._w(t0, dt)
+    m0 = stepper._mass(t0, q0, consts)
+    m1 = stepper._mass(t0 + dt, q0, consts)
+    a = jax.tree.map(
+        lambda x, y, ref: jnp.broadcast_to(0.5 * (x + w * y), ref.shape).astype(dtype),
+        m0,
+        m1,
+        q0,
+    )
+    a = jax.flatten_util.ravel_pytree(a)[0]
+
+    def hess(x):
+        _, df = jax.jvp(lambda q: stepper.force(t0, q), (q0,), (unravel(x),))
+        return -jax.flatten_util.ravel_pytree(df)[0]
+
+    def body(_, carry):
+        x, best = carry
+        hx = hess(x)
+        quotient = jnp.vdot(x, hx) / jnp.vdot(x, a * x)
+        y = hx / a
+        norm = jnp.max(jnp.abs(y))
+        x = jnp.where(norm > 0, y / jnp.where(norm > 0, norm, 1), x)
+        return x, jnp.maximum(best, quotient)
+
+    x0 = _start_vector(flat.size, dtype)
+    init = (x0, jnp.asarray(-jnp.inf, dtype))
+    _, best = jax.lax.fori_loop(0, _POWER_STEPS, body, init)
+    return best
+
+
+# --- the implicit step: Newton on (internal points, q_{k+1}) -------------------------
+
+
+class _Implicit(eqx.Module):
+    """A root solve of the step equations, warm-started from the previous step's
+    displacement."""
+
+    discrete: AbstractDiscreteLagrangian
+    solver: optx.AbstractRootFinder | None
+    max_steps: int = eqx.field(static=True)
+
+    def __call__(self, t, h, q, p, q_prev, z_prev):
+        """Returns `(q1, p1, z, stats)`."""
+        shift = jax.tree.map(lambda a, b: a - b, q, q_prev)
+        guess_q1 = jax.tree.map(lambda a, d: a + d, q, shift)
+        guess_z = tuple(jax.tree.map(lambda a, d: a + d, zi, shift) for zi in z_prev)
+        guess = (guess_z, guess_q1)
         reduced = self.discrete.reduced
 
         def terms(x):
@@ -141,32 +235,24 @@ class _Stepper(eqx.Module):
             r = (d_z, jax.tree.map(lambda a, b: a + b, p, d_q0))
             return r, d_q1, scale_of(p, d_q0, d_q1)
 
-        root, converged = solve(terms, self.solver, guess, self.max_steps)
-        d_q1, rho, theta = step_stats(terms, guess, root)
-        z, q1 = root
+        x, converged, d_q1, rho, theta = root_and_stats(
+            terms, self.solver, guess, self.max_steps
+        )
+        z, q1 = x
         if self.discrete.layers:
             back = jnp.exp(-self.discrete.log_weight_change(t, h))
             d_q1 = jax.tree.map(lambda x: back * x, d_q1)
-        return q1, d_q1, z, None, Stats(~converged, rho, theta)
-
-    def __call__(self, t, h, q, p, q_prev, z_prev, g):
-        """Returns `(q1, p1, z, g1, stats)`."""
-        if self.explicit:
-            return self._explicit(t, h, q, p, g)
-        shift = jax.tree.map(lambda a, b: a - b, q, q_prev)
-        guess_q1 = jax.tree.map(lambda a, d: a + d, q, shift)
-        guess_z = tuple(jax.tree.map(lambda a, d: a + d, zi, shift) for zi in z_prev)
-        return self._implicit(t, h, q, p, (guess_z, guess_q1))
+        return q1, d_q1, z, Stats(~converged, rho, theta)
 
 
-def _is_explicit(discrete) -> bool:
-    inner = discrete.inner
-    return (
-        type(discrete) is Trapezoid
-        and type(inner) is KineticMinusPotential
-        and eqx.is_array_like(inner.mass)
-        and jnp.ndim(inner.mass) == 0
-    )
+def _explicit_form(discrete, t, q):
+    """The `Separable` form of `discrete`'s Lagrangian if its step is explicit (a
+    trapezoid rule of a separable L with a diagonal mass), else `None`."""
+    if not isinstance(discrete, Trapezoid) or type(discrete).reduced is not (
+        Trapezoid.reduced
+    ):
+        return None
+    return separable(discrete.inner, t, q)
 
 
 def _check_int(value, name, minimum=1):
@@ -174,15 +260,35 @@ def _check_int(value, name, minimum=1):
         raise ValueError(f"`{name}` must be an int >= {minimum}; got {value!r}.")
 
 
-def _check_dt(dt):
-    arr = jnp.asarray(dt)
+def _check_time(value, name):
+    """A real scalar time; returned as an array (a Python or NumPy number becomes a
+    NumPy array, which the compiled run takes as an argument: a new value does not
+    recompile)."""
+    if isinstance(value, jax.Array):
+        arr = value
+    else:
+        try:
+            arr = np.asarray(value)
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(f"`{name}` must be a real scalar; got {value!r}.") from e
     real = jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(
         arr.dtype, jnp.integer
     )
-    if arr.shape != () or not real:
-        raise ValueError(f"`dt` must be a real scalar time step; got {dt!r}.")
-    if not isinstance(dt, jax.core.Tracer) and not float(dt) > 0:
-        raise ValueError(f"`dt` must be > 0; got dt = {float(dt)!r}.")
+    if jnp.shape(arr) != () or not real or arr.dtype == bool:
+        raise ValueError(
+            f"`{name}` must be a real scalar time; got {value!r}"
+            + (f" of shape {jnp.shape(arr)}." if jnp.shape(arr) != () else ".")
+        )
+    if not isinstance(arr, jax.core.Tracer) and not np.isfinite(float(arr)):
+        raise ValueError(f"`{name}` must be finite; got {name} = {float(arr)!r}.")
+    return arr
+
+
+def _check_dt(dt):
+    arr = _check_time(dt, "dt")
+    if not isinstance(arr, jax.core.Tracer) and not float(arr) > 0:
+        raise ValueError(f"`dt` must be > 0; got dt = {float(arr)!r}.")
+    return arr
 
 
 def _check_solver(solver):
@@ -193,158 +299,347 @@ def _check_solver(solver):
         )
 
 
-def _stepper(discrete, dtype, solver, max_steps):
-    solver = default_solver(dtype) if solver is None else solver
-    return _Stepper(discrete, solver, max_steps, _is_explicit(discrete))
+def _as_leaves(tree, dtypes=None):
+    """Python and NumPy numbers as NumPy arrays (of `dtypes`, one per leaf, where
+    given; else of JAX's default floating dtype for Python numbers)."""
+    leaves, treedef = jax.tree.flatten(tree)
+    out = []
+    for i, leaf in enumerate(leaves):
+        if not isinstance(leaf, jax.Array) and isinstance(
+            leaf, int | float | np.ndarray | np.generic
+        ):
+            if dtypes is not None:
+                leaf = np.asarray(leaf, dtypes[i])
+            elif isinstance(leaf, int | float) and not isinstance(leaf, bool):
+                leaf = np.asarray(leaf, jnp.result_type(float))
+        out.append(leaf)
+    return jax.tree.unflatten(treedef, out)
 
 
 def _prepare_state(q, qdot, qname, vname):
-    q = as_array_if_numbers(q, qname)
+    """Checks the state's structure and dtypes on the host (no device work: whether
+    it is finite is checked inside the compiled run). Returns `(q, qdot, dtype)`."""
+    q = _as_leaves(as_array_if_numbers(q, qname))
     check_floating_tree(q, qname)
-    check_finite_tree(q, qname)
     qdot = as_array_if_numbers(qdot, vname)
-    check_floating_tree(qdot, vname)
     check_same_structure(q, qdot, qname, vname)
-    check_finite_tree(qdot, vname)
-    dtype = tree_dtype(q)
-    qdot = jax.tree.map(lambda a, b: jnp.asarray(b, a.dtype), q, qdot)
-    return q, qdot, dtype
+    qdot = _as_leaves(qdot, [jnp.result_type(x) for x in jax.tree.leaves(q)])
+    check_floating_tree(qdot, vname)
+    return q, qdot, tree_dtype(q)
 
 
-class _Report(eqx.Module):
-    """What a run reports after its loop (read once, never inside it)."""
+# indices of a run's report, one small vector fetched once after the loop
+_FAILED, _RHO, _THETA, _VFAILED, _VRHO, _FINITE, _Q0, _V0, _MASS, _OMEGA2 = range(10)
+_REPORT_SIZE = 10
 
-    steps: Stats
-    velocity_failed: jax.Array
-    velocity_rho: jax.Array
-    finite: jax.Array
-    q_size: jax.Array
+
+def _report(dtype, **values):
+    vec = [jnp.zeros((), dtype)] * _REPORT_SIZE
+    names = dict(
+        failed=_FAILED,
+        rho=_RHO,
+        theta=_THETA,
+        vfailed=_VFAILED,
+        vrho=_VRHO,
+        finite=_FINITE,
+        q0=_Q0,
+        v0=_V0,
+        mass=_MASS,
+        omega2=_OMEGA2,
+    )
+    for name, value in values.items():
+        vec[names[name]] = jnp.asarray(value).astype(dtype)
+    return jnp.stack(vec)
+
+
+def _mass_ok(mass):
+    ok = jnp.asarray(True)
+    for m in jax.tree.leaves(mass):
+        ok = ok & jnp.all(jnp.isfinite(m) & (m > 0))
+    return ok
 
 
 @eqx.filter_jit
-def _run(stepper, t0, dt, q0, qdot0, n_save: int, save_every: int, solver):
+def _run(
+    discrete,
+    solver,
+    t0,
+    dt,
+    q0,
+    qdot0,
+    n_save: int,
+    save_every: int,
+    max_steps: int,
+    want_momenta: bool,
+):
+    dtype = tree_dtype(q0)
+    qdot0 = jax.tree.map(lambda a, b: jnp.asarray(b, a.dtype), q0, qdot0)
+    t0 = jnp.asarray(t0, dtype)
+    dt = jnp.asarray(dt, dtype)
+    check_scalar_lagrangian(discrete.lagrangian, t0, q0, qdot0)
+    inner = discrete.inner
+    p0 = jax.grad(inner, argnums=2)(t0, q0, qdot0)
+    inputs = dict(q0=tree_all_finite(q0), v0=tree_all_finite(qdot0))
+    form = _explicit_form(discrete, t0, q0)
+    if form is not None:
+        return _run_explicit(
+            _Explicit(discrete, form),
+            t0,
+            dt,
+            q0,
+            p0,
+            n_save,
+            save_every,
+            inputs,
+            want_momenta,
+        )
+    return _run_implicit(
+        _Implicit(discrete, solver, max_steps),
+        t0,
+        dt,
+        q0,
+        qdot0,
+        p0,
+        n_save,
+        save_every,
+        inputs,
+        want_momenta,
+    )
+
+
+def _blocks(one, state, n_save, save_every, save):
+    """`n_save` blocks of `save_every` steps under `lax.scan`; returns the final state
+    and `save(state)` after each block, with the initial point prepended."""
+
+    def block(state, _):
+        if save_every == 1:
+            state, _ = one(state, None)
+        else:
+            state, _ = jax.lax.scan(one, state, None, length=save_every)
+        return state, save(state)
+
+    first = save(state)
+    state, rest = jax.lax.scan(block, state, None, length=n_save)
+    return state, jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), first, rest)
+
+
+def _run_explicit(stepper, t0, dt, q0, p0, n_save, save_every, inputs, want_momenta):
+    dtype = tree_dtype(q0)
+    consts = stepper.constants(t0, q0)
+    f0 = stepper.force(t0, q0)
+
+    def one(carry, _):
+        k, q, p, f = carry
+        t = t0 + k.astype(dtype) * dt
+        q1, p1, f1 = stepper(t, dt, q, p, f, consts)
+        return (k + 1, q1, p1, f1), None
+
+    def save(state):
+        k, q, p, _ = state
+        v = stepper.velocity(t0 + k.astype(dtype) * dt, q, p, consts)
+        return (q, v, p) if want_momenta else (q, v)
+
+    n = n_save + 1
+    state0 = (jnp.zeros((), jnp.int32), q0, p0, f0)
+    state, saved = _blocks(one, state0, n_save, save_every, save)
+    qs, vs, ps = saved if want_momenta else (*saved, None)
+    ts = t0 + jnp.arange(n, dtype=jnp.int32).astype(dtype) * (save_every * dt)
+    _, q_end, p_end, _ = state
+    omega2 = _largest_frequency_squared(stepper, t0, dt, q0, consts)
+    report = _report(
+        dtype,
+        # non-finite values never become finite again in q + h v: the end decides
+        finite=tree_all_finite((q_end, p_end)),
+        mass=_mass_ok(consts[0]),
+        omega2=omega2,
+        **inputs,
+    )
+    return ts, qs, vs, report, ps
+
+
+def _run_implicit(
+    stepper, t0, dt, q0, qdot0, p0, n_save, save_every, inputs, want_momenta
+):
     discrete = stepper.discrete
     inner = discrete.inner
     dtype = tree_dtype(q0)
-    t0 = jnp.asarray(t0, dtype)
-    dt = jnp.asarray(dt, dtype)
-    p0 = jax.grad(inner, argnums=2)(t0, q0, qdot0)
     q_prev = jax.tree.map(lambda a, v: a - dt * v, q0, qdot0)
     z_prev = discrete.initial_internal(q_prev, q0)
-    g0 = stepper.gradient(q0)
-
-    # the explicit step has no solve: nothing to accumulate, nothing carried
-    explicit = stepper.explicit
 
     def one(carry, _):
-        k, q, p, qp, zp, g, stats = carry
+        k, q, p, qp, zp, stats = carry
         t = t0 + k.astype(dtype) * dt
-        q1, p1, z, g1, new = stepper(t, dt, q, p, qp, zp, g)
-        stats = None if explicit else stats.join(new)
-        return (k + 1, q1, p1, q, z, g1, stats), None
+        q1, p1, z, new = stepper(t, dt, q, p, qp, zp)
+        return (k + 1, q1, p1, q, z, stats.join(new)), None
 
-    def block(carry, _):
-        carry, _ = jax.lax.scan(one, carry, None, length=save_every)
-        return carry, (carry[0], carry[1], carry[2])
-
-    stats0 = None if explicit else Stats.ok(dtype)
-    init = (jnp.zeros((), jnp.int32), q0, p0, q_prev, z_prev, g0, stats0)
-    carry, (ks, qs, ps) = jax.lax.scan(block, init, None, length=n_save)
-    ks = jnp.concatenate([jnp.zeros((1,), jnp.int32), ks])
-    qs = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), q0, qs)
-    ps = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), p0, ps)
-    ts = t0 + ks.astype(dtype) * dt
+    n = n_save + 1
+    state0 = (jnp.zeros((), jnp.int32), q0, p0, q_prev, z_prev, Stats.ok(dtype))
+    state, (qs, ps) = _blocks(one, state0, n_save, save_every, lambda s: s[1:3])
+    ts = t0 + jnp.arange(n, dtype=jnp.int32).astype(dtype) * (save_every * dt)
     vs, vfailed, vrho = jax.vmap(
-        lambda t, q, p: _velocity(inner, t, q, p, solver, stepper.max_steps)
+        lambda t, q, p: _velocity(inner, t, q, p, stepper.solver, stepper.max_steps)
     )(ts, qs, ps)
-    report = _Report(
-        Stats.ok(dtype) if explicit else carry[-1],
-        jnp.any(vfailed),
-        jnp.max(vrho),
-        tree_all_finite((qs, ps)),
-        jnp.asarray(tree_max_abs(qs), dtype),
+    stats = state[-1]
+    report = _report(
+        dtype,
+        failed=stats.failed,
+        rho=stats.rho,
+        theta=stats.theta,
+        vfailed=jnp.any(vfailed),
+        vrho=jnp.max(vrho),
+        finite=tree_all_finite((qs, ps)),
+        mass=True,
+        **inputs,
     )
-    return Trajectory(ts, qs, vs), ps, report
+    return ts, qs, vs, report, (ps if want_momenta else None)
 
 
-def _messages(where, report, dtype, dt, max_steps):
-    """`[(flag, message)]` of a run's report; with numbers when it is concrete."""
-    concrete = not is_traced(report)
-    if concrete:
-        report = jax.device_get(report)  # one transfer, then host numbers
+def _checks(where, r, dtype, dt, max_steps, q_size=None):
+    """`[(flag, exception type, message)]` from a run's report `r`: host numbers
+    (NumPy) for a concrete run, with the numbers in the messages; traced values
+    otherwise."""
+    concrete = isinstance(r, np.ndarray)
     level = check_level(dtype)
+    eps = float(jnp.finfo(dtype).eps)
     name = jnp.dtype(dtype).name
-    st = report.steps
 
     def num(x):
         return f" ({float(x):.3g})" if concrete else ""
 
     scale = ""
-    if concrete and np.isfinite(float(report.q_size)):
-        eps = float(jnp.finfo(dtype).eps)
-        blur = eps * float(report.q_size) / float(dt)
+    if q_size is not None and np.isfinite(q_size):
+        blur = eps * q_size / float(dt)
         scale = (
-            f" In {name} the positions (up to |q| = {float(report.q_size):.3g}) are "
+            f" In {name} the positions (up to |q| = {q_size:.3g}) are "
             f"rounded to ε|q|, so a step's velocity (q_(k+1) − q_k)/dt is uncertain "
             f"by ε|q|/dt = {blur:.3g}."
         )
+    hw_limit = 2 * (1 + 16 * eps)
+    omega2 = r[_OMEGA2]
+    hw2 = omega2 * dt * dt
+    if concrete:
+        omega = float(np.sqrt(max(float(omega2), 0.0)))
+        stability = (
+            f"`{where}`: dt = {float(dt):.6g} is beyond the stability limit of the "
+            f"explicit Störmer–Verlet step: at the initial state the potential's "
+            f"largest frequency is at least ω = {omega:.6g} (power iteration on its "
+            f"Hessian), and the step is stable only for dt·ω < 2, here dt·ω = "
+            f"{float(dt) * omega:.4g}: use dt < {2 / max(omega, 1e-300):.6g}, or an "
+            "implicit "
+            "discrete Lagrangian (`Midpoint`)."
+        )
+    else:
+        stability = (
+            f"`{where}`: `dt` is beyond the stability limit of the explicit "
+            "Störmer–Verlet step (dt·ω ≥ 2 for the potential's largest frequency ω "
+            "at the initial state): reduce `dt`, or use an implicit discrete "
+            "Lagrangian (`Midpoint`)."
+        )
     return [
         (
-            st.failed,
+            r[_Q0] == 0,
+            ValueError,
+            f"`{where}`: `q0` (or `q`) holds NaN or inf.",
+        ),
+        (
+            r[_V0] == 0,
+            ValueError,
+            f"`{where}`: `qdot0` (or `p`) holds NaN or inf.",
+        ),
+        (
+            r[_MASS] == 0,
+            ValueError,
+            f"`{where}`: the mass matrix M = ∂²L/∂q̇² of the Lagrangian is not "
+            "positive (a diagonal entry is <= 0 or not finite).",
+        ),
+        (hw2 > hw_limit**2, ValueError, stability),
+        (
+            r[_FAILED] != 0,
+            eqx.EquinoxRuntimeError,
             f"`{where}`: the root solve of a discrete Euler–Lagrange step did not "
             f"converge within `max_steps` = {max_steps} iterations (its largest "
             "residual |p + D₁L_d|, relative to the size of its terms, is"
-            f"{num(st.rho)}). Raise `max_steps`, pass another `solver`, or reduce "
+            f"{num(r[_RHO])}). Raise `max_steps`, pass another `solver`, or reduce "
             "`dt`.",
         ),
         (
-            ~report.finite,
+            r[_FINITE] == 0,
+            eqx.EquinoxRuntimeError,
             f"`{where}`: the state became non-finite (inf or NaN); the step `dt` may "
             "be too large for this system.",
         ),
         (
-            ~(st.theta <= NONLINEAR_LIMIT),
+            ~(r[_THETA] <= NONLINEAR_LIMIT),
+            eqx.EquinoxRuntimeError,
             f"`{where}`: a step's root lies far from its predictor: the step "
             "equations are strongly nonlinear between the two (the linear model at "
-            f"the root misses the residual at the predictor by{num(st.theta)} of "
+            f"the root misses the residual at the predictor by{num(r[_THETA])} of "
             f"its size, above Kantorovich's {NONLINEAR_LIMIT}), so the root may be "
             "another, unphysical solution of the discrete Euler–Lagrange equations. "
             "Reduce `dt`.",
         ),
         (
-            ~(st.rho <= level),
+            ~(r[_RHO] <= level),
+            eqx.EquinoxRuntimeError,
             f"`{where}`: the root solve of a discrete Euler–Lagrange step stopped "
             "with its residual |p + D₁L_d| at"
-            f"{num(st.rho)} of the size of its terms, above √ε = {level:.2g} of "
+            f"{num(r[_RHO])} of the size of its terms, above √ε = {level:.2g} of "
             f"{name}: the step cannot be trusted.{scale} Use float64, a larger `dt`, "
             "or a `solver` with tighter tolerances.",
         ),
         (
-            report.velocity_failed | ~(report.velocity_rho <= level),
+            (r[_VFAILED] != 0) | ~(r[_VRHO] <= level),
+            eqx.EquinoxRuntimeError,
             f"`{where}`: inverting the Legendre transform p = ∂L/∂q̇ did not "
             "converge (its residual relative to the size of its "
-            f"terms is{num(report.velocity_rho)}). Raise `max_steps` or pass another "
+            f"terms is{num(r[_VRHO])}). Raise `max_steps` or pass another "
             "`solver`.",
         ),
     ]
 
 
-def _raise_or_flag(x, checks):
-    """Raises the first failed check now if the flags are concrete; else attaches
-    them to `x` with `eqx.error_if` (read once, after the loop)."""
-    if not is_traced([flag for flag, _ in checks]):
-        for flag, message in checks:
-            if bool(flag):
-                raise eqx.EquinoxRuntimeError(message)
+def _finish(where, x, report, dtype, dt, max_steps, qs):
+    """Raises the first failed check of a concrete run (one transfer of its report);
+    attaches them to `x` with `eqx.error_if` under a trace."""
+    if is_traced((report, dt)):
+        for flag, _, message in _checks(where, report, dtype, dt, max_steps):
+            x = eqx.error_if(x, flag, message)
         return x
-    for flag, message in checks:
-        x = eqx.error_if(x, flag, message)
+    r = np.asarray(report)
+    level = check_level(dtype)
+    eps = float(jnp.finfo(dtype).eps)
+    omega2 = float(r[_OMEGA2])
+    if (
+        r[_Q0] != 0
+        and r[_V0] != 0
+        and r[_MASS] != 0
+        and r[_FAILED] == 0
+        and r[_FINITE] != 0
+        and r[_THETA] <= NONLINEAR_LIMIT
+        and r[_RHO] <= level
+        and r[_VFAILED] == 0
+        and r[_VRHO] <= level
+        and not omega2 * float(dt) ** 2 > (2 * (1 + 16 * eps)) ** 2
+    ):
+        return x
+    leaves = [np.asarray(a) for a in jax.tree.leaves(qs)]
+    q_size = max((float(np.max(np.abs(a))) for a in leaves if a.size), default=0.0)
+    for flag, exc, message in _checks(where, r, dtype, dt, max_steps, q_size):
+        if bool(flag):
+            raise exc(message)
     return x
 
 
-def _check_span(lagrangian, t0, t1):
-    if isinstance(lagrangian, AbstractLagrangian):
-        lagrangian.check_time_span(t0, t1)
+def _check_span(lagrangian, t0, dt, n_steps):
+    """The Lagrangian's own conditions on the time span, for concrete times (on the
+    host: nothing to compile or transfer where it states none)."""
+    if not isinstance(lagrangian, AbstractLagrangian) or is_traced((t0, dt)):
+        return
+    t0, t1 = float(t0), float(t0) + n_steps * float(dt)
+    checks = lagrangian.span_checks(np.asarray(t0), np.asarray(t1))
+    if any(bool(np.asarray(flag)) for flag, _ in checks):
+        lagrangian.check_time_span(t0, t1)  # its own message, if it has one
+        raise ValueError(next(m for f, m in checks if bool(np.asarray(f))))
 
 
 def integrate(
@@ -365,43 +660,58 @@ def integrate(
     discrete Lagrangian, at the times $t_k = t_0 + k\,dt$.
 
     Each step solves $p_k = -D_1L_d(q_k, q_{k+1})$ for $q_{k+1}$ (and the internal
-    points of `Lobatto`) with `optimistix` Newton, warm-started from the previous
-    displacement $q_{k+1} \approx 2q_k - q_{k-1}$, and sets
-    $p_{k+1} = D_2L_d(q_k, q_{k+1})$. For `Trapezoid` of a Table-1 Lagrangian
-    $e^{s(t)}(\tfrac m2\|\dot q\|^2 - c(t)\,\mathrm{loss}(q))$ (`lnn.dynamics.newtonian`,
-    `damped`, `nesterov`, `general`) the step is explicit: Störmer–Verlet, one
-    gradient of the loss per step, no root solve (eq. 21 for `newtonian`).
+    points of `Lobatto`) by Newton, warm-started from the previous displacement
+    $q_{k+1} \approx 2q_k - q_{k-1}$, and sets $p_{k+1} = D_2L_d(q_k, q_{k+1})$.
+
+    **Explicit steps.** For `Trapezoid` of a Lagrangian
+    $e^{s(t)}\big(\tfrac12\dot q^\top M(t)\dot q + b(t)\cdot\dot q - V(t, q)\big)$
+    with a diagonal mass that does not depend on $q$ or $\dot q$ and a potential
+    that does not depend on $\dot q$, the step is explicit: Störmer–Verlet, one
+    gradient of the potential per step, no root solve (eq. 21 for
+    `lnn.dynamics.newtonian`). This is decided from what the Lagrangian is, whether
+    a Table-1 builder of `lnn.dynamics` or a plain function: from its declared mass
+    (`AbstractLagrangian.mass_matrix`) or the diagonal read from its traced program
+    (as `lnn.euler_lagrange` does), and from the dependencies of its traced
+    derivatives. Before the loop, a few Hessian-vector products of the potential
+    (power iteration) bound its largest frequency $\omega$ at the initial state from
+    below; a run with $dt\cdot\omega \ge 2$ (beyond the Störmer–Verlet stability
+    limit) is refused, naming `dt` and the limit.
 
     The start is $p_0 = \partial L/\partial\dot q(t_0, q_0, \dot q_0)$. The saved
     velocities are the discrete momenta $p_k$ mapped back through the continuous
-    Legendre transform, $\partial L/\partial\dot q(t_k, q_k, \dot q_k) = p_k$ (with the
-    declared mass, `AbstractLagrangian.mass_matrix`, when there is one). So for a
+    Legendre transform, $\partial L/\partial\dot q(t_k, q_k, \dot q_k) = p_k$ (a
+    division by the mass when it is diagonal and constant in $\dot q$). So for a
     point symmetry $\xi$ the discrete Noether charge
     $J_k = \langle p_k, \xi(q_k)\rangle$ is exactly
     `traj.evaluate(lnn.noether_charge(L, gen))`, conserved to rounding.
 
     Every solve (the steps, and the Legendre inversion of the saved velocities)
     stops on its residual relative to the size of its terms, so $cL$ integrates as
-    $L$ for every $c > 0$ (see the guide, *Variational integrators*). Nothing is checked inside the
-    loop; once after it, the run raises if a solve did not converge, if a root's
-    relative residual exceeds $\sqrt\varepsilon$ of the dtype, if a step's root
-    lies far from its predictor (the step equations are strongly nonlinear between
-    them, Kantorovich's $\theta > 1/2$: reduce `dt`), or if the state became
-    non-finite.
+    $L$ for every $c > 0$ (see the guide, *Variational integrators*). Nothing is
+    checked inside the loop; once after it, the run raises if a solve did not
+    converge, if a root's relative residual exceeds $\sqrt\varepsilon$ of the dtype,
+    if a step's root lies far from its predictor (the step equations are strongly
+    nonlinear between them, Kantorovich's $\theta > 1/2$: reduce `dt`), if the
+    initial state or the state became non-finite, or if the explicit step is
+    unstable.
+
+    `t0` and `dt` are arguments of one compiled program: a new value, a Python
+    float included, does not recompile.
 
     **Arguments:**
 
     - `discrete`: a discrete Lagrangian, `lnn.variational.Midpoint(L)`,
       `Trapezoid(L)` (second order) or `Lobatto(L)` (fourth order).
     - `q0`, `qdot0`: the initial position and velocity (pytrees of the same
-      structure).
+      structure; Python numbers are read as arrays of the default floating dtype).
     - `t0`: the initial time; `dt`: the time step (> 0); `n_steps`: the number of
       steps.
     - `save_every`: save every this many steps (must divide `n_steps`).
     - `solver`: an `optimistix` root finder for every solve: the implicit steps and
       the Legendre inversion of the saved velocities. It is handed each residual
       divided by the size of its terms, so its `rtol` and `atol` are relative
-      (default: Newton with tolerances $\epsilon^{0.7}$ of the dtype).
+      (default: Newton with a dense Jacobian by forward-mode autodiff and
+      tolerances $\epsilon^{0.7}$ of the dtype).
     - `max_steps`: the maximum number of root-finder iterations per step.
     - `return_momenta`: also return the discrete (reduced) momenta
       $\tilde p_k = e^{-s(t_k)}p_k$ at the saved times.
@@ -421,7 +731,8 @@ def integrate(
     """
     check_discrete(discrete)
     q0, qdot0, dtype = _prepare_state(q0, qdot0, "q0", "qdot0")
-    _check_dt(dt)
+    t0 = _check_time(t0, "t0")
+    dt = _check_dt(dt)
     _check_int(n_steps, "n_steps")
     _check_int(save_every, "save_every")
     _check_int(max_steps, "max_steps")
@@ -431,20 +742,22 @@ def integrate(
             f"save_every = {save_every}."
         )
     _check_solver(solver)
-    t0_arr = jnp.asarray(t0)
-    if t0_arr.shape != ():
-        raise ValueError(f"`t0` must be a scalar time; got shape {t0_arr.shape}.")
-    check_scalar_lagrangian(discrete.lagrangian, t0_arr.astype(dtype), q0, qdot0)
-    if not isinstance(dt, jax.core.Tracer) and not isinstance(t0, jax.core.Tracer):
-        _check_span(discrete.lagrangian, t0, float(t0) + n_steps * float(dt))
-    stepper = _stepper(discrete, dtype, solver, max_steps)
-    # t0 and dt as arrays: one compiled program serves every t0 and dt
-    t0_run, dt_run = jnp.asarray(t0, dtype), jnp.asarray(dt, dtype)
-    traj, ps, report = _run(
-        stepper, t0_run, dt_run, q0, qdot0, n_steps // save_every, save_every, solver
+    _check_span(discrete.lagrangian, t0, dt, n_steps)
+    ts, qs, vs, report, ps = _run(
+        discrete,
+        solver,
+        t0,
+        dt,
+        q0,
+        qdot0,
+        n_steps // save_every,
+        save_every,
+        max_steps,
+        return_momenta,
     )
-    checks = _messages("lnn.variational.integrate", report, dtype, dt, max_steps)
-    traj = eqx.tree_at(lambda tr: tr.ts, traj, _raise_or_flag(traj.ts, checks))
+    where = "lnn.variational.integrate"
+    ts = _finish(where, ts, report, dtype, dt, max_steps, qs)
+    traj = Trajectory(ts, qs, vs)
     return (traj, ps) if return_momenta else traj
 
 
@@ -473,29 +786,49 @@ def step(
     check_discrete(discrete)
     q, p, dtype = _prepare_state(q, p, "q", "p")
     _check_solver(solver)
-    stepper = _stepper(discrete, dtype, solver, max_steps)
-    t = jnp.asarray(t, dtype)
-    dt = jnp.asarray(dt, dtype)
-    q1, p1, report = _one_step(stepper, t, dt, q, p, solver)
-    checks = _messages("lnn.variational.step", report, dtype, dt, max_steps)
-    return _raise_or_flag(q1, checks), p1
+    _check_int(max_steps, "max_steps")
+    t = _check_time(t, "t")
+    dt = _check_dt(dt)
+    q1, p1, report = _one_step(discrete, solver, t, dt, q, p, max_steps)
+    q1 = _finish("lnn.variational.step", q1, report, dtype, dt, max_steps, q1)
+    return q1, p1
 
 
 @eqx.filter_jit
-def _one_step(stepper, t, dt, q, p, solver):
+def _one_step(discrete, solver, t, dt, q, p, max_steps: int):
     dtype = tree_dtype(q)
-    g = stepper.gradient(q)
-    v, vfailed, vrho = _velocity(
-        stepper.discrete.inner, t, q, p, solver, stepper.max_steps
-    )
+    p = jax.tree.map(lambda a, b: jnp.asarray(b, a.dtype), q, p)
+    t = jnp.asarray(t, dtype)
+    dt = jnp.asarray(dt, dtype)
+    inner = discrete.inner
+    inputs = dict(q0=tree_all_finite(q), v0=tree_all_finite(p))
+    form = _explicit_form(discrete, t, q)
+    if form is not None:
+        stepper = _Explicit(discrete, form)
+        consts = stepper.constants(t, q)
+        q1, p1, _ = stepper(t, dt, q, p, stepper.force(t, q), consts)
+        report = _report(
+            dtype,
+            finite=tree_all_finite((q1, p1)),
+            mass=_mass_ok(consts[0]),
+            **inputs,
+        )
+        return q1, p1, report
+    v, vfailed, vrho = _velocity(inner, t, q, p, solver, max_steps)
     q_prev = jax.tree.map(lambda a, b: a - dt * b, q, v)
-    z_prev = stepper.discrete.initial_internal(q_prev, q)
-    q1, p1, _, _, stats = stepper(t, dt, q, p, q_prev, z_prev, g)
-    report = _Report(
-        stats,
-        vfailed,
-        vrho,
-        tree_all_finite((q1, p1)),
-        jnp.asarray(tree_max_abs(q1), dtype),
+    z_prev = discrete.initial_internal(q_prev, q)
+    q1, p1, _, stats = _Implicit(discrete, solver, max_steps)(
+        t, dt, q, p, q_prev, z_prev
+    )
+    report = _report(
+        dtype,
+        failed=stats.failed,
+        rho=stats.rho,
+        theta=stats.theta,
+        vfailed=vfailed,
+        vrho=vrho,
+        finite=tree_all_finite((q1, p1)),
+        mass=True,
+        **inputs,
     )
     return q1, p1, report

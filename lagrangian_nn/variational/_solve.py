@@ -22,6 +22,7 @@ step equations are nearly linear around the predictor (see `step_stats`).
 
 import equinox as eqx
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import optimistix as optx
 
@@ -151,3 +152,98 @@ class Stats(eqx.Module):
             jnp.maximum(self.rho, other.rho),
             jnp.maximum(self.theta, other.theta),
         )
+
+
+def newton(terms, guess, rtol, atol, max_steps):
+    r"""The default root finder, written out: Newton on the relative residual
+    $r(x)/S(x)$ of `terms(x) = (r, extra, S)` with a dense Jacobian (`jax.jacfwd`)
+    and an LU solve, stopping as `ScaledNewton` does (Cauchy test on the relative
+    residual and the correction, or a correction below 4 ulps of the unknowns).
+
+    It is what `optimistix` Newton with these tolerances computes, without its
+    generic machinery, and it keeps what `newton_stats` needs: the raw residual at
+    the guess (the first iteration evaluates it) and the Jacobian of the raw
+    residual at the last iterate. The Jacobian is a dense $n\times n$ matrix for
+    the $n$ unknowns of one step (the internal points and $q_{k+1}$).
+
+    **Returns:** `(x, converged, (r_guess, jac))`, `r_guess` and `jac` flat.
+    """
+    flat0, unravel = jax.flatten_util.ravel_pytree(guess)
+    dtype = flat0.dtype
+    eps = jnp.finfo(dtype).eps
+
+    def fn(xf):
+        r, _, s = terms(unravel(xf))
+        fx = jax.flatten_util.ravel_pytree(r)[0] / s
+        return fx, (fx, s)
+
+    def body(state):
+        x, step, _, _, r0, _ = state
+        jac, (fx, s) = jax.jacfwd(fn, has_aux=True)(x)
+        diff = jnp.linalg.solve(jac, fx)
+        new = x - diff
+        y_ok = jnp.max(jnp.abs(diff) / (atol + rtol * jnp.abs(new))) < 1
+        f_ok = jnp.max(jnp.abs(fx)) < atol
+        stalled = jnp.max(jnp.abs(diff)) <= 4 * eps * jnp.max(jnp.abs(new))
+        solved = jnp.all(jnp.isfinite(diff))
+        r0 = jnp.where(step == 0, s * fx, r0)
+        done = (y_ok & f_ok) | stalled | ~solved
+        return new, step + 1, done, solved, r0, s * jac
+
+    def cond(state):
+        _, step, done, _, _, _ = state
+        return (step < max_steps) & ~done
+
+    n = flat0.size
+    init = (
+        flat0,
+        jnp.zeros((), jnp.int32),
+        jnp.asarray(False),
+        jnp.asarray(True),
+        jnp.zeros_like(flat0),
+        jnp.zeros((n, n), dtype),
+    )
+    x, _, done, solved, r0, jac = jax.lax.while_loop(cond, body, init)
+    return unravel(x), done & solved, (r0, jac)
+
+
+def newton_stats(terms, guess, root, r_guess, jac):
+    r"""`(extra, rho, theta)` as `step_stats` defines them, from what `newton` kept:
+    the residual at the guess, and the Jacobian at its last iterate (within Newton's
+    own tolerance of the root) in place of the one at the root. The only new
+    evaluation is `terms(root)`, which the step needs anyway for its `extra`."""
+    r_star, extra, s = terms(root)
+    flat = lambda x: jax.flatten_util.ravel_pytree(x)[0]
+    r_star, x_star, x_guess = flat(r_star), flat(root), flat(guess)
+    position_terms = jax.lax.stop_gradient(jnp.max(jnp.abs(jac @ x_star)))
+    size = jnp.maximum(s, position_terms)
+    rho = jnp.max(jnp.abs(r_star)) / size
+    change = r_guess - r_star
+    quad = change - jac @ (x_guess - x_star)
+    floor = jnp.sqrt(jnp.finfo(size.dtype).eps) * size
+    theta = jnp.max(jnp.abs(quad)) / jnp.maximum(jnp.max(jnp.abs(change)), floor)
+    return extra, jnp.asarray(rho, s.dtype), jnp.asarray(theta, s.dtype)
+
+
+def root(terms, solver, guess, max_steps):
+    """Solves `terms` (see `solve`) with `solver`, or with `newton` at the default
+    tolerances when `solver` is `None`. Returns `(x, converged, kept)`, with `kept`
+    what `newton` keeps for `newton_stats` (`None` for another solver)."""
+    if solver is None:
+        dtype = jnp.result_type(*jax.tree.leaves(guess))
+        tol = tol_of(dtype)
+        return newton(terms, guess, tol, tol, max_steps)
+    x, converged = solve(terms, solver, guess, max_steps)
+    return x, converged, None
+
+
+def root_and_stats(terms, solver, guess, max_steps):
+    """`root`, then `(extra, rho, theta)` at the root: from what `newton` kept, or
+    by `step_stats` for another solver. Returns `(x, converged, extra, rho,
+    theta)`."""
+    x, converged, kept = root(terms, solver, guess, max_steps)
+    if kept is None:
+        extra, rho, theta = step_stats(terms, guess, x)
+    else:
+        extra, rho, theta = newton_stats(terms, guess, x, *kept)
+    return x, converged, extra, rho, theta
