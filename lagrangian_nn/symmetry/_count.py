@@ -41,6 +41,7 @@ from jax.flatten_util import ravel_pytree
 
 from .._validate import check_floating_tree
 from ..nn import MLP, LeakyReLU, ReLU, RePU
+from . import _count_jets
 from ._discover import DiscoveryError
 from ._gap import (
     MIN_GAP as _MIN_GAP,
@@ -184,7 +185,7 @@ def _revive(model: MLP, xs) -> MLP:
             pre = pre * sign
             if biases is not None:
                 biases[i] = biases[i] * sign
-        h = np.asarray(act(jnp.asarray(pre), beta))
+        h = _np_activation(act, pre, beta)
     dtype = model.weights[0].dtype
     model = eqx.tree_at(
         lambda m: m.weights, model, [jnp.asarray(w, dtype) for w in weights]
@@ -194,6 +195,13 @@ def _revive(model: MLP, xs) -> MLP:
             lambda m: m.biases, model, [jnp.asarray(b, dtype) for b in biases]
         )
     return model
+
+
+def _np_activation(act, z, beta):
+    """`act(z)` on a NumPy array: in NumPy for the activations `_count_jets` knows."""
+    if type(act) in _count_jets.SUPPORTED:
+        return _count_jets._activation(act, np.asarray(z)[None], None)[0][0]
+    return np.asarray(act(jnp.asarray(z), beta))
 
 
 PATTERNS = ("all", "data")
@@ -248,19 +256,35 @@ def _all_patterns_phi(model: MLP):
 class _PatternInputs:
     """Draws `m` inputs `(x, d)` at once: x standard normal, d uniform in {0, 1}."""
 
-    def __init__(self, d0, n_masks, dtype, rng):
+    def __init__(self, d0, n_masks, dtype, rng, as_numpy=False):
         self.d0, self.n_masks, self.dtype, self.rng = d0, n_masks, dtype, rng
+        self.xp = np if as_numpy else jnp
 
     def __call__(self, m):
         x = self.rng.standard_normal((m, self.d0))
         d = self.rng.integers(0, 2, size=(m, self.n_masks))
-        return jnp.asarray(np.concatenate([x, d], axis=1), self.dtype)
+        return self.xp.asarray(np.concatenate([x, d], axis=1), self.dtype)
 
 
-def _mlp_pattern_ok(model: MLP, xs) -> bool:
+def _mlp_pattern_ok(model: MLP, xs, fields=None) -> bool:
     """Whether every hidden neuron of a ReLU-like layer is active on some of the inputs
     `xs` (a dead neuron is not generic), and every parameter moves the output for some
-    input (no weight sits on a path that is never active as a whole)."""
+    input (no weight sits on a path that is never active as a whole). With `fields`
+    (a `_count_jets.MLPFields` of the model's structure) in NumPy."""
+    if fields is not None:
+        h = np.asarray(xs)
+        for i, (w, act) in enumerate(zip(model.weights, model.activations)):
+            h = h @ np.asarray(w).T
+            if model.biases is not None:
+                h = h + np.asarray(model.biases[i])
+            if i < len(model.weights) - 1 and isinstance(act, _KINKED):
+                if not np.all(np.any(h > 0, axis=0)):
+                    return False
+            h = _np_activation(act, h, None)
+        theta = _ravel_np(model)[None, None]
+        ones = np.ones((len(h), model.sizes[-1]), theta.dtype)
+        used = np.sum(np.abs(fields.gradient(theta, np.asarray(xs), ones)[0]), axis=0)
+        return bool(np.all(used > 0))
     h = xs
     for i, (w, act, beta) in enumerate(
         zip(model.weights, model.activations, model.betas)
@@ -302,13 +326,15 @@ class _Inputs:
     else the user's `inputs(key)`, vmapped and jitted (batch sizes are powers of two,
     so it compiles a few times at most)."""
 
-    def __init__(self, inputs, shape, dtype, rng):
+    def __init__(self, inputs, shape, dtype, rng, as_numpy=False):
         self.inputs, self.shape, self.dtype, self.rng = inputs, shape, dtype, rng
         self.fn = None if inputs is None else jax.jit(jax.vmap(inputs))
+        self.xp = np if as_numpy and inputs is None else jnp
 
     def __call__(self, m):
         if self.inputs is None:
-            return jnp.asarray(self.rng.standard_normal((m, *self.shape)), self.dtype)
+            x = self.rng.standard_normal((m, *self.shape))
+            return self.xp.asarray(x, self.dtype)
         seeds = self.rng.integers(0, 2**31 - 1, size=m)
         return self.fn(jax.vmap(jax.random.key)(jnp.asarray(seeds)))
 
@@ -346,6 +372,28 @@ def _make_fields(phi, unravel, D, flow, damping, dtype):
     return X
 
 
+def _leaves_ok(model) -> bool:
+    """Whether the leaves of `model` are its weights, then its biases (the layout of
+    the flat parameters that `_count_jets.MLPFields` reads)."""
+    mine = list(model.weights) + ([] if model.biases is None else list(model.biases))
+    leaves = jax.tree.leaves(model)
+    return len(leaves) == len(mine) and all(a is b for a, b in zip(leaves, mine))
+
+
+def _ravel_np(model) -> np.ndarray:
+    """The flat parameters of `model`, in `ravel_pytree`'s order, in NumPy."""
+    return np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree.leaves(model)])
+
+
+def _unravel_np(model, flat):
+    """`model` with its leaves read from the flat NumPy array `flat`."""
+    leaves, pieces, off = jax.tree.leaves(model), [], 0
+    for x in leaves:
+        pieces.append(np.asarray(flat[off : off + np.size(x)]).reshape(np.shape(x)))
+        off += np.size(x)
+    return jax.tree.unflatten(jax.tree.structure(model), pieces)
+
+
 # the bracket functions of the last few MLP structures counted (most recent last)
 _CACHE: dict = {}
 _CACHE_SIZE = 8
@@ -363,16 +411,29 @@ class _Brackets(dict):
         return fn
 
 
+class _JetBrackets:
+    """The bracket function of each depth for an MLP, evaluated in NumPy with jets
+    (`_count_jets`): nothing is traced or compiled."""
+
+    def __init__(self, X):
+        self.X = X
+
+    def __getitem__(self, depth):
+        return lambda ps, s: _count_jets.brackets(self.X, ps, np.asarray(s))
+
+
 class _Sampler:
     """Draws the parameters `(x, c, a)` of `m` random fields at a time."""
 
-    def __init__(self, rng, draw_inputs, out, dtype):
+    def __init__(self, rng, draw_inputs, out, dtype, as_numpy=False):
         self.rng, self.draw_inputs, self.out, self.dtype = rng, draw_inputs, out, dtype
+        self.xp = np if as_numpy else jnp
 
     def __call__(self, m):
         xs = self.draw_inputs(m)
-        cs = jnp.asarray(self.rng.standard_normal((m, *self.out.shape)), self.out.dtype)
-        a = jnp.asarray(self.rng.standard_normal(m), self.dtype)
+        cs = self.rng.standard_normal((m, *self.out.shape))
+        cs = self.xp.asarray(cs, self.out.dtype)
+        a = self.xp.asarray(self.rng.standard_normal(m), self.dtype)
         return xs, cs, a
 
 
@@ -397,15 +458,6 @@ def _bracket_fn(X, depth):
     return jax.jit(batched, static_argnums=())
 
 
-def _singular_values(C):
-    """The singular values of `C` (dim × n), descending: through the triangular
-    factor of the QR of `Cᵀ` when n > dim (the same values, at a fraction of the
-    cost of an SVD of the wide matrix)."""
-    if C.shape[1] > C.shape[0]:
-        C = np.linalg.qr(C.T, mode="r")
-    return np.linalg.svd(C, compute_uv=False)
-
-
 def _count_at(s0, fns, sample_params, *, eps, max_depth, oversample, max_batch):
     """Grows the span of bracket columns at `s0`, depth by depth. Returns (columns as
     a (dim, n) float64 array normalised, per-column amplification, rank_by_depth,
@@ -415,11 +467,15 @@ def _count_at(s0, fns, sample_params, *, eps, max_depth, oversample, max_batch):
     own rule (singular values of all of them above `_TOL_FACTOR` rounding levels),
     never by projecting on a basis grown earlier: a direction found with a small
     residual d is known only to rounding/d, and projecting later columns on it would
-    leave residuals that no singular value of the whole set shows."""
+    leave residuals that no singular value of the whole set shows. The singular values
+    of all the columns are those of the triangular factor `R` of the QR of their
+    transpose, updated with each batch (the QR of `R` stacked on the batch, backward
+    stable), so no batch refactors the columns before it."""
     dim = s0.shape[0]
     cols, amps, ranks = [], [], []
     rank = 0
     amp_sq = 0.0  # Σ a_i² over the columns so far: the rounding level is eps·√amp_sq
+    tri = np.zeros((0, dim))  # R of the QR of all the columns so far, transposed
     sv = np.zeros(0)
     stable = False
     for depth in range(max_depth + 1):
@@ -448,7 +504,8 @@ def _count_at(s0, fns, sample_params, *, eps, max_depth, oversample, max_batch):
             cols.append(C)
             if C.shape[1] == 0:
                 break
-            sv = _singular_values(np.concatenate(cols, axis=1))
+            tri = np.linalg.qr(np.concatenate([tri, C.T]), mode="r")
+            sv = np.linalg.svd(tri, compute_uv=False)
             new = int(np.sum(sv > _TOL_FACTOR * eps * math.sqrt(amp_sq))) - rank
             rank += new
             added += new
@@ -652,7 +709,13 @@ def count_laws(
                 )
         phi, n_masks = _all_patterns_phi(model)
 
-    flat0, unravel = ravel_pytree(params)
+    # An MLP of plain activations: its brackets are evaluated in NumPy (nothing to
+    # trace or compile); anything else through nested `jax.jvp`, compiled.
+    jets = is_mlp and _count_jets.supported(model) and _leaves_ok(params)
+    if jets:
+        flat0, unravel = _ravel_np(params), None
+    else:
+        flat0, unravel = ravel_pytree(params)
     dtype = flat0.dtype
     eps = float(jnp.finfo(dtype).eps)
     D = flat0.shape[0]
@@ -672,14 +735,18 @@ def count_laws(
             f"`model` could not be evaluated as `phi(params, x)` on a sampled input of "
             f"shape {np.shape(x0)}: {e}"
         ) from e
-    X = _make_fields(phi, unravel, D, flow, damping, dtype)
     if masked:
-        draw_inputs = _PatternInputs(model.sizes[0], n_masks, dtype, rng)
+        draw_inputs = _PatternInputs(model.sizes[0], n_masks, dtype, rng, jets)
     else:
-        draw_inputs = _Inputs(inputs, np.shape(x0), dtype, rng)
+        draw_inputs = _Inputs(inputs, np.shape(x0), dtype, rng, jets)
     scales = _scales(params)
 
-    if is_mlp:  # the bracket functions depend only on the structure: compile once
+    if jets:
+        kinked = _kinked_layers(model) if masked else []
+        jet_fields = _count_jets.MLPFields(model, flow, damping, kinked, D)
+        fns = _JetBrackets(jet_fields)
+    elif is_mlp:  # the bracket functions depend only on the structure: compile once
+        X = _make_fields(phi, unravel, D, flow, damping, dtype)
         ck = (flow, float(damping), masked, jax.tree.structure(params), str(dtype), D)
         ck += tuple(np.shape(x) for x in jax.tree.leaves(params))
         fns = _CACHE.pop(ck, None) or _Brackets(X)
@@ -687,14 +754,23 @@ def count_laws(
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.pop(next(iter(_CACHE)))
     else:
-        fns = _Brackets(X)
+        fns = _Brackets(_make_fields(phi, unravel, D, flow, damping, dtype))
+    xp = np if jets else jnp
     counts, results = [], []
     for point in range(n_points):
         for _ in range(max_tries):
-            theta = jnp.asarray(scales * rng.standard_normal(D), dtype)
+            theta = xp.asarray(scales * rng.standard_normal(D), dtype)
             if not is_mlp or masked:
                 break
             xs = draw_inputs(_N_CHECK)
+            if not _kinked_layers(model):  # nothing to revive or check
+                break
+            if jets:
+                revived = _revive(_unravel_np(params, theta), xs)
+                theta = _ravel_np(revived)
+                if _mlp_pattern_ok(revived, xs, jet_fields):
+                    break
+                continue
             revived = _revive(unravel(theta), xs)
             theta = ravel_pytree(revived)[0]
             if _mlp_pattern_ok(revived, xs):
@@ -711,10 +787,10 @@ def count_laws(
         if flow == "gf":
             s0 = theta
         else:
-            t0 = jnp.asarray(rng.uniform(0.5, 2.0, 1), dtype)
-            v0 = jnp.asarray(scales * rng.standard_normal(D), dtype)
-            s0 = jnp.concatenate([t0, theta, v0])
-        sample_params = _Sampler(rng, draw_inputs, out, dtype)
+            t0 = xp.asarray(rng.uniform(0.5, 2.0, 1), dtype)
+            v0 = xp.asarray(scales * rng.standard_normal(D), dtype)
+            s0 = xp.concatenate([t0, xp.asarray(theta), v0])
+        sample_params = _Sampler(rng, draw_inputs, out, dtype, jets)
         C, amps, ranks, stable, sv = _count_at(
             s0,
             fns,
