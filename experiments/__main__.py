@@ -257,6 +257,7 @@ def _run(args, parser, interrupts: _Interrupts) -> int:
         interrupts.current = None  # written
         print(f"   done in {time.perf_counter() - start:.1f} s -> {args.out}/{name}")
         _print_claims(results)
+        sys.stdout.flush()  # before the next experiment's stage lines on stderr
         if not all(c["holds"] for c in results.get("claims", [])):
             failed.append(name)
     if failed:

@@ -312,6 +312,27 @@ def load(folder: Path) -> tuple[dict, dict]:
     return results, arrays
 
 
+def stage(label: str, run: Callable):
+    """`run()`, as a named stage of an experiment, waited for. In a log (standard error
+    not a terminal) each solve of `simulate(progress=True)` inside it ends with one
+    plain line, `label: t = 5 / 5, 1234 steps, 12.3 s`; on a terminal its progress bar
+    shows instead."""
+    import jax
+
+    from lagrangian_nn._progress import stage as named
+
+    with named(label):
+        return jax.block_until_ready(run())
+
+
+def log(text: str):
+    """Writes `text` as one plain line on standard error in a log (not on a
+    terminal, where the progress bars show): the end of a stage that runs no solve."""
+    from lagrangian_nn._progress import log_line
+
+    log_line(text)
+
+
 def progress(iterable, desc: str, total: int | None = None):
     """`iterable`, with a bar counting its items (`desc: 2/5`) when standard error is a
     terminal; in a log (a file, a pipe) just `iterable`, so logs get no bars."""

@@ -4,11 +4,12 @@ GD on a network and record the per-layer Table-2/3 quantities and weight norms."
 import numpy as np
 
 from . import _networks as N
+from ._common import log
 
 
-def gf_flow(loss, model, cfg, t_gf):
+def gf_flow(loss, model, cfg, t_gf, label=""):
     """Gradient flow of `loss` from `model` to `t_gf`, at the tolerances and number of
-    saved points of `cfg`."""
+    saved points of `cfg` (in a log, one line `{label}GF: ...` when it ends)."""
     return N.flows(
         loss,
         model,
@@ -19,10 +20,13 @@ def gf_flow(loss, model, cfg, t_gf):
         rtol=cfg["rtol"],
         atol=cfg["atol"],
         which=("gf",),
+        label=label,
     )["gf"]
 
 
-def run_gf_and_gd(cfg, activations, *, bias, layers, extra=None, gd=True, p=None):
+def run_gf_and_gd(
+    cfg, activations, *, bias, layers, extra=None, gd=True, p=None, label=""
+):
     """Returns (model, loss, arrays, metrics) with, for each hidden `layer` in `layers`,
     the GF quantity along GF, and its raw/corrected values along GD.
 
@@ -34,7 +38,7 @@ def run_gf_and_gd(cfg, activations, *, bias, layers, extra=None, gd=True, p=None
     `gd=False` runs GF only (for a negative control); `p` is passed to
     `nn.rescale_quantity` (needed where an activation has no degree, such as the
     controls' softplus: the same quantity is then measured on a network without the
-    symmetry)."""
+    symmetry). `label` prefixes the names of the runs' lines in a log ("control: ")."""
     import jax.numpy as jnp
 
     from lagrangian_nn import nn, optim
@@ -44,7 +48,8 @@ def run_gf_and_gd(cfg, activations, *, bias, layers, extra=None, gd=True, p=None
     model = N.build(sizes, activations, bias=bias, seed=cfg["seed"])
     loss = nn.make_loss(x, y)
     lr = cfg["lr"]
-    gf = gf_flow(loss, model, cfg, cfg.get("t_flow", cfg.get("gd_steps", 0) * lr))
+    t_gf = cfg.get("t_flow", cfg.get("gd_steps", 0) * lr)
+    gf = gf_flow(loss, model, cfg, t_gf, label=label)
     arrays = {"gf_ts": np.asarray(gf.ts)}
     metrics = {
         "n_params": int(sum(int(w.size) for w in __import__("jax").tree.leaves(model))),
@@ -85,7 +90,7 @@ def run_gf_and_gd(cfg, activations, *, bias, layers, extra=None, gd=True, p=None
         keep = np.arange(cfg["gd_steps"] + 1)
     else:
         _, info, tracked = train_until_stall(
-            optim.gd(lr), loss, model, **cfg["stall"], track=track
+            optim.gd(lr), loss, model, **cfg["stall"], track=track, label=label + "GD"
         )
         metrics["gd_training"] = info
         ts, keep = tracked["ts"], saved_steps(info["steps"])
@@ -209,12 +214,17 @@ def _until_stall_impl(optimizer, loss, q0, dt, track, window, n_windows, tol):
 _until_stall_jit = None
 
 
-def train_until_stall(optimizer, loss, q0, *, window, rtol, max_steps, track=None):
+def train_until_stall(
+    optimizer, loss, q0, *, window, rtol, max_steps, track=None, label="discrete run"
+):
     """Runs an `lnn.optim` optimiser (`gd`, `newtonian`, `nesterov`) from `q0` until the
     training loss stalls (`STALL_RULE`). Returns `(params, info, per_step)`: `info` has
     the criterion, the step at which it stopped, whether it stalled or hit the cap, and
     the final loss; `per_step` has `loss` (before each step), `ts` and each tracked
-    quantity for steps 1..stopped, as numpy arrays."""
+    quantity for steps 1..stopped, as numpy arrays. In a log the run ends with one plain
+    line: `label`, its steps and simulated time, why it stopped, the wall time."""
+    import time
+
     import equinox as eqx
     import jax
     import jax.numpy as jnp
@@ -229,6 +239,7 @@ def train_until_stall(optimizer, loss, q0, *, window, rtol, max_steps, track=Non
     dtype = jnp.result_type(*jax.tree.leaves(q0))
     tol = _stall_tol(rtol, dtype)
     dt = optimizer.update.lnn_time_step
+    start = time.perf_counter()
     q, j, prev, best, L0, bufs = _until_stall_jit(
         optimizer,
         loss,
@@ -260,6 +271,10 @@ def train_until_stall(optimizer, loss, q0, *, window, rtol, max_steps, track=Non
         "final_loss": final,
         "best_loss": float(best),
     }
+    log(
+        f"{label}: t = {info['time']:.4g}, {n} steps, stopped by {info['stopped_by']}, "
+        f"{time.perf_counter() - start:.1f} s"
+    )
     return q, info, per_step
 
 

@@ -48,29 +48,41 @@ def along(traj, fn):
 
 
 def flows(
-    loss, model, *, t_gf, t_nd, nagf_t0, n_save, rtol, atol, which=("gf", "nd", "nagf")
+    loss,
+    model,
+    *,
+    t_gf,
+    t_nd,
+    nagf_t0,
+    n_save,
+    rtol,
+    atol,
+    which=("gf", "nd", "nagf"),
+    label="",
 ):
-    """GF, ND (from rest) and NAGF (from rest at `nagf_t0`) of `loss` from `model`."""
+    """GF, ND (from rest) and NAGF (from rest at `nagf_t0`) of `loss` from `model`. In a
+    log each run ends with one plain line, named `GF`, `ND` or `NAGF` after `label`
+    (say "control: "), with its simulated time and steps (`_common.stage`)."""
     import jax
     import jax.numpy as jnp
 
     import lagrangian_nn as lnn
     from lagrangian_nn import dynamics
 
+    from ._common import stage
+
     tol = dict(rtol=rtol, atol=atol, max_steps=200_000, progress=True)
     rest = jax.tree.map(jnp.zeros_like, model)
-    out = {}
-    if "gf" in which:
-        out["gf"] = lnn.simulate(
+    runs = {
+        "gf": lambda: lnn.simulate(
             dynamics.gradient_flow(loss),
             model,
             t0=0.0,
             t1=t_gf,
             ts=jnp.linspace(0.0, t_gf, n_save),
             **tol,
-        )
-    if "nd" in which:
-        out["nd"] = lnn.simulate(
+        ),
+        "nd": lambda: lnn.simulate(
             dynamics.newtonian(loss),
             model,
             rest,
@@ -78,9 +90,8 @@ def flows(
             t1=t_nd,
             ts=jnp.linspace(0.0, t_nd, n_save),
             **tol,
-        )
-    if "nagf" in which:
-        out["nagf"] = lnn.simulate(
+        ),
+        "nagf": lambda: lnn.simulate(
             dynamics.nesterov(loss),
             model,
             rest,
@@ -88,8 +99,11 @@ def flows(
             t1=t_nd,
             ts=jnp.linspace(nagf_t0, t_nd, n_save),
             **tol,
-        )
-    return out
+        ),
+    }
+    return {
+        k: stage(f"{label}{k.upper()}", run) for k, run in runs.items() if k in which
+    }
 
 
 def cumulative_integral(values, ts):

@@ -69,6 +69,7 @@ def compute(cfg):
         extra={"summed": summed},
         gd=False,
         p=1.0,
+        label="control (softplus): ",
     )
     arrays.update({f"control_{k}": v for k, v in arrays_c.items()})
     for h in range(1, K):

@@ -76,11 +76,12 @@ def compute(cfg):
     model_c = N.build(sizes, [nn.Tanh()] * (K - 1) + [nn.Identity()], seed=cfg["seed"])
     runs = {}
     for tag, m0 in (("", model), ("control_", model_c)):
+        name = "control (tanh): " if tag else ""
         runs[tag + "gf"] = N.flows(
-            loss, m0, n_save=cfg["n_save"], which=("gf",), **common
+            loss, m0, n_save=cfg["n_save"], which=("gf",), label=name, **common
         )["gf"]
         runs[tag + "nd"] = N.flows(
-            loss, m0, n_save=cfg["n_dense"], which=("nd",), **common
+            loss, m0, n_save=cfg["n_dense"], which=("nd",), label=name, **common
         )["nd"]
     gf, nd = runs["gf"], runs["nd"]
     arrays, metrics, claims = {}, {"initial_loss": float(loss(model))}, []

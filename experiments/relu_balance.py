@@ -96,9 +96,14 @@ def compute(cfg):
     common = dict(t_gf=t_gf, t_nd=t_nd, nagf_t0=sq, rtol=cfg["rtol"], atol=cfg["atol"])
     runs = {}
     for tag, m0, dense in (("", model, ("nd", "nagf")), ("control_", model_c, ("nd",))):
+        log_as = "control (softplus): " if tag else ""
         fl = {
-            **N.flows(loss, m0, n_save=cfg["n_save"], which=("gf",), **common),
-            **N.flows(loss, m0, n_save=cfg["n_dense"], which=dense, **common),
+            **N.flows(
+                loss, m0, n_save=cfg["n_save"], which=("gf",), label=log_as, **common
+            ),
+            **N.flows(
+                loss, m0, n_save=cfg["n_dense"], which=dense, label=log_as, **common
+            ),
         }
         runs.update({tag + k: v for k, v in fl.items()})
     fl = {k: v for k, v in runs.items() if not k.startswith("control_")}
@@ -213,13 +218,13 @@ def compute(cfg):
         return 0.5 * lnn._tree.tree_dot(d, d) / lr
 
     discrete = (
-        ("gd", optim.gd(lr), {"acc": optim.gd_quadratic_accounting(C, lr)}),
-        ("dnd", optim.newtonian(lr), {"kin": kinetic}),
-        ("dnagd", optim.nesterov(lr), {}),
+        ("gd", "GD", optim.gd(lr), {"acc": optim.gd_quadratic_accounting(C, lr)}),
+        ("dnd", "eq. 21", optim.newtonian(lr), {"kin": kinetic}),
+        ("dnagd", "NAGD", optim.nesterov(lr), {}),
     )
-    for name, opt, extra in discrete:
+    for name, label, opt, extra in discrete:
         _, info, ps = train_until_stall(
-            opt, loss, model, **cfg["stall"], track={**track, **extra}
+            opt, loss, model, **cfg["stall"], track={**track, **extra}, label=label
         )
         metrics[f"{name}_training"] = info
         keep = saved_steps(info["steps"])

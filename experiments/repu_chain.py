@@ -57,7 +57,8 @@ def compute(cfg):
     # homogeneous: no rescaling symmetry, so no law ties W2 to W4) for both RePU(2)
     acts_c = [nn.ReLU(), N.softplus(), N.softplus(), nn.ReLU(), nn.Identity()]
     sizes = [w.shape[1] for w in model.weights] + [model.weights[-1].shape[0]]
-    gf_c = gf_flow(loss, N.build(sizes, acts_c, seed=cfg["seed"]), cfg, cfg["t_flow"])
+    model_c = N.build(sizes, acts_c, seed=cfg["seed"])
+    gf_c = gf_flow(loss, model_c, cfg, cfg["t_flow"], label="control (softplus): ")
     arrays["control_gf_ts"] = np.asarray(gf_c.ts)
     arrays["control_gf_W"] = N.along(
         gf_c, lambda t, q, v: jnp.stack([jnp.sum(w**2) for w in q.weights])

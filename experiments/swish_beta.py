@@ -50,7 +50,8 @@ def compute(cfg):
     for bias in (False, True):
         tag = "bias" if bias else "nobias"
         acts = [nn.Swish(), nn.Swish(), nn.Identity()]
-        _, _, a, m = run_gf_and_gd(cfg, acts, bias=bias, layers=(1, 2))
+        name = "with biases: " if bias else "no biases: "
+        _, _, a, m = run_gf_and_gd(cfg, acts, bias=bias, layers=(1, 2), label=name)
         arrays.update({f"{tag}_{k}": v for k, v in a.items()})
         metrics.update({f"{tag}_{k}": v for k, v in m.items()})
         naive = a["gf_W"][:, 0] - a["gf_W"][:, 1]
@@ -70,7 +71,13 @@ def compute(cfg):
         # same law measured along it
         acts_c = [N.shifted_swish(), N.shifted_swish(), nn.Identity()]
         _, _, ac, mc = run_gf_and_gd(
-            cfg, acts_c, bias=bias, layers=(1, 2), gd=False, p=1.0
+            cfg,
+            acts_c,
+            bias=bias,
+            layers=(1, 2),
+            gd=False,
+            p=1.0,
+            label=name + "control (shifted gate): ",
         )
         arrays.update({f"control_{tag}_{k}": v for k, v in ac.items()})
         eq = "Table 2 (Swish)" if not bias else "eq. 37"

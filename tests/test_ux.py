@@ -15,6 +15,8 @@ from hypothesis import given, settings, strategies as st
 from experiments import __main__ as cli
 from lagrangian_nn import _precision, _progress
 
+ROOT = Path(__file__).resolve().parents[1]
+
 # --- precision ---------------------------------------------------------------------
 
 
@@ -28,6 +30,19 @@ def test_example_tolerances_refused_in_float32_with_the_way_out():
     assert 'jax.config.update("jax_enable_x64", True)' in text
     # in float64 the same request is met
     _precision.check_tolerances(1e-10, 1e-12, jnp.float64)
+
+
+def test_the_readme_example_needs_float64_for_its_tolerances():
+    # the README's example enables float64: its tolerances are refused in float32
+    code = re.search(
+        r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S
+    ).group(1)
+    assert 'jax.config.update("jax_enable_x64", True)' in code
+    rtol = float(re.search(r"rtol=([0-9.e-]+)", code).group(1))
+    atol = float(re.search(r"atol=([0-9.e-]+)", code).group(1))
+    with pytest.raises(ValueError, match="float32"):
+        _precision.check_tolerances(rtol, atol, jnp.float32)
+    _precision.check_tolerances(rtol, atol, jnp.float64)
 
 
 @settings(max_examples=20, deadline=None)
@@ -200,7 +215,7 @@ def test_ctrl_c_before_the_handlers_are_installed(tmp_path):
     )
     proc = subprocess.run(
         [sys.executable, "-c", script],
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
@@ -227,3 +242,21 @@ def test_claim_lines_give_the_measured_miss_factor(capsys):
     assert "misses by 1e+08x (needs 100x)" in line(1.0)
     assert "misses by only 50x (needs 100x)" in line(5e-7)
     assert "DOES NOT miss (needs 100x)" in line(1e-9)
+
+
+def test_experiment_stages_in_a_log(capfd):
+    # a discrete run to a stall, and a solve named by the experiments' helper
+    from experiments import _common, _homogeneous
+    from lagrangian_nn import optim
+
+    loss = lambda w: 0.5 * jnp.sum(w**2)
+    _homogeneous.train_until_stall(
+        optim.gd(0.1), loss, jnp.ones(3), window=5, rtol=1e-3, max_steps=50, label="GD"
+    )
+    _common.stage("GF", _flow())
+    lines = capfd.readouterr().err.splitlines()
+    assert len(lines) == 2, lines
+    assert re.fullmatch(
+        r"GD: t = [\d.]+, \d+ steps, stopped by stall, \d+\.\d s", lines[0]
+    )
+    assert re.fullmatch(_LINE, lines[1])
