@@ -139,8 +139,9 @@ def color(algorithm: str) -> str:
 
 def shades(n: int, algorithm: str | None = None) -> list:
     """`n` distinguishable shades for series that are not algorithms: light to dark
-    versions of `algorithm`'s colour, or a dark-to-light grey-blue ramp (cividis)
-    without one."""
+    versions of `algorithm`'s colour, or a dark blue to khaki ramp (cividis, stopped
+    short of its pale yellow end, which a thin line on white would lose) without
+    one."""
     import matplotlib.colors as mcolors
     import numpy as np
 
@@ -151,7 +152,7 @@ def shades(n: int, algorithm: str | None = None) -> list:
         import matplotlib
 
         cmap = matplotlib.colormaps["cividis"]
-        return [cmap(0.05 + 0.8 * f) for f in fractions]
+        return [cmap(0.02 + 0.64 * f) for f in fractions]
     base = np.array(mcolors.to_rgb(color(algorithm)))
     light, dark = base + (1 - base) * 0.45, base * 0.45
     return [tuple(float(x) for x in light + (dark - light) * f) for f in fractions]

@@ -285,7 +285,7 @@ def draw(folder: Path):
         **st.PREDICTED,
         label="$\\propto t^{-3}$",
     )
-    axes[2].set_title(f"(c) NAGF: slope {m['nagf_S_decay_slope']:.6f}")
+    axes[2].set_title(f"(c) NAGF: fitted slope {m['nagf_S_decay_slope']:.4f}")
     axes[2].set_ylabel("$|S_{12}|$")
     axes[2].set_ylim(top=np.abs(a["nagf_S"][0]) * 1e3)
     axes[2].legend(loc="upper right")

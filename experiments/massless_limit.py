@@ -246,7 +246,8 @@ def draw(folder: Path):
         f"{len(a['rotational_slopes']) - 1} further starts (fitted slopes "
         f"{lo:.3f}–{hi:.3f}); dashed: the fitted lines (κ ≤ 1e-2). Open markers: the "
         f"negative control, the deviation from GF of {c}·L, which stays of order "
-        f"{c - 1:.1f}.",
+        f"{c - 1:.1f}. The deviation is of order κ·|∇L(w0)| (the damped run starts "
+        "at rest, gradient flow at speed |∇L(w0)|)" + _low_starts(a, losses) + ".",
     )
     st.save(fig, folder, "deviation_vs_kappa")
 
@@ -278,6 +279,33 @@ def draw(folder: Path):
         "solver's tolerance.",
     )
     st.save(fig, folder, "trajectories")
+
+
+def _low_starts(a, losses) -> str:
+    """Caption text for a start whose deviation lies far (over 10x) below the paper's
+    start's: its gradient at the start, against the paper's w0's."""
+    import jax
+    import jax.numpy as jnp
+
+    text = ""
+    for name, _, _ in losses:
+        devs = a[f"{name}_deviation"][-1]  # at the smallest mass
+        j = int(np.argmin(devs))
+        if devs[0] / devs[j] <= 10:
+            continue
+        grad = jax.grad(_losses()[name])
+        g0, gj = (
+            float(jnp.linalg.norm(grad(jnp.asarray(a["starts"][i], jnp.float32))))
+            for i in (0, j)
+        )
+        w = float(np.linalg.norm(a["starts"][j]))
+        near = ", next to the minimum sphere |w| = 1" if name == "rotational" else ""
+        text += (
+            f"; the lowest thin line ({name} loss, {devs[0] / devs[j]:.0f}× below the "
+            f"paper's start) starts at |w0| = {w:.3f}{near}, where |∇L(w0)| = "
+            f"{gj:.2g} against {g0:.2g} at the paper's w0"
+        )
+    return text
 
 
 def main(*, seed: int = 0, quick: bool = False, out=DEFAULT_OUT) -> dict:

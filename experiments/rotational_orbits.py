@@ -477,9 +477,14 @@ def draw(folder: Path):
             ax.set_zticks(ticks)
             ax.tick_params(pad=-3, labelsize=6.5)
             ax.set_ylabel("$y$", labelpad=-9)
-            ax.set_zlabel("$z$", labelpad=-9)
             if row == 0:
                 ax.set_xlabel("$x$", labelpad=-9)
+                # above the z axis: its label beside the axis would stand in the
+                # next panel (over the label of (d))
+                ax.text2D(0.95, 0.9, "$z$", transform=ax.transAxes, ha="center")
+            else:
+                ax.set_zlabel("$z$", labelpad=-9)
+            if row == 0:
                 ax.set_title(f"({'abc'[col]}) {label} and {dlabel} (Fig. {paper_fig})")
             else:
                 # seen along x: the x ticks would pile up on one point
@@ -523,7 +528,9 @@ def draw(folder: Path):
         ax.set_aspect("equal")
         ax.tick_params(labelsize=6.5)
         ax.set_xlabel(r"along $w_0$")
-        ax.set_ylabel(r"along $(w_0 \times \dot w_0) \times w_0$")
+        # u0 = ℓ0 × w0/‖w0‖, defined in the caption (a rotated label with a × in it
+        # sets the × over its neighbours)
+        ax.set_ylabel(r"along $u_0$")
         ax.set_title(f"({'dh'[row]}) NAGF, {tag}: zoom")
     handles["unit sphere"] = plt.Line2D([], [], color="0.6", lw=0.6)
     order = ["GF", "GD", "ND", "eq. 21", "NAGF", "NAGD", "generic start (ND, NAGF)"]
@@ -542,7 +549,8 @@ def draw(folder: Path):
         "Top: the orbits in 3-D from the paper's start (dot) and a generic start "
         "(square, black line). Bottom, (e)–(g): the same seen along the x axis, edge-on "
         "to the plane y = z of the paper's start; the generic start has its own plane, "
-        "normal to its w0 × ẇ0. (d), (h): NAGF in its orbit's plane (grey: the "
+        "normal to its w0 × ẇ0. (d), (h): NAGF in its orbit's plane, spanned by w0 "
+        "and u0 = ℓ0 × w0/‖w0‖, with ℓ0 the unit vector of w0 × ẇ0 (grey: the "
         "sphere), zoomed on the part after it first reaches the "
         "sphere (open circle): it overshoots and spirals onto the sphere as the 3/t "
         "damping stops it. Discrete runs dashed (t = kη for GD, t = k√η for eq. 21 "
