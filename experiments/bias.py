@@ -177,16 +177,30 @@ def draw(folder: Path):
     )
     axes[1].set_ylabel(r"$\Delta(\|W_1\|^2 - \|W_K\|^2 + \sum_h \|b_h\|^2)$")
     axes[1].set_title("(b) eq. 36 summed over the layers")
-    axes[1].legend(loc="lower left")
+    st.headroom(axes[1], 0.25)
+    axes[1].legend(loc="upper left")
+    # GF's and GD's changes are far below the line width: a zoom, labelled as one,
+    # of their sizes on a log axis
+    inset = axes[1].inset_axes([0.1, 0.25, 0.4, 0.36])
+    for t, x, kw in (
+        (a["gd_ts"], a["gd_summed"], dict(color=st.color("gd"), ls=":")),
+        (ts, a["gf_summed"], dict(color=st.color("gf"))),
+    ):
+        size = np.abs(x - x[0])[1:]
+        inset.semilogy(t[1:], np.where(size > 0, size, np.nan), lw=1.0, **kw)
+    inset.tick_params(labelsize=5.5, pad=1)
+    inset.set_title("zoom: |change|, log axis", fontsize=6.5, pad=2)
     for ax in axes:
         ax.set_xlabel("time $t$")
     st.caption(
         fig,
         f"ReLU network with biases, GF and GD (t = kη). (a) Dashed: the per-layer law "
-        "‖W_h‖² + ‖b_h‖² − ‖W_(h+1)‖², flat under GF while each squared norm changes by "
+        "$\\|W_h\\|^2 + \\|b_h\\|^2 - \\|W_{h+1}\\|^2$, flat under GF while each "
+        "squared norm changes by "
         f"~{np.max(np.abs(a['gf_W'][-1] - a['gf_W'][0])):.0f}. (b) GD changes the summed "
         "law by its per-step second-order terms only (GF's change: "
-        f"{np.max(np.abs(a['gf_summed'] - a['gf_summed'][0])):.0e}). Dotted: the "
+        f"{np.max(np.abs(a['gf_summed'] - a['gf_summed'][0])):.0e}; the inset, a "
+        "zoom, shows both changes on a log axis). Dotted: the "
         "negative control, the same law along GF of the network with softplus (no "
         "rescaling symmetry) in place of ReLU.",
     )

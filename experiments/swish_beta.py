@@ -149,7 +149,7 @@ def draw(folder: Path):
         )
     axes[0].set_ylabel("change since $t = 0$")
     axes[0].legend(loc="upper left")
-    st.headroom(axes[0], 0.1)
+    st.headroom(axes[0], 0.5)  # the legend above the curves
     st.caption(
         fig,
         "Swish σ(x) = x·sigmoid(βx) with a trainable β per neuron; layer 1. The law "
