@@ -351,3 +351,60 @@ def test_field_that_vanishes_on_some_states_is_still_a_field():
 
     fam = sy.custom_family([gated_bad], ["bad"])
     assert len(sy.discover(_loss(jnp.float64), m, fam, key=key)) == 0
+
+
+_TRACES = [0]
+
+
+def _count_trace(event, duration, **kwargs):
+    if event == "/jax/core/compile/jaxpr_trace_duration":
+        _TRACES[0] += 1
+
+
+jax.monitoring.register_event_duration_secs_listener(_count_trace)
+
+
+def _traces_during(fn):
+    """The number of functions JAX traces for compiling while `fn()` runs, and its
+    result."""
+    before = _TRACES[0]
+    out = fn()
+    return _TRACES[0] - before, out
+
+
+def test_discover_and_conservation_table_compile_once_per_family():
+    # a second call on the same family, with new data of the same shapes and a new
+    # key, traces nothing: the compiled functions take the loss and the fields as
+    # arguments. Control: the counter sees the first call on a new model shape.
+    m = _model([4, 3, 3], [nn.ReLU(), nn.Identity()], jnp.float64)
+    x, y = _data(jnp.float64)
+    fams = {
+        "rescaling": sy.rescaling_family(m),
+        "custom": sy.custom_family(
+            [nn.rescale(m, 1, 0), nn.rescale(m, 1, 0, p=2.0)], ["good", "bad"]
+        ),
+    }
+    first, _ = _traces_during(
+        lambda: sy.discover(
+            nn.make_loss(x, y),
+            _model([4, 5, 3], [nn.ReLU(), nn.Identity()], jnp.float64),
+            sy.rescaling_family(
+                _model([4, 5, 3], [nn.ReLU(), nn.Identity()], jnp.float64)
+            ),
+            key=jax.random.key(1),
+        )
+    )
+    assert first > 0
+    new_loss, new_key = nn.make_loss(2 * x, y), jax.random.key(6)
+    for name, fam in fams.items():
+        sy.discover(nn.make_loss(x, y), m, fam, key=jax.random.key(5))
+        again, d = _traces_during(
+            lambda fam=fam: sy.discover(new_loss, m, fam, key=new_key)
+        )
+        assert again == 0, name
+        assert len(d) == (3 if name == "rescaling" else 1), name  # one per neuron
+    loss = nn.make_loss(x, y)
+    d = sy.discover(loss, m, fams["custom"], key=jax.random.key(5))
+    sy.conservation_table(d, loss, m, t1=0.2)
+    again, table = _traces_during(lambda: sy.conservation_table(d, loss, m, t1=0.2))
+    assert again == 0 and table.laws[0].integrable

@@ -200,6 +200,58 @@ def _sample_states(q, key, samples):
     return jax.tree.unflatten(tree, out)
 
 
+# The sample rows, the flattened states and the field matrices are compiled once per
+# family structure and loss (a loss that is an `eqx.Module` holding arrays is traced,
+# so new data of the same shapes reuses them too): the loss and the family's fields
+# are arguments, never closures built per call.
+
+
+@eqx.filter_jit
+def _diagonal_rows(loss, segments, n, states):
+    """⟨∇L, ξ_a⟩, |∇L| and |ξ_a|² at every sampled state, for a diagonal family (`n`
+    fields, `segments` as in `Family`): one gradient per state."""
+
+    def row(qs):
+        g, _ = ravel_pytree(jax.grad(loss)(qs))
+        w, _ = ravel_pytree(qs)
+        gw, w2 = g * w, w * w
+        values = jnp.zeros(n, gw.dtype)
+        field_sq = jnp.zeros(n, gw.dtype)
+        for k in range(2):
+            ids = jnp.where(segments[:, k] >= 0, segments[:, k], n)
+            values = values + jax.ops.segment_sum(gw, ids, n + 1)[:n]
+            field_sq = field_sq + jax.ops.segment_sum(w2, ids, n + 1)[:n]
+        return values, jnp.sqrt(jnp.dot(g, g)), field_sq
+
+    return jax.vmap(row)(states)
+
+
+@eqx.filter_jit
+def _field_rows(loss, fields, states):
+    """⟨∇L, ξ_a⟩, |∇L| and |ξ_a|² at every sampled state, for any family."""
+
+    def row(qs):
+        g = jax.grad(loss)(qs)
+        xs = [f(qs) for f in fields]
+        values = jnp.stack([tree_dot(g, x) for x in xs])
+        field_sq = jnp.stack([tree_dot(x, x) for x in xs])
+        return values, jnp.sqrt(tree_dot(g, g)), field_sq
+
+    return jax.vmap(row)(states)
+
+
+@eqx.filter_jit
+def _flat_states(states):
+    return jax.vmap(lambda qs: ravel_pytree(qs)[0])(states)
+
+
+@eqx.filter_jit
+def _field_matrix(fields, states, i):
+    """The fields at sampled state `i` (a traced index), one flattened row each."""
+    qs = jax.tree.map(lambda x: x[i], states)
+    return jnp.stack([ravel_pytree(f(qs))[0] for f in fields])
+
+
 def _rref(N, tol):
     """Reduced row-echelon form of the rows of N (the null-space basis); pivots and
     entries below `tol` (relative to each row's largest entry) count as zero."""
@@ -344,27 +396,13 @@ def discover(
     rounding = eps * math.sqrt(samples)
 
     states = _sample_states(q, key, samples)
-    grad = jax.grad(loss)
     if family.segments is not None:
-        seg = np.asarray(family.segments)
-        seg_j = family.segments
-
-        def row(qs):
-            g, _ = ravel_pytree(grad(qs))
-            w, _ = ravel_pytree(qs)
-            gw, w2 = g * w, w * w
-            values = jnp.zeros(n, gw.dtype)
-            field_sq = jnp.zeros(n, gw.dtype)
-            for k in range(2):
-                ids = jnp.where(seg_j[:, k] >= 0, seg_j[:, k], n)
-                values = values + jax.ops.segment_sum(gw, ids, n + 1)[:n]
-                field_sq = field_sq + jax.ops.segment_sum(w2, ids, n + 1)[:n]
-            return values, jnp.sqrt(jnp.dot(g, g)), field_sq
+        values, gnorm, field_sq = _diagonal_rows(loss, family.segments, n, states)
 
         def gram(states):
             # linear in w², so the sum over every sampled state is one call
-            flat = jax.vmap(lambda qs: ravel_pytree(qs)[0])(states)
-            w2 = np.sum(np.asarray(flat, dtype=np.float64) ** 2, axis=0)
+            seg = np.asarray(family.segments)
+            w2 = np.sum(np.asarray(_flat_states(states), np.float64) ** 2, axis=0)
             G = np.zeros((n, n))
             for a in range(2):
                 for b in range(2):
@@ -373,30 +411,20 @@ def discover(
             return G
 
     else:
-        fields = family.fields
-
-        def row(qs):
-            g = grad(qs)
-            xs = [f(qs) for f in fields]
-            values = jnp.stack([tree_dot(g, x) for x in xs])
-            field_sq = jnp.stack([tree_dot(x, x) for x in xs])
-            return values, jnp.sqrt(tree_dot(g, g)), field_sq
-
-        matrix = jax.jit(lambda qs: jnp.stack([ravel_pytree(f(qs))[0] for f in fields]))
+        values, gnorm, field_sq = _field_rows(loss, family.fields, states)
 
         def gram(states):
             # in float64 from the fields themselves, so that a combination that
             # vanishes identically has a Gram eigenvalue at (eps·|ξ|)², not eps·|ξ|²;
-            # summed over every sampled state (one compiled call per state)
+            # summed over every sampled state (one call of the compiled field matrix
+            # per state)
             G = np.zeros((n, n))
-            host = jax.tree.map(np.asarray, states)
             for i in range(samples):
-                qs = jax.tree.map(lambda x, i=i: x[i], host)
-                F = np.asarray(matrix(qs), dtype=np.float64)
+                F = _field_matrix(family.fields, states, jnp.asarray(i))
+                F = np.asarray(F, np.float64)
                 G += F @ F.T
             return G
 
-    values, gnorm, field_sq = jax.jit(jax.vmap(row))(states)
     values = np.asarray(values, dtype=np.float64)
     gnorm = np.asarray(gnorm, dtype=np.float64)
     field_sq = np.asarray(field_sq, dtype=np.float64)
