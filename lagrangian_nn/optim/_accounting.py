@@ -22,24 +22,37 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .._noether import Generator
 from .._tree import tree_dot, tree_sub
 from ._run import Step
 
 
+def _traced(x, name):
+    """A Python number as a weakly typed 0-d array: `jit` traces it (a new value does
+    not recompile) and it rounds into the dtype it multiplies, as the Python float
+    did; arrays are kept as they are."""
+    if isinstance(x, jax.Array | np.ndarray | np.generic):
+        return x
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        raise ValueError(f"`{name}` must be a real number or an array; got {x!r}.")
+    return jnp.asarray(float(x))
+
+
 class GDQuadraticAccounting(eqx.Module):
     """Tracker returning `[C(w_k), η² C(g_{k-1})]` at each GD step; see
-    `gd_quadratic_accounting`."""
+    `gd_quadratic_accounting`. `lr_squared` is an array, traced by `lnn.optim.run`: a
+    new learning rate does not recompile."""
 
     quantity: Callable
-    lr: float
+    lr_squared: jax.Array
 
     def __call__(self, step: Step):
         return jnp.stack(
             [
                 jnp.asarray(self.quantity(step.q)),
-                self.lr**2 * jnp.asarray(self.quantity(step.grad)),
+                self.lr_squared * jnp.asarray(self.quantity(step.grad)),
             ]
         )
 
@@ -54,7 +67,12 @@ def gd_quadratic_accounting(quantity: Callable, lr) -> GDQuadraticAccounting:
     """
     if not callable(quantity):
         raise ValueError(f"`quantity` must be callable; got {quantity!r}.")
-    return GDQuadraticAccounting(quantity, lr)
+    # η² in double precision for a Python float (rounded once, as before)
+    if isinstance(lr, int | float) and not isinstance(lr, bool):
+        lr_squared = float(lr) ** 2  # in double precision, rounded once
+    else:
+        lr_squared = _traced(lr, "lr") ** 2
+    return GDQuadraticAccounting(quantity, _traced(lr_squared, "lr"))
 
 
 def corrected_quantity(tracked, initial):
@@ -75,7 +93,7 @@ class DiscreteNoetherCharge(eqx.Module):
     `discrete_noether_charge`."""
 
     generator: Generator
-    dt: float
+    dt: jax.Array
 
     def __call__(self, step: Step):
         momentum = jax.tree.map(lambda d: d / self.dt, tree_sub(step.q, step.q_prev))
@@ -91,7 +109,7 @@ def discrete_noether_charge(gen: Generator, dt) -> DiscreteNoetherCharge:
     """
     if not isinstance(gen, Generator):
         raise ValueError(f"`gen` must be an `lnn.Generator`; got {gen!r}.")
-    return DiscreteNoetherCharge(gen, dt)
+    return DiscreteNoetherCharge(gen, _traced(dt, "dt"))
 
 
 def discrete_rotation_matrix(step: Step, dt=1.0):

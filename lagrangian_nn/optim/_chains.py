@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.extend.core import Literal as _JaxprLiteral
 
 from .._noether import Generator
 from .._tree import tree_dot
@@ -308,70 +309,121 @@ def _xi(gen, q):
     return gen.xi(jnp.zeros((), jnp.result_type(*jax.tree.leaves(q))), q)
 
 
+def _zero_leaves(generator, q) -> tuple[bool, ...]:
+    r"""Which leaves of $\xi(q)$ are zero for every `q` and every value of the
+    generator's own arrays: those that the traced field computes from neither (only
+    from constants), and whose constant value is zero (e.g. the untouched layers of a
+    rescaling). Decided once per trace; a dot product can then skip them exactly
+    (adding a zero is exact)."""
+    dyn, static = eqx.partition(generator, eqx.is_array)
+    spec = lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x))  # noqa: E731
+
+    def field(d, z):
+        return jax.tree.leaves(_xi(eqx.combine(d, static), z))
+
+    shapes = jax.tree.map(spec, (dyn, q))
+    closed = jax.make_jaxpr(field)(*shapes)
+    jaxpr = closed.jaxpr
+    depends = set(jaxpr.invars) | set(jaxpr.constvars)
+    for eqn in jaxpr.eqns:
+        if any(not isinstance(v, _JaxprLiteral) and v in depends for v in eqn.invars):
+            depends.update(eqn.outvars)
+    free = [
+        not isinstance(v, _JaxprLiteral) and v not in depends for v in jaxpr.outvars
+    ]
+    free = [f or isinstance(v, _JaxprLiteral) for f, v in zip(free, jaxpr.outvars)]
+    if not any(free):
+        return tuple(free)
+    zeros = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes)
+    with jax.ensure_compile_time_eval():
+        values = field(*zeros)
+    return tuple(
+        bool(f) and not np.any(np.asarray(x)) for f, x in zip(free, values, strict=True)
+    )
+
+
+def _dot(a, b, skip):
+    """`tree_dot(a, b)` over the leaves not in `skip` (exactly: the skipped products
+    are zero)."""
+    leaves = [
+        jnp.vdot(x, y)
+        for x, y, s in zip(jax.tree.leaves(a), jax.tree.leaves(b), skip, strict=True)
+        if not s
+    ]
+    if not leaves:
+        return jnp.zeros((), jnp.result_type(*jax.tree.leaves(a)))
+    out = leaves[0]
+    for x in leaves[1:]:
+        out = out + x
+    return out
+
+
 class ChargeLaw(eqx.Module):
     r"""A tracker for `lnn.optim.run(chain.optimizer, ...)` recording, after each step,
-    the measured charge and cross term and the per-step quadratic forms that drive the
-    exact law; see `charge_law`. Returns a dict of scalars:
+    what the exact law of the charge needs; see `charge_law`. Returns a dict of
+    scalars:
 
-    - `charge`: $Q(w_{k+1})$; `cross`: $P = \langle\xi(w_{k+1}), v_{k+1}\rangle$;
-    - `uAu`, `uAv`: $\langle u_k, Au_k\rangle$ and $\langle u_k, Av_{k+1}\rangle$ (zero
-      for a linear charge);
-    - `gAg`: $\langle g_k, Ag_k\rangle$, `dAd`: $\langle\delta_k, A\delta_k\rangle$ and
-      `dAg`: $\langle\delta_k, Ag_k\rangle$ with $\delta_k = (w_k - w_{k+1})/\eta$,
-      the drives of the continuous forms (`lnn.optim.continuous_charge`).
+    - `charge`: $Q(w_{k+1})$ (every charge);
+    - `uAu`: $\langle u_k, Au_k\rangle$ (quadratic charges), the drive of the exact
+      law;
+    - `uAv`: $\langle u_k, Av_{k+1}\rangle$ (quadratic charges under Nesterov's
+      momentum only: for heavy ball and plain SGD the update is the buffer, $u_k =
+      v_{k+1}$, and `uAv` is `uAu`).
+
+    With `continuous=True` (`charge_law(..., continuous=True)`) it also records the
+    drives of the continuous forms (`lnn.optim.continuous_charge`, of this chain or
+    another) of a quadratic charge: `gAg` $= \langle g_k, Ag_k\rangle$ (used without
+    momentum), `dAd` $= \langle\delta_k, A\delta_k\rangle$ (with momentum) and `dAg`
+    $= \langle\delta_k, Ag_k\rangle$ (Nesterov's), with
+    $\delta_k = (w_k - w_{k+1})/\eta$.
     """
 
     chain: SGDChain
     generator: Generator
     kind: str = eqx.field(static=True)
+    continuous: bool = eqx.field(static=True, default=False)
 
-    def _parts(self, step: Step):
+    def _update(self, step: Step):
+        """The update direction $u_k$ and the new buffer $v_{k+1}$ of the step."""
         c = self.chain
         w, g = step.q_prev, step.grad
+        v_new = c.velocity(step.opt_state)
+        if v_new is not None and not c.nesterov:  # heavy ball: u = v'
+            return v_new, v_new
         g_tilde = jax.tree.map(
             lambda gi, wi: gi + _like(c.coupled_decay, wi) * wi, g, w
         )
-        v_new = c.velocity(step.opt_state)
-        if v_new is None:  # no buffer, no dampening
-            v_new = u = g_tilde
-            return w, g, v_new, u
+        if v_new is None:  # no buffer, no dampening: u = v' = g̃
+            return g_tilde, g_tilde
         a_k = c.step_gain(step.opt_state, jnp.result_type(*jax.tree.leaves(w)))
         gained = jax.tree.map(lambda x: a_k.astype(x.dtype) * x, g_tilde)
-        if c.nesterov:
-            u = jax.tree.map(lambda x, v: x + _like(c.momentum, v) * v, gained, v_new)
-        else:
-            u = v_new
-        return w, g, v_new, u
+        u = jax.tree.map(lambda x, v: x + _like(c.momentum, v) * v, gained, v_new)
+        return u, v_new
 
     def __call__(self, step: Step):
         c = self.chain
-        w, g, v_new, u = self._parts(step)
-        delta = jax.tree.map(
-            lambda ui, wi: ui + _like(c.decoupled_decay, wi) * wi, u, w
-        )
+        skip = _zero_leaves(self.generator, step.q)
+        A = lambda x: _xi(self.generator, x)  # noqa: E731
         if self.kind == "linear":
-            s = _xi(self.generator, step.q)
-            zero = jnp.zeros_like(tree_dot(s, step.q))
-            return {
-                "charge": tree_dot(s, step.q),
-                "cross": tree_dot(s, v_new),
-                "uAu": zero,
-                "uAv": zero,
-                "gAg": zero,
-                "dAd": zero,
-                "dAg": zero,
-            }
-        A = lambda x: _xi(self.generator, x)
-        Au, Ad = A(u), A(delta)
-        return {
-            "charge": tree_dot(step.q, A(step.q)),
-            "cross": tree_dot(A(step.q), v_new),
-            "uAu": tree_dot(u, Au),
-            "uAv": tree_dot(Au, v_new),
-            "gAg": tree_dot(g, A(g)),
-            "dAd": tree_dot(delta, Ad),
-            "dAg": tree_dot(Ad, g),
+            return {"charge": _dot(A(step.q), step.q, skip)}
+        u, v_new = self._update(step)
+        Au = A(u)
+        out = {
+            "charge": _dot(step.q, A(step.q), skip),
+            "uAu": _dot(u, Au, skip),
         }
+        if c.nesterov:
+            out["uAv"] = _dot(Au, v_new, skip)
+        if self.continuous:
+            g = step.grad
+            delta = jax.tree.map(
+                lambda ui, wi: ui + _like(c.decoupled_decay, wi) * wi, u, step.q_prev
+            )
+            Ad = A(delta)
+            out["gAg"] = _dot(g, A(g), skip)
+            out["dAd"] = _dot(delta, Ad, skip)
+            out["dAg"] = _dot(Ad, g, skip)
+        return out
 
     def predict(self, tracked, initial):
         r"""The exact charge sequence predicted from `initial` $= Q(w_0)$ (the run
@@ -380,11 +432,25 @@ class ChargeLaw(eqx.Module):
 
         **Returns:** `(measured, predicted)`, arrays of length `steps + 1` (entry 0 is
         `initial`)."""
+        if not isinstance(tracked, dict) or "charge" not in tracked:
+            raise ValueError(
+                "`tracked` must be this tracker's output from `lnn.optim.run` (a dict "
+                f"holding 'charge'); got {tracked!r:.200}."
+            )
         tracked = {k: jnp.asarray(v) for k, v in tracked.items()}
         Q0 = jnp.asarray(initial, tracked["charge"].dtype)
-        predicted = _recursion(
-            self.chain, self.kind, Q0, tracked["uAu"], tracked["uAv"]
-        )
+        if self.kind == "quadratic":
+            for name in ("uAu", *(["uAv"] if self.chain.nesterov else [])):
+                if name not in tracked:
+                    raise ValueError(
+                        f"`tracked` must hold {name!r} (the drive of a quadratic "
+                        f"charge's law); got the keys {sorted(tracked)}."
+                    )
+            uAu = tracked["uAu"]
+            uAv = tracked.get("uAv", uAu)  # u = v' without Nesterov
+        else:
+            uAu = uAv = jnp.zeros_like(tracked["charge"])
+        predicted = _recursion(self.chain, self.kind, Q0, uAu, uAv)
         measured = jnp.concatenate([Q0[None], tracked["charge"]])
         return measured, jnp.concatenate([Q0[None], predicted])
 
@@ -427,7 +493,9 @@ def _check_generator(gen, kind):
         )
 
 
-def charge_law(optimizer, generator: Generator, kind: str) -> ChargeLaw:
+def charge_law(
+    optimizer, generator: Generator, kind: str, *, continuous: bool = False
+) -> ChargeLaw:
     r"""The exact discrete law of a symmetry charge under an SGD chain.
 
     **Arguments:**
@@ -439,6 +507,10 @@ def charge_law(optimizer, generator: Generator, kind: str) -> ChargeLaw:
       $\xi(w) = Aw$ for `kind="quadratic"` ($Q = \langle w, Aw\rangle$). It must be a
       symmetry of every mini-batch loss; the law is exact only then.
     - `kind`: `"linear"` or `"quadratic"`.
+    - `continuous`: also record the drives of the continuous forms of a quadratic
+      charge (for `lnn.optim.continuous_charge`); off by default, so the tracker
+      computes only what the exact law needs: the charge, and for a quadratic charge
+      one quadratic form of the update (two under Nesterov's momentum).
 
     **Returns:** an `lnn.optim.ChargeLaw`: pass it to `lnn.optim.run(...,
     track={"law": law})`, then `law.predict(run.tracked["law"], Q0)` gives the
@@ -466,7 +538,9 @@ def charge_law(optimizer, generator: Generator, kind: str) -> ChargeLaw:
             "Measure its drift with `lnn.optim.charge_tracker` and "
             "`lnn.optim.charge_drift` instead."
         )
-    return ChargeLaw(optimizer, generator, kind)
+    if not isinstance(continuous, bool):
+        raise ValueError(f"`continuous` must be a bool; got {continuous!r}.")
+    return ChargeLaw(optimizer, generator, kind, continuous)
 
 
 def charge(generator: Generator, kind: str, params):

@@ -69,6 +69,7 @@ discrete law by $O(\eta)$.
 
 import jax.numpy as jnp
 import numpy as np
+import scipy.signal
 
 from ._chains import KINDS, SGDChain
 
@@ -142,8 +143,9 @@ def kunin_constants(chain: SGDChain, kind: str, *, corrections: bool = True) -> 
 def _drive(tracked, name, steps):
     if name not in tracked:
         raise ValueError(
-            f"`tracked` must hold {name!r} (the `lnn.optim.ChargeLaw` tracker's "
-            f"output); got the keys {sorted(tracked)}."
+            f"`tracked` must hold {name!r} (the output of an `lnn.optim.ChargeLaw` "
+            "tracker built with `charge_law(..., continuous=True)`, which records the "
+            f"drives of the continuous forms); got the keys {sorted(tracked)}."
         )
     drive = np.asarray(tracked[name], np.float64)
     if drive.shape != (steps,):
@@ -175,8 +177,8 @@ def continuous_charge(
     - `initial`: $Q(w_0)$.
     - `steps`: the number of steps.
     - `tracked`: for `"quadratic"`, the output of the `lnn.optim.ChargeLaw` tracker of
-      the run, whose `gAg` (without momentum) or `dAd` and `dAg` (with momentum) are
-      the drives.
+      the run built with `charge_law(..., continuous=True)`, whose `gAg` (without
+      momentum) or `dAd` (and `dAg` under Nesterov's momentum) are the drives.
     - `corrections`: `True` (default) for the corrected form; `False` for Kunin et
       al.'s heavy-ball form as published, applied to any chain (no Nesterov drive, no
       $O(\eta\lambda)$ damping, at rest at $t = 0$).
@@ -208,7 +210,7 @@ def continuous_charge(
         source = np.zeros(steps)
     if not beta:
         r = -factor * kappa
-        out = np.exp(r * t) * Q0 + eta * _exp_sum(r, eta, source)
+        out = np.exp(r * t) * Q0 + eta * _kernel_sum(np.exp(r * t), source)
         return jnp.asarray(out)
     c = kunin_constants(chain, kind, corrections=corrections)
     gamma, omega = c["gamma"], c["omega"]
@@ -230,8 +232,8 @@ def continuous_charge(
     )
     C, S = _damped_pair(gamma, omega, t)
     hom = Q0 * C + B * S
-    # impulse response K(s) = S(s), summed by a 2×2 recursion in (C, S)
-    drive = _pair_sum(C[1], S[1], mu2, source)
+    # impulse response K(s) = S(s) on the step grid, summed by one convolution
+    drive = _kernel_sum(S, source)
     return jnp.asarray(hom + eta * drive)
 
 
@@ -263,29 +265,16 @@ def _damped_pair(gamma, omega, t):
     return decay * np.cos(nu * t), decay * t * np.sinc(nu * t / np.pi)
 
 
-def _pair_sum(C1, S1, mu2, source):
-    r"""$D_k = \sum_{j<k} S(\eta(k-j))\,x_j$, $k = 0, \ldots, n$, from one step of
-    the pair, $C_1 = C(\eta)$ and $S_1 = S(\eta)$: with $z_k = \sum_{j<k}
-    (C, S)(\eta(k-j))\,x_j$, $z_k = M(z_{k-1} + (x_{k-1}, 0))$,
-    $M = \begin{pmatrix}C_1 & \mu^2 S_1\\ S_1 & C_1\end{pmatrix}$ (the addition
-    theorems of cosh and sinh). O(n), and no division by $\mu$."""
-    out = np.zeros(len(source) + 1)
-    zc = zs = 0.0
-    m12 = mu2 * S1
-    for k, x in enumerate(source):
-        zc, zs = C1 * (zc + x) + m12 * zs, S1 * (zc + x) + C1 * zs
-        out[k + 1] = zs
-    return out
-
-
-def _exp_sum(r, eta, source):
-    r"""$S_k = \sum_{j<k} e^{r\eta(k-j)} x_j$, $k = 0, \ldots, n$, by the recursion
-    $S_k = e^{r\eta}(S_{k-1} + x_{k-1})$: the rectangle rule of
-    $\int_0^t e^{r(t-s)}x(s)\,ds / \eta$ in O(n) time and memory."""
-    z = np.exp(r * eta)
-    out = np.zeros(len(source) + 1, np.result_type(z, source))
-    acc = 0.0
-    for k, x in enumerate(source):
-        acc = z * (acc + x)
-        out[k + 1] = acc
+def _kernel_sum(kernel, source):
+    r"""$D_k = \sum_{j<k} K_{k-j}\,x_j$, $k = 0, \ldots, n$, from the kernel on the
+    step grid, `kernel` $= (K_0, K_1, \ldots, K_n)$ ($K_0$ unused), and `source`
+    $= (x_0, \ldots, x_{n-1})$: one convolution (`scipy.signal.convolve`, direct or by
+    FFT, whichever is faster for the length), no per-step Python loop. Each $D_k$ is
+    a sum of accurately computed terms, so no error accumulates from step to step as
+    in a recursion."""
+    source = np.asarray(source, np.float64)
+    n = len(source)
+    out = np.zeros(n + 1)
+    if n:
+        out[1:] = scipy.signal.convolve(source, np.asarray(kernel[1 : n + 1]))[:n]
     return out

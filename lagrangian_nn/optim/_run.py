@@ -1,5 +1,6 @@
 """Running an optax optimiser under `lax.scan` while tracking quantities."""
 
+import math
 from collections.abc import Callable
 
 import equinox as eqx
@@ -38,10 +39,51 @@ class RunResult(eqx.Module):
     tracked: dict
 
 
+# Tracked leaves up to this size are packed into one array per dtype at every step,
+# so that the scan writes one output row per step instead of one per leaf.
+_PACK_SIZE = 256
+
+
+def _pack(tree):
+    """The small leaves of `tree` concatenated into one vector per dtype, and what
+    `_unpack` needs to split them again (static)."""
+    leaves, treedef = jax.tree.flatten(tree)
+    groups, layout = {}, []
+    for x in leaves:
+        x = jnp.asarray(x)
+        if x.size <= _PACK_SIZE:
+            parts = groups.setdefault(x.dtype, [])
+            layout.append((x.dtype, len(parts), x.shape))
+            parts.append(jnp.ravel(x))
+        else:
+            layout.append(None)
+    big = [jnp.asarray(x) for x, spec in zip(leaves, layout) if spec is None]
+    packed = {str(d): jnp.concatenate(p) for d, p in groups.items()}
+    return (packed, big), (treedef, tuple(layout))
+
+
+def _unpack(packed, big, spec, lead):
+    """The inverse of `_pack` on arrays with leading axes `lead`."""
+    treedef, layout = spec
+    offsets, leaves, big = {}, [], iter(big)
+    for item in layout:
+        if item is None:
+            leaves.append(next(big))
+            continue
+        dtype, _, shape = item
+        start = offsets.get(dtype, 0)
+        size = math.prod(shape)
+        offsets[dtype] = start + size
+        part = packed[str(dtype)][..., start : start + size]
+        leaves.append(part.reshape(*lead, *shape))
+    return jax.tree.unflatten(treedef, leaves)
+
+
 @eqx.filter_jit
 def _run(optimizer, loss, q0, steps, dt, track, batches=None):
     state0 = optimizer.init(q0)
     dtype = jnp.result_type(*jax.tree.leaves(q0))
+    spec = []
 
     def body(carry, xs):
         k, batch = xs
@@ -52,10 +94,13 @@ def _run(optimizer, loss, q0, steps, dt, track, batches=None):
         q_new = optax.apply_updates(q, updates)
         info = Step(k, k.astype(dtype) * dt, q, q_new, grad, state)
         out = {name: fn(info) for name, fn in track.items()}
-        return (q_new, state), (value, out)
+        packed, layout = _pack((value, out))
+        spec.append(layout)
+        return (q_new, state), packed
 
     ks = jnp.arange(1, steps + 1)
-    (q, _), (losses, tracked) = jax.lax.scan(body, (q0, state0), (ks, batches))
+    (q, _), (packed, big) = jax.lax.scan(body, (q0, state0), (ks, batches))
+    losses, tracked = _unpack(packed, big, spec[-1], (steps,))
     return q, ks.astype(dtype) * dt, losses, tracked
 
 
