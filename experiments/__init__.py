@@ -24,8 +24,10 @@ EXPERIMENTS = {
 }
 
 
-# Runnable by name, but left out of `run all` until a full run of it has completed with
-# its claims holding (its full sweep has not yet been run to the end).
+# Run by name only, not by `run all`: `conservation_counts` reproduces the counts of
+# Marcotte, Gribonval & Peyré rather than the paper's figures, and its four sweeps take
+# about 45 minutes on a 2-core CPU. docs/claims.md and docs/reproducing.md say the same
+# (tests/test_ux.py checks that they agree).
 NOT_IN_ALL = frozenset({"conservation_counts"})
 
 

@@ -332,7 +332,7 @@ def main(argv=None) -> int:
         return 0
     if args.command == "list":
         for name, text in EXPERIMENTS.items():
-            note = "" if name in in_all() else " (not in `run all` yet)"
+            note = "" if name in in_all() else " (run by name; not part of `run all`)"
             print(f"{name:24s} {text}{note}")
         return 0
     if args.name != "all" and args.name not in EXPERIMENTS:

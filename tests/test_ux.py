@@ -260,3 +260,26 @@ def test_experiment_stages_in_a_log(capfd):
         r"GD: t = [\d.]+, \d+ steps, stopped by stall, \d+\.\d s", lines[0]
     )
     assert re.fullmatch(_LINE, lines[1])
+
+
+# --- what has been run: experiments/__init__.py and the docs agree -------------------
+
+
+def test_docs_agree_with_the_experiments_on_what_run_all_runs():
+    import experiments
+
+    claims = (ROOT / "docs" / "claims.md").read_text()
+    # the claims table holds exactly the experiments of `run all`
+    rows = set(re.findall(r"^\| `([a-z_]+)`", claims, re.M))
+    assert rows == set(experiments.in_all())
+    performance = (ROOT / "docs" / "performance.md").read_text()
+    section = performance.split("## The two commands", 1)[1].split("\n## ", 1)[0]
+    untimed = [n for n in experiments.in_all() if f"`{n}`" not in section]
+    assert not untimed, f"the performance page gives no time for {untimed}"
+    # those run by name only are said to be so wherever `run all` is explained
+    reproducing = (ROOT / "docs" / "reproducing.md").read_text()
+    for name in experiments.NOT_IN_ALL:
+        assert name in experiments.EXPERIMENTS
+        assert f"`{name}` is not part of `run all`" in claims
+        line = next(x for x in reproducing.splitlines() if f"run {name}" in x)
+        assert "not part of `run all`" in line
