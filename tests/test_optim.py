@@ -375,3 +375,94 @@ def test_continuous_charge_is_stable_through_critical_damping():
         err = np.max(np.abs(ours - exact)) / np.max(np.abs(exact))
         assert err < 100 * np.finfo(np.float64).eps, (f, err)
     assert regimes == {"critical", "underdamped", "overdamped"}
+
+
+def test_accounting_trackers_trace_their_numbers():
+    # a new learning rate (or time step) reuses the compiled run: η² and h are traced
+    # arrays of the trackers, not compiled-in floats; the numbers are not frozen
+    loss, m = _setup([nn.ReLU(), nn.ReLU(), nn.Identity()])
+    C = lambda q: nn.rescale_quantity(q, 1)  # noqa: E731
+    traces = []
+
+    def k(step):
+        traces.append(1)  # runs only while tracing
+        return step.k
+
+    drives = []
+    for lr in (0.05, 0.02):
+        track = {"acc": optim.gd_quadratic_accounting(C, lr), "k": k}
+        res = optim.run(optim.gd(lr), loss, m, 5, track=track)
+        raw, corrected = optim.corrected_quantity(res.tracked["acc"], C(m))
+        scale = float(jnp.max(jnp.abs(raw)))
+        assert float(jnp.max(jnp.abs(corrected - corrected[0]))) < 1e-12 * scale
+        drives.append(res.tracked["acc"][0, 1])
+    assert len(traces) == 1
+    assert float(jnp.max(jnp.abs(drives[0] - drives[1]))) > 0
+    # control: with η² frozen at the first value, the second run's corrected quantity
+    # drifts by the missing part of the drive
+    frozen = optim.gd_quadratic_accounting(C, 0.05)
+    res = optim.run(optim.gd(0.02), loss, m, 5, track={"acc": frozen, "k": k})
+    raw, corrected = optim.corrected_quantity(res.tracked["acc"], C(m))
+    scale = float(jnp.max(jnp.abs(raw)))
+    assert float(jnp.max(jnp.abs(corrected - corrected[0]))) > 1e-9 * scale
+    # the discrete Noether charge's time step is traced too
+    gen = nn.rescale(m, 1)
+    for h in (0.1, 0.2):
+        optim.run(
+            optim.newtonian(h**2),
+            loss,
+            m,
+            3,
+            track={"Q": optim.discrete_noether_charge(gen, h), "k": k},
+        )
+    assert len(traces) == 2  # one new trace: the newtonian run, then none for h
+
+
+def test_charge_law_records_only_what_the_law_needs():
+    x = jax.random.normal(jax.random.key(1), (16, 4))
+    y = jax.random.randint(jax.random.key(2), (16,), 0, 3)
+    m = nn.NormalizedMLP([4, 5, 5, 3], normalized=1, key=KEY)
+
+    def loss(q):
+        return nn.nll(q(x), y)
+
+    gens = {
+        "linear": nn.translate_logits(m),
+        "quadratic": nn.scale_invariance(m),
+    }
+    chains = {
+        "sgd": optim.sgd_chain(0.1, weight_decay=0.01),
+        "heavy ball": optim.sgd_chain(0.1, momentum=0.9, weight_decay=0.01),
+        "nesterov": optim.sgd_chain(0.1, momentum=0.9, nesterov=True),
+    }
+    for name, chain in chains.items():
+        for kind, gen in gens.items():
+            laws = {
+                "law": optim.charge_law(chain, gen, kind),
+                "full": optim.charge_law(chain, gen, kind, continuous=True),
+            }
+            res = optim.run(chain, loss, m, 20, track=laws)
+            keys = {"charge"}
+            if kind == "quadratic":
+                keys |= {"uAu", *(["uAv"] if chain.nesterov else [])}
+            assert set(res.tracked["law"]) == keys, (name, kind)
+            continuous = {"gAg", "dAd", "dAg"} if kind == "quadratic" else set()
+            assert set(res.tracked["full"]) == keys | continuous, (name, kind)
+            # the same charges, and the exact law holds from either output
+            Q0 = optim.charge(gen, kind, m)
+            for key in ("law", "full"):
+                measured, predicted = laws[key].predict(res.tracked[key], Q0)
+                err = float(jnp.max(jnp.abs(measured - predicted)))
+                assert err < 1e-12 * float(jnp.max(jnp.abs(measured))), (name, kind)
+            # the tracker's charge (zero leaves of ξ skipped) is the charge
+            final = optim.charge(gen, kind, res.params)
+            assert np.isclose(res.tracked["law"]["charge"][-1], final, rtol=1e-14)
+            if kind == "quadratic":
+                with pytest.raises(ValueError, match=r"continuous=True"):
+                    optim.continuous_charge(chain, kind, Q0, 20, res.tracked["law"])
+                optim.continuous_charge(chain, kind, Q0, 20, res.tracked["full"])
+    with pytest.raises(ValueError, match="`continuous` must be a bool"):
+        optim.charge_law(chains["sgd"], gens["linear"], "linear", continuous=1)
+    with pytest.raises(ValueError, match="must hold 'uAv'"):
+        law = optim.charge_law(chains["nesterov"], gens["quadratic"], "quadratic")
+        law.predict({"charge": jnp.ones(3), "uAu": jnp.ones(3)}, 1.0)
