@@ -10,6 +10,7 @@ likely causes, diffrax's own result, or the non-finite state).
 """
 
 import functools
+import inspect
 from collections.abc import Callable
 
 import diffrax
@@ -22,6 +23,7 @@ import numpy as np
 from ._euler_lagrange import EulerLagrange, euler_lagrange
 from ._gradient_flow import GradientFlow
 from ._lagrangian import AbstractLagrangian
+from ._precision import check_tolerances, resolution
 from ._progress import TimeProgressMeter
 from ._reporting import error_if
 from ._solver import FusedTsit5
@@ -211,10 +213,154 @@ def _solve(
     return Trajectory(sol.ts, q, qdot), sol.stats["num_steps"]
 
 
-def _is_implicit(solver) -> bool:
-    return isinstance(solver, diffrax.AbstractImplicitSolver)
+# --- The steps of `simulate`, in order ---------------------------------------------
 
 
+def _checked_state(system, q0, qdot0):
+    """`(second_order, q0, qdot0)`: the system and the initial state, checked in
+    Python and lists of numbers read as arrays."""
+    if not callable(system):
+        raise ValueError(
+            f"`system` must be a Lagrangian L(t, q, qdot) or a GradientFlow; got "
+            f"{system!r}."
+        )
+    second_order = not isinstance(system, GradientFlow)
+    q0 = as_array_if_numbers(q0, "q0")
+    check_floating_tree(q0, "q0")
+    if second_order:
+        if qdot0 is None:
+            raise ValueError(
+                "`qdot0` is required when `system` is a Lagrangian (a second-order "
+                "system); got None."
+            )
+        qdot0 = as_array_if_numbers(qdot0, "qdot0")
+        check_floating_tree(qdot0, "qdot0")
+        check_same_structure(q0, qdot0, "q0", "qdot0")
+    elif qdot0 is not None:
+        raise ValueError(
+            "`system` is gradient flow, a first-order system, so `qdot0` must be None; "
+            f"got qdot0 = {describe(qdot0)}."
+        )
+    return second_order, q0, qdot0
+
+
+def _check_limits(max_steps, rtol, atol) -> None:
+    if not isinstance(max_steps, int) or max_steps <= 0:
+        raise ValueError(f"`max_steps` must be a positive int; got {max_steps!r}.")
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if not value >= 0:
+            raise ValueError(f"`{name}` must be non-negative; got {value!r}.")
+
+
+def _check_concrete(system, q0, qdot0, t0, t1, ts):
+    """The checks in Python of what is concrete: a finite state, ordered times, and
+    the Lagrangian's own time span. Returns `ts`, a host array if it was given as
+    one.
+
+    One device-to-host transfer for all of q0 and qdot0 (see `check_finite_trees`),
+    and the times checked as given, before they become device arrays: on a GPU each
+    host read of a device array is a synchronisation."""
+    check_finite_trees((q0, "q0"), (qdot0, "qdot0"))
+    if ts is not None and not is_traced(ts):
+        ts = np.asarray(ts)
+    check_times(t0, t1, ts)
+    if isinstance(system, AbstractLagrangian):
+        system.check_time_span(t0, t1)
+    return ts
+
+
+def _in_dtype(dtype, q0, qdot0, t0, t1, ts):
+    """The state and the times as arrays of the state's `dtype`, with their shapes
+    checked."""
+    cast = lambda tree: jtu.tree_map(lambda x: _as_dtype(x, dtype), tree)
+    q0, qdot0 = cast(q0), cast(qdot0)  # `qdot0` None stays None
+    t0, t1 = _as_dtype(t0, dtype), _as_dtype(t1, dtype)
+    for name, value in (("t0", t0), ("t1", t1)):
+        if value.shape != ():
+            raise ValueError(f"`{name}` must be a scalar; got shape {value.shape}.")
+    if ts is not None:
+        ts = _as_dtype(ts, dtype)
+        if ts.ndim != 1 or ts.shape[0] == 0:
+            raise ValueError(
+                f"`ts` must be a non-empty 1-D array; got shape {ts.shape}."
+            )
+    return q0, qdot0, t0, t1, ts
+
+
+def _error_if_traced_inputs_bad(system, q0, qdot0, t0, t1, ts):
+    """Under `jit`/`vmap` (e.g. `simulate_ensemble`) the same checks as
+    `_check_concrete`, once, before the solve, as run-time errors."""
+    t1, ts = error_if_bad_times(t0, t1, ts)
+    t1 = _error_if_bad_span(system, t0, t1)
+    q0 = error_if_not_finite(q0, "q0")
+    if qdot0 is not None:
+        qdot0 = error_if_not_finite(qdot0, "qdot0")
+    return q0, qdot0, t1, ts
+
+
+def _check_resolvable(rtol, atol, dtype, state) -> None:
+    """Refuses `rtol`, `atol` that `dtype` cannot resolve for a state of this size
+    (`_precision.check_tolerances`), before anything is compiled. Only a tolerance
+    below the dtype's epsilon can be refused, so only then is the state's size read
+    (one transfer); a traced or all-zero state is not judged."""
+    if rtol >= resolution(dtype) or is_traced(state):
+        return
+    scale = max(float(np.max(np.abs(np.asarray(x)))) for x in jtu.tree_leaves(state))
+    if scale > 0:
+        check_tolerances(rtol, atol, dtype, scale=scale)
+
+
+def _integrator(solver, stepsize_controller, rtol, atol, dt0, dtype):
+    """`(solver, controller, dt0)`: the defaults filled in, a PID controller made to
+    read a NaN error estimate as a rejected step (`_FiniteNorm`)."""
+    if dt0 is not None:
+        dt0 = jnp.asarray(dt0, dtype)
+    if solver is None:
+        solver = _DEFAULT_SOLVER
+    if stepsize_controller is None:
+        stepsize_controller = _pid(float(rtol), float(atol))
+    stepsize_controller = _finite_pid(stepsize_controller)
+    if isinstance(stepsize_controller, diffrax.ConstantStepSize) and dt0 is None:
+        raise ValueError("`dt0` is required with a constant step size; got None.")
+    return solver, stepsize_controller, dt0
+
+
+_SIGNATURE_HINT = (
+    "`simulate` takes the system and the initial state by position and everything "
+    "else by keyword; the time interval is keyword-only: call "
+    "`simulate(system, q0, qdot0, t0=..., t1=...)` for a Lagrangian, "
+    "`simulate(flow, q0, t0=..., t1=...)` for gradient flow."
+)
+
+
+def _explain_bad_call(simulate_fn):
+    """`simulate_fn`, with a call that does not match its signature (times given by
+    position, `t0` or `t1` missing) answered by a `TypeError` that says how to call
+    it. Nothing is added to a call that binds."""
+    signature = inspect.signature(simulate_fn)
+
+    @functools.wraps(simulate_fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return simulate_fn(*args, **kwargs)
+        except TypeError:
+            try:
+                signature.bind(*args, **kwargs)
+            except TypeError as e:
+                extra = len(args) - 3
+                given = (
+                    f" Got {len(args)} positional arguments; the last "
+                    f"{extra} ({', '.join(map(repr, args[3:]))}) look like times."
+                    if extra > 0
+                    else ""
+                )
+                raise TypeError(f"{e}.{given} {_SIGNATURE_HINT}") from None
+            raise
+
+    return wrapper
+
+
+@_explain_bad_call
 def simulate(
     system,
     q0,
@@ -253,7 +399,11 @@ def simulate(
       $\kappa$. Implicit solvers build a dense Jacobian of the state, so they are for
       small `q` only.
     - `rtol`, `atol`: tolerances of the default adaptive step-size controller
-      (`diffrax.PIDController`).
+      (`diffrax.PIDController`). They must be within what the state's dtype can
+      resolve: float32 (JAX's default unless float64 is enabled) knows a state of size
+      $|y|$ only to $\varepsilon|y|$ with $\varepsilon \approx 1.2\times10^{-7}$, so
+      `atol + rtol·|y| < eps·|y|` (at the initial state) is refused before anything
+      runs.
     - `dt0`: initial step size (default: chosen by the controller).
     - `max_steps`: maximum number of solver steps. Reaching it raises diffrax's error.
     - `stepsize_controller`: overrides the default `PIDController(rtol, atol)`. A
@@ -266,8 +416,11 @@ def simulate(
 
     **Returns:** an `lnn.Trajectory` with the state saved at `ts`.
 
-    **Raises:** `ValueError` for inconsistent inputs, naming the argument: a non-finite
-    `q0` or `qdot0` (which leaf, how many NaN and inf), `t1 < t0`, `ts` out of order or
+    **Raises:** `TypeError` for a call that does not match the signature, saying how
+    to call it (`t0` and `t1` are keyword-only). `ValueError` for inconsistent
+    inputs, naming the argument: a non-finite `q0` or `qdot0` (which leaf, how many
+    NaN and inf), tolerances below the resolution of the state's dtype (naming the
+    dtype and how to enable float64), `t1 < t0`, `ts` out of order or
     outside `[t0, t1]` (under `jit` or `vmap` these are run-time errors, checked once
     before the solve); a time span outside the Lagrangian's domain (`nesterov` from
     $t_0 \le 0$; `AbstractLagrangian.span_checks`). A runtime error naming the mass
@@ -291,75 +444,17 @@ def simulate(
                         ts=jnp.linspace(0.0, 6.0, 100))
     ```
     """
-    if not callable(system):
-        raise ValueError(
-            f"`system` must be a Lagrangian L(t, q, qdot) or a GradientFlow; got "
-            f"{system!r}."
-        )
-    second_order = not isinstance(system, GradientFlow)
-    q0 = as_array_if_numbers(q0, "q0")
-    check_floating_tree(q0, "q0")
-    if second_order:
-        if qdot0 is None:
-            raise ValueError(
-                "`qdot0` is required when `system` is a Lagrangian (a second-order "
-                "system); got None."
-            )
-        qdot0 = as_array_if_numbers(qdot0, "qdot0")
-        check_floating_tree(qdot0, "qdot0")
-        check_same_structure(q0, qdot0, "q0", "qdot0")
-    elif qdot0 is not None:
-        raise ValueError(
-            "`system` is gradient flow, a first-order system, so `qdot0` must be None; "
-            f"got qdot0 = {describe(qdot0)}."
-        )
-    if not isinstance(max_steps, int) or max_steps <= 0:
-        raise ValueError(f"`max_steps` must be a positive int; got {max_steps!r}.")
-    for name, value in (("rtol", rtol), ("atol", atol)):
-        if not value >= 0:
-            raise ValueError(f"`{name}` must be non-negative; got {value!r}.")
-    # One device-to-host transfer for all of q0 and qdot0 (see `check_finite_trees`),
-    # and the times checked as given, before they become device arrays: on a GPU
-    # each host read of a device array is a synchronisation.
-    check_finite_trees((q0, "q0"), (qdot0, "qdot0"))
-    if ts is not None and not is_traced(ts):
-        ts = np.asarray(ts)
-    check_times(t0, t1, ts)
-    if isinstance(system, AbstractLagrangian):
-        system.check_time_span(t0, t1)
-
+    second_order, q0, qdot0 = _checked_state(system, q0, qdot0)
+    _check_limits(max_steps, rtol, atol)
+    ts = _check_concrete(system, q0, qdot0, t0, t1, ts)
     dtype = tree_dtype(q0)
-    q0 = jtu.tree_map(lambda x: _as_dtype(x, dtype), q0)
-    if second_order:
-        qdot0 = jtu.tree_map(lambda x: _as_dtype(x, dtype), qdot0)
-    t0 = _as_dtype(t0, dtype)
-    t1 = _as_dtype(t1, dtype)
-    for name, value in (("t0", t0), ("t1", t1)):
-        if value.shape != ():
-            raise ValueError(f"`{name}` must be a scalar; got shape {value.shape}.")
-    if ts is not None:
-        ts = _as_dtype(ts, dtype)
-        if ts.ndim != 1 or ts.shape[0] == 0:
-            raise ValueError(
-                f"`ts` must be a non-empty 1-D array; got shape {ts.shape}."
-            )
-    # Under `jit`/`vmap` (e.g. `simulate_ensemble`) the same checks run once, before
-    # the solve, as run-time errors.
-    t1, ts = error_if_bad_times(t0, t1, ts)
-    t1 = _error_if_bad_span(system, t0, t1)
-    q0 = error_if_not_finite(q0, "q0")
-    if second_order:
-        qdot0 = error_if_not_finite(qdot0, "qdot0")
-    if dt0 is not None:
-        dt0 = jnp.asarray(dt0, dtype)
-    if solver is None:
-        solver = _DEFAULT_SOLVER
     if stepsize_controller is None:
-        stepsize_controller = _pid(float(rtol), float(atol))
-    stepsize_controller = _finite_pid(stepsize_controller)
-    if isinstance(stepsize_controller, diffrax.ConstantStepSize) and dt0 is None:
-        raise ValueError("`dt0` is required with a constant step size; got None.")
-
+        _check_resolvable(rtol, atol, dtype, (q0, qdot0))
+    q0, qdot0, t0, t1, ts = _in_dtype(dtype, q0, qdot0, t0, t1, ts)
+    q0, qdot0, t1, ts = _error_if_traced_inputs_bad(system, q0, qdot0, t0, t1, ts)
+    solver, controller, dt0 = _integrator(
+        solver, stepsize_controller, rtol, atol, dt0, dtype
+    )
     y0 = (q0, qdot0) if second_order else q0
     traj, _ = _solve(
         system,
@@ -368,7 +463,7 @@ def simulate(
         t1,
         ts,
         solver,
-        stepsize_controller,
+        controller,
         dt0,
         max_steps,
         progress,

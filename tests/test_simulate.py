@@ -228,3 +228,44 @@ def test_lists_of_numbers_are_read_as_arrays():
     L1 = lambda t, q, v: L(t, q[0], v[0])
     traj = lnn.simulate(L1, (q0,), (v0,), t0=0.0, t1=2.0, ts=ts, **TIGHT)
     assert isinstance(traj.q, tuple) and traj.q[0].shape == (5, 2)
+
+
+def test_times_by_position_are_refused_saying_they_are_keywords(monkeypatch):
+    L, _ = harmonic_oscillator()
+    q0, v0 = jnp.array([1.0]), jnp.array([0.0])
+    with pytest.raises(TypeError, match=r"\(0\.1, 1\.0\) look like times") as e:
+        lnn.simulate(L, q0, v0, 0.1, 1.0)
+    assert "t0=..., t1=..." in str(e.value) and "keyword-only" in str(e.value)
+    with pytest.raises(TypeError, match="'t1'.*keyword-only"):
+        lnn.simulate(L, q0, v0, t0=0.0)
+
+    # a TypeError from inside a call that matches the signature is not rewritten
+    def inner_error(*args):
+        raise TypeError("from inside")
+
+    monkeypatch.setattr(lnn._simulate, "_solve", inner_error)
+    with pytest.raises(TypeError) as e:
+        lnn.simulate(L, q0, v0, t0=0.0, t1=1.0)
+    assert str(e.value) == "from inside"
+
+
+def test_tolerances_below_the_dtype_resolution_are_refused_up_front():
+    """float32 (eps = 1.2e-7) knows a state of size |y| only to eps·|y|: the
+    tolerances are refused when atol + rtol·|y| is below that, for the state's own
+    size, and accepted where atol covers it; float64 meets the same request."""
+    L, exact = harmonic_oscillator()
+    ts = jnp.linspace(0.0, 1.0, 3)
+    q0, v0 = jnp.array([1.0, 0.5]), jnp.array([0.0, 0.2])
+    f32 = lambda x, c=1.0: jnp.asarray(c * x, jnp.float32)
+    run = lambda q, v, **kw: lnn.simulate(L, q, v, t0=0.0, t1=1.0, ts=ts, **kw)
+    with pytest.raises(ValueError, match="float32.*jax_enable_x64"):
+        run(f32(q0), f32(v0), rtol=1e-10, atol=1e-12)
+    # atol = 1e-6 covers a state of size 1 but not one of size 1e3
+    traj = run(f32(q0), f32(v0), rtol=1e-10, atol=1e-6)
+    assert traj.q.dtype == jnp.float32
+    assert rel_err(traj.q, exact(ts[:, None], q0, v0)) < 1e-4
+    with pytest.raises(ValueError, match="size 1e\\+03"):
+        run(f32(q0, 1e3), f32(v0, 1e3), rtol=1e-10, atol=1e-6)
+    # float64 resolves what float32 cannot
+    traj = run(q0, v0, rtol=1e-10, atol=1e-12)
+    assert rel_err(traj.q, exact(ts[:, None], q0, v0)) < 1e-8
