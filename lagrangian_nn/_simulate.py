@@ -28,7 +28,7 @@ from ._progress import TimeProgressMeter
 from ._reporting import error_if
 from ._solver import FusedTsit5
 from ._trajectory import Trajectory
-from ._tree import tree_all_finite, tree_dtype
+from ._tree import tree_all_finite, tree_dtype, tree_max_abs
 from ._validate import (
     as_array_if_numbers,
     check_finite_trees,
@@ -302,10 +302,10 @@ def _check_resolvable(rtol, atol, dtype, state) -> None:
     """Refuses `rtol`, `atol` that `dtype` cannot resolve for a state of this size
     (`_precision.check_tolerances`), before anything is compiled. Only a tolerance
     below the dtype's epsilon can be refused, so only then is the state's size read
-    (one transfer); a traced or all-zero state is not judged."""
+    (one scalar transfer); a traced, empty or all-zero state is not judged."""
     if rtol >= resolution(dtype) or is_traced(state):
         return
-    scale = max(float(np.max(np.abs(np.asarray(x)))) for x in jtu.tree_leaves(state))
+    scale = float(tree_max_abs(jtu.tree_map(jnp.asarray, state)))
     if scale > 0:
         check_tolerances(rtol, atol, dtype, scale=scale)
 
