@@ -613,3 +613,97 @@ def test_root_far_from_the_predictor_is_flagged():
     q1, _ = V.step(V.Lobatto(L), 0.0, 0.02, q, p)
     ref = lnn.simulate(L, q, p, t0=0.0, t1=0.02, rtol=1e-11, atol=1e-12)
     assert abs(float(q1[0] - ref.q[-1, 0])) < 0.01
+
+
+# --- (6) the explicit path: chosen from what L is; its cost and its limits -----------
+
+
+def _leapfrog_exact(q0, v0, omega2, h, k):
+    """Störmer–Verlet on q̈ = −ω²q in closed form: q_k = q0 cos kθ + B sin kθ with
+    cos θ = 1 − h²ω²/2 and q_1 = q0 + h v0 − (h²/2) ω² q0 (for h ω < 2)."""
+    theta = np.arccos(1 - 0.5 * h**2 * omega2)
+    q1 = q0 + h * v0 - 0.5 * h**2 * omega2 * q0
+    b = (q1 - q0 * np.cos(theta)) / np.sin(theta)
+    return q0 * np.cos(k * theta) + b * np.sin(k * theta)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+def test_plain_function_with_diagonal_mass_steps_explicitly(dtype):
+    """L = ½Σ m_i q̇_i² − ½Σ k_i q_i² written as a plain function: the mass is read
+    from the program, the step is Störmer–Verlet (no root solve), and the positions
+    are leapfrog's closed form. A position-dependent mass or a magnetic term (a
+    velocity-dependent potential) keeps the root solve."""
+    m = np.array([1.0, 2.0, 0.5])
+    k = np.array([1.0, 8.0, 3.0])
+    L = lambda t, q, v: 0.5 * jnp.sum(m * v**2) - 0.5 * jnp.sum(k * q**2)
+    q0 = jnp.array([1.0, -0.5, 0.3], dtype)
+    v0 = jnp.array([0.2, 0.1, -1.0], dtype)
+    h, n = 0.1, 40
+    tr = V.integrate(V.Trapezoid(L), q0, v0, t0=0.0, dt=h, n_steps=n)
+    assert tr.q.dtype == dtype
+    exact = _leapfrog_exact(
+        np.asarray(q0, float),
+        np.asarray(v0, float),
+        k / m,
+        h,
+        np.arange(n + 1)[:, None],
+    )
+    eps = float(jnp.finfo(dtype).eps)
+    # rounding over 40 steps of |q| ~ 1
+    assert float(np.max(np.abs(np.asarray(tr.q, float) - exact))) < 40 * 64 * eps
+    if dtype == jnp.float32:
+        return  # the structure of the program does not depend on the dtype
+    loops = _has_loop(V.Trapezoid(L), q0, v0)
+    assert loops == _has_loop(V.Trapezoid(lnn.dynamics.newtonian(jnp.sum)), q0, v0)
+    varying = lambda t, q, v: 0.5 * jnp.sum((1 + q**2) * v**2) - 0.5 * jnp.sum(q**2)
+    magnetic = charged_particle()[0]
+    assert _has_loop(V.Trapezoid(varying), q0, v0) > loops
+    assert _has_loop(V.Trapezoid(magnetic), q0[:2], v0[:2]) > loops
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+def test_explicit_step_beyond_stability_limit_is_refused(dtype):
+    """Störmer–Verlet is stable for dt·ω < 2. A stiff quadratic (ω = 100 next to
+    ω = 1): dt·ω = 2.5 is refused naming dt and the limit dt < 0.02, for L built by
+    `lnn.dynamics` and for the same L as a plain function; dt·ω = 1.5 runs, and its
+    energy stays within the leapfrog bound."""
+    stiff = jnp.array([1.0, 1e4], dtype)
+    loss = lambda q: 0.5 * jnp.sum(stiff * q**2)
+    q0, v0 = jnp.array([1.0, 1e-2], dtype), jnp.zeros(2, dtype)
+    Ls = [lnn.dynamics.newtonian(loss)]
+    if dtype == jnp.float64:
+        Ls.append(_plain(Ls[0]))
+    for L in Ls:
+        with pytest.raises(
+            ValueError, match=r"dt = 0\.025 .*dt·ω = 2\.5.*dt < 0\.02\b"
+        ):
+            V.integrate(V.Trapezoid(L), q0, v0, t0=0.0, dt=0.025, n_steps=200)
+        tr = V.integrate(V.Trapezoid(L), q0, v0, t0=0.0, dt=0.015, n_steps=200)
+        energy = 0.5 * jnp.sum(tr.qdot**2, axis=1) + jax.vmap(loss)(tr.q)
+        # leapfrog's energy error for h ω = 1.5 is O(1) of the stiff mode's energy
+        # (0.5 here), never growth: the unstable run reaches 1e30 within 200 steps
+        assert float(jnp.max(energy)) < 10 * float(energy[0])
+
+
+def test_python_numbers_and_new_times_do_not_recompile():
+    """Python floats are arrays of the default dtype (q0 = 1.0 used to fail on
+    `.dtype`), and t0, dt are arguments of one compiled program: new values do not
+    trace L again. The result is the closed form for each (t0, dt)."""
+    traces = []
+
+    def L(t, q, v):
+        traces.append(1)  # runs only while tracing
+        return 0.5 * jnp.sum(v**2) - 0.5 * 4.0 * jnp.sum(q**2)
+
+    for cls in (V.Trapezoid, V.Midpoint):
+        Ld = cls(L)
+        tr = V.integrate(Ld, 1.0, 0.0, t0=0.0, dt=0.1, n_steps=5)
+        assert tr.q.shape == (6,)
+        before = len(traces)
+        for t0, dt in ((0.3, 0.07), (1.5, 0.05)):
+            tr = V.integrate(Ld, 1.0, 0.0, t0=t0, dt=dt, n_steps=5)
+            assert len(traces) == before, (cls, t0, dt)
+            np.testing.assert_allclose(np.asarray(tr.ts), t0 + dt * np.arange(6))
+            if cls is V.Trapezoid:
+                exact = _leapfrog_exact(1.0, 0.0, 4.0, dt, np.arange(6))
+                assert float(np.max(np.abs(np.asarray(tr.q) - exact))) < 1e-12

@@ -206,7 +206,7 @@ def _largest_frequency_squared(stepper, t0, dt, q0, consts):
 
     x0 = _start_vector(flat.size, dtype)
     init = (x0, jnp.asarray(-jnp.inf, dtype))
-    _, best = jax.lax.fori_loop(0, _POWER_STEPS, body, init)
+    _, best = jax.lax.fori_loop(0, _POWER_STEPS, body, init, unroll=True)
     return best
 
 
