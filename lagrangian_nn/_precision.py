@@ -71,14 +71,12 @@ def check_tolerances(rtol, atol, dtype, *, scale: float = 1.0) -> None:
     if atol + rtol * scale >= eps * scale:
         return
     name = jnp.dtype(dtype).name
-    where = "" if scale == 1 else f" (times {scale:.3g}, the size of the state)"
-    if jnp.dtype(dtype) == jnp.float64:
-        advice = f"use `rtol` >= {eps:.3g}{where}"
-    else:
-        advice = (
-            f"use `rtol` >= {eps:.3g}{where}, or compute in float64: JAX computes in "
-            f"float32 unless float64 is enabled; call `{ENABLE_FLOAT64}` at the start "
-            "of the program, before any array is created, and pass float64 arrays"
+    advice = f"use `rtol` >= {eps:.3g} or `atol` >= {eps * scale:.3g}"
+    if jnp.dtype(dtype) != jnp.float64:
+        advice += (
+            ", or compute in float64: JAX computes in float32 unless float64 is "
+            f"enabled; call `{ENABLE_FLOAT64}` at the start of the program, before "
+            "any array is created, and pass float64 arrays"
         )
     raise ValueError(
         f"`rtol` = {rtol:.3g} and `atol` = {atol:.3g} ask for more than {name} can "

@@ -28,6 +28,7 @@ def test_example_tolerances_refused_in_float32_with_the_way_out():
     assert "`rtol` = 1e-10 and `atol` = 1e-12" in text
     assert "float32" in text and "1.19e-07" in text
     assert 'jax.config.update("jax_enable_x64", True)' in text
+    assert "Use `rtol` >= 1.19e-07 or `atol` >= 1.19e-07" in text
     # in float64 the same request is met
     _precision.check_tolerances(1e-10, 1e-12, jnp.float64)
 
