@@ -376,12 +376,16 @@ def test_error_lagrangian_not_callable():
         ({"n_steps": 0}, "`n_steps` must be an int >= 1; got 0"),
         ({"save_every": 4}, "`save_every` must divide `n_steps`"),
         ({"solver": "newton"}, "`solver` must be an `optimistix` root finder"),
+        ({"dt": float("nan")}, "`dt` must be finite; got dt = nan"),
+        ({"t0": jnp.zeros(2)}, "`t0` must be a real scalar time"),
+        ({"q0": jnp.array([1.0, jnp.nan])}, "`q0` .*holds NaN or inf"),
     ],
 )
 def test_error_bad_arguments(kwargs, match):
-    args = {"t0": 0.0, "dt": 0.1, "n_steps": 6, **kwargs}
+    args = {"q0": jnp.ones(2), "t0": 0.0, "dt": 0.1, "n_steps": 6, **kwargs}
+    q0 = args.pop("q0")
     with pytest.raises(ValueError, match=match):
-        V.integrate(V.Midpoint(_ho()), jnp.ones(2), jnp.ones(2), **args)
+        V.integrate(V.Midpoint(_ho()), q0, jnp.ones(2), **args)
 
 
 def test_error_qdot0_structure():
