@@ -64,6 +64,12 @@ def gd_quadratic_accounting(quantity: Callable, lr) -> GDQuadraticAccounting:
 
     `quantity` is applied to the gradient pytree too, so it must be a quadratic form of
     its argument. Pass the tracked array to `corrected_quantity`.
+
+    Deprecated: the same law, $Q' = Q + \eta^2\langle g, Ag\rangle$, is the plain-SGD
+    case of `lnn.optim.charge_law`: use `charge_law(sgd_chain(lr), generator,
+    "quadratic")` with `run(sgd_chain(lr), ...)` (the same steps as `gd(lr)`) and its
+    `predict`. Kept for existing code, and for a quantity given as a (possibly
+    per-neuron, vector-valued) function rather than a generator.
     """
     if not callable(quantity):
         raise ValueError(f"`quantity` must be callable; got {quantity!r}.")

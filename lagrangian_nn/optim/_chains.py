@@ -50,7 +50,7 @@ from jax.extend.core import Literal as _JaxprLiteral
 
 from .._noether import Generator
 from .._tree import tree_dot
-from ._run import Step
+from ._run import OptimizerDescription, Step
 
 KINDS = ("linear", "quadratic")
 
@@ -85,7 +85,7 @@ def _like(scalar, x):
     return jnp.asarray(scalar, jnp.result_type(x))
 
 
-class SGDChain(eqx.Module):
+class SGDChain(OptimizerDescription):
     r"""The description of an SGD optax chain, with its exact charge laws; built by
     `lnn.optim.sgd_chain`.
 

@@ -1,5 +1,6 @@
 """Running an optax optimiser under `lax.scan` while tracking quantities."""
 
+import abc
 import math
 from collections.abc import Callable
 
@@ -9,6 +10,17 @@ import jax.numpy as jnp
 import optax
 
 from .._validate import check_floating_tree
+
+
+class OptimizerDescription(eqx.Module):
+    """The base of objects that describe an optimiser and hold its
+    `optax.GradientTransformation` as `optimizer` (`lnn.optim.SGDChain`): `run`
+    accepts them in place of the transformation."""
+
+    @property
+    @abc.abstractmethod
+    def optimizer(self) -> optax.GradientTransformation:
+        """The described optimiser as an `optax.GradientTransformation`."""
 
 
 class Step(eqx.Module):
@@ -140,9 +152,7 @@ def run(
     **Returns:** an `lnn.optim.RunResult` (`params`, `ts`, `loss`, `tracked`), where
     `loss[k-1]` is the loss at the parameters *before* step `k`.
     """
-    from ._chains import SGDChain  # here: `_chains` imports `Step` from this module
-
-    if isinstance(optimizer, SGDChain):
+    if isinstance(optimizer, OptimizerDescription):
         optimizer = optimizer.optimizer
     if not (
         callable(getattr(optimizer, "init", None))

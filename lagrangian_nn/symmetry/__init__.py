@@ -6,6 +6,7 @@ from ._count import (
     count_laws as count_laws,
 )
 from ._discover import (
+    CertificationError as CertificationError,
     Discovery as Discovery,
     DiscoveryError as DiscoveryError,
     discover as discover,

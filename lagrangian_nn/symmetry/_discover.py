@@ -41,7 +41,23 @@ from ._gap import (
 # default threshold, `_TOL_FACTOR`·eps·√samples, leaves a factor of ≥ 20 above that.
 
 
-class DiscoveryError(ValueError):
+class CertificationError(ValueError):
+    """The base of the errors raised when singular values cannot separate what is
+    counted from rounding at the precision used, so that a count would be a guess:
+    `lnn.symmetry.DiscoveryError` (`discover`, `conservation_table`) and
+    `lnn.symmetry.LawCountError` (`count_laws`). Catch it to handle both.
+
+    The keyword arguments become attributes holding the numbers (`dtype`,
+    `singular_values`, `threshold`, ...; see each subclass).
+    """
+
+    def __init__(self, message, **info):
+        super().__init__(message)
+        for k, v in info.items():
+            setattr(self, k, v)
+
+
+class DiscoveryError(CertificationError):
     """Raised by `discover` when the singular values of the sample matrix cannot separate
     the laws from the non-laws at the precision used (the count would be a guess).
 
@@ -50,11 +66,6 @@ class DiscoveryError(ValueError):
     (`smallest_nonzero / threshold`), `zero_margin` (`threshold / largest_zero`),
     `min_gap`; other errors of the module add their own numbers.
     """
-
-    def __init__(self, message, **info):
-        super().__init__(message)
-        for k, v in info.items():
-            setattr(self, k, v)
 
 
 class _Combination(eqx.Module):
