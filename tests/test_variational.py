@@ -711,3 +711,35 @@ def test_python_numbers_and_new_times_do_not_recompile():
             if cls is V.Trapezoid:
                 exact = _leapfrog_exact(1.0, 0.0, 4.0, dt, np.arange(6))
                 assert float(np.max(np.abs(np.asarray(tr.q) - exact))) < 1e-12
+
+
+def test_implicit_steps_are_matrix_free_above_the_dense_limit():
+    """Midpoint of a harmonic chain is the implicit midpoint rule, a linear solve
+    per step in closed form. With 70 coordinates (above the dense limit, 64) the
+    Newton corrections are GMRES on Jacobian-vector products: the program holds no
+    70 × 70 array, and the positions match the closed form."""
+    n, h, steps = 70, 0.1, 6
+    K = 2 * np.eye(n) - np.eye(n, k=1) - np.eye(n, k=-1)
+
+    def L(t, q, v):  # ½|v|² − ½ qᵀKq with fixed ends, written without K
+        d = jnp.diff(jnp.concatenate([jnp.zeros(1), q, jnp.zeros(1)]))
+        return 0.5 * jnp.sum(v**2) - 0.5 * jnp.sum(d**2)
+
+    q0 = np.sin(np.linspace(0, np.pi, n))
+    v0 = np.zeros(n)
+    tr = V.integrate(
+        V.Midpoint(L), jnp.asarray(q0), jnp.asarray(v0), t0=0.0, dt=h, n_steps=steps
+    )
+    # p0 = −D1 L_d(q0, q1) and q1 from [(1/h) + (h/4) K] q1 = p0 + q0/h − (h/4) K q0
+    A = np.eye(n) / h + h / 4 * K
+    q, p, ref = q0, v0, [q0]
+    for _ in range(steps):
+        q1 = np.linalg.solve(A, p + q / h - h / 4 * K @ q)
+        p = (q1 - q) / h - h / 4 * K @ (q + q1)
+        q = q1
+        ref.append(q)
+    assert float(np.max(np.abs(np.asarray(tr.q) - np.array(ref)))) < 1e-10
+    run = lambda q, v: V._integrate._run(
+        V.Midpoint(L), None, np.float64(0.0), np.float64(h), q, v, 2, 1, 32, False
+    )
+    assert f"[{n},{n}]" not in str(jax.make_jaxpr(run)(q0, v0))

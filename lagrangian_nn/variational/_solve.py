@@ -24,6 +24,7 @@ import equinox as eqx
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
+import lineax as lx
 import optimistix as optx
 
 from .._tree import tree_max_abs
@@ -154,54 +155,77 @@ class Stats(eqx.Module):
         )
 
 
+# Above this many unknowns per step, Newton's linear systems are solved matrix-free
+# (GMRES on Jacobian-vector products) instead of with a dense Jacobian.
+DENSE_LIMIT = 64
+
+
 def newton(terms, guess, rtol, atol, max_steps):
     r"""The default root finder, written out: Newton on the relative residual
-    $r(x)/S(x)$ of `terms(x) = (r, extra, S)` with a dense Jacobian (`jax.jacfwd`)
-    and an LU solve, stopping as `ScaledNewton` does (Cauchy test on the relative
-    residual and the correction, or a correction below 4 ulps of the unknowns).
+    $r(x)/S(x)$ of `terms(x) = (r, extra, S)`, stopping as `ScaledNewton` does
+    (Cauchy test on the relative residual and the correction, or a correction below
+    4 ulps of the unknowns).
+
+    Up to `DENSE_LIMIT` unknowns per step (the internal points and $q_{k+1}$) the
+    Jacobian is a dense matrix (`jax.jacfwd`, then LU); above it no matrix is
+    formed: each Newton correction is `lineax.GMRES` on Jacobian-vector products, at
+    the same relative tolerance.
 
     It is what `optimistix` Newton with these tolerances computes, without its
     generic machinery, and it keeps what `newton_stats` needs: the raw residual at
-    the guess (the first iteration evaluates it) and the Jacobian of the raw
-    residual at the last iterate. The Jacobian is a dense $n\times n$ matrix for
-    the $n$ unknowns of one step (the internal points and $q_{k+1}$).
+    the guess (the first iteration evaluates it) and, on the dense path, the
+    Jacobian of the raw residual at the last iterate.
 
-    **Returns:** `(x, converged, (r_guess, jac))`, `r_guess` and `jac` flat.
+    **Returns:** `(x, converged, (r_guess, jac))`, `r_guess` flat and `jac` a
+    matrix, or `None` on the matrix-free path.
     """
     flat0, unravel = jax.flatten_util.ravel_pytree(guess)
     dtype = flat0.dtype
     eps = jnp.finfo(dtype).eps
+    n = flat0.size
+    dense = n <= DENSE_LIMIT
 
     def fn(xf):
         r, _, s = terms(unravel(xf))
         fx = jax.flatten_util.ravel_pytree(r)[0] / s
         return fx, (fx, s)
 
+    def correction(x):
+        """`(diff, fx, s, solved, jac)`: Newton's correction at `x`."""
+        if dense:
+            jac, (fx, s) = jax.jacfwd(fn, has_aux=True)(x)
+            diff = jnp.linalg.solve(jac, fx)
+            return diff, fx, s, jnp.all(jnp.isfinite(diff)), s * jac
+        fx, lin, (_, s) = jax.linearize(fn, x, has_aux=True)
+        operator = lx.FunctionLinearOperator(lin, jax.eval_shape(lambda: x))
+        sol = lx.linear_solve(operator, fx, lx.GMRES(rtol=rtol, atol=rtol), throw=False)
+        solved = (sol.result == lx.RESULTS.successful) & jnp.all(
+            jnp.isfinite(sol.value)
+        )
+        return sol.value, fx, s, solved, None
+
     def body(state):
         x, step, _, _, r0, _ = state
-        jac, (fx, s) = jax.jacfwd(fn, has_aux=True)(x)
-        diff = jnp.linalg.solve(jac, fx)
+        diff, fx, s, solved, jac = correction(x)
         new = x - diff
         y_ok = jnp.max(jnp.abs(diff) / (atol + rtol * jnp.abs(new))) < 1
         f_ok = jnp.max(jnp.abs(fx)) < atol
         stalled = jnp.max(jnp.abs(diff)) <= 4 * eps * jnp.max(jnp.abs(new))
-        solved = jnp.all(jnp.isfinite(diff))
         r0 = jnp.where(step == 0, s * fx, r0)
         done = (y_ok & f_ok) | stalled | ~solved
-        return new, step + 1, done, solved, r0, s * jac
+        return new, step + 1, done, solved, r0, jac
 
     def cond(state):
         _, step, done, _, _, _ = state
         return (step < max_steps) & ~done
 
-    n = flat0.size
     init = (
         flat0,
         jnp.zeros((), jnp.int32),
         jnp.asarray(False),
         jnp.asarray(True),
         jnp.zeros_like(flat0),
-        jnp.zeros((n, n), dtype),
+        jnp.zeros((n, n), dtype) if dense else None,
     )
     x, _, done, solved, r0, jac = jax.lax.while_loop(cond, body, init)
     return unravel(x), done & solved, (r0, jac)
@@ -209,17 +233,31 @@ def newton(terms, guess, rtol, atol, max_steps):
 
 def newton_stats(terms, guess, root, r_guess, jac):
     r"""`(extra, rho, theta)` as `step_stats` defines them, from what `newton` kept:
-    the residual at the guess, and the Jacobian at its last iterate (within Newton's
-    own tolerance of the root) in place of the one at the root. The only new
-    evaluation is `terms(root)`, which the step needs anyway for its `extra`."""
-    r_star, extra, s = terms(root)
+    the residual at the guess, and on the dense path the Jacobian at its last
+    iterate (within Newton's own tolerance of the root) in place of the one at the
+    root, so the only new evaluation is `terms(root)`, which the step needs anyway
+    for its `extra`. On the matrix-free path the two products with the Jacobian at
+    the root are Jacobian-vector products."""
     flat = lambda x: jax.flatten_util.ravel_pytree(x)[0]
-    r_star, x_star, x_guess = flat(r_star), flat(root), flat(guess)
-    position_terms = jax.lax.stop_gradient(jnp.max(jnp.abs(jac @ x_star)))
+    x_star, x_guess = flat(root), flat(guess)
+    if jac is None:
+        _, unravel = jax.flatten_util.ravel_pytree(root)
+
+        def raw(xf):
+            r, extra, s = terms(unravel(xf))
+            return flat(r), (extra, s)
+
+        r_star, lin, (extra, s) = jax.linearize(raw, x_star, has_aux=True)
+        matvec = lin
+    else:
+        r_star, extra, s = terms(root)
+        r_star = flat(r_star)
+        matvec = lambda u: jac @ u
+    position_terms = jax.lax.stop_gradient(jnp.max(jnp.abs(matvec(x_star))))
     size = jnp.maximum(s, position_terms)
     rho = jnp.max(jnp.abs(r_star)) / size
     change = r_guess - r_star
-    quad = change - jac @ (x_guess - x_star)
+    quad = change - matvec(x_guess - x_star)
     floor = jnp.sqrt(jnp.finfo(size.dtype).eps) * size
     theta = jnp.max(jnp.abs(quad)) / jnp.maximum(jnp.max(jnp.abs(change)), floor)
     return extra, jnp.asarray(rho, s.dtype), jnp.asarray(theta, s.dtype)
