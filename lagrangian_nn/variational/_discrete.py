@@ -129,9 +129,11 @@ class Trapezoid(AbstractDiscreteLagrangian):
 
     For $L = \tfrac m2\|\dot q\|^2 - V(t, q)$ its variational integrator is
     Störmer–Verlet (leapfrog), and for $\tfrac12\|\dot w\|^2 - L(w)$ with $h = \sqrt\eta$
-    it is eq. (21). `lnn.variational.integrate` recognises the Table-1 Lagrangians
-    (`lnn.dynamics.newtonian`, `damped`, `nesterov`, `general`) and then steps
-    explicitly, one gradient of the loss per step, with no root solve.
+    it is eq. (21). `lnn.variational.integrate` steps explicitly, one gradient of the
+    potential per step and no root solve, whenever the Lagrangian has a constant
+    diagonal mass and a potential that does not depend on the velocity (times a
+    conformal weight), whether it is built by `lnn.dynamics` or written as a plain
+    function.
 
     **Arguments:** `lagrangian`: any `L(t, q, qdot)`.
     """
