@@ -361,3 +361,66 @@ def test_completeness_rank_is_certified():
     )
     table = sy.conservation_table(far, loss, m, law_count=total, n_save=5, t1=0.01)
     assert table.found == 2
+
+
+# --- the brackets of an MLP in NumPy (jets) against nested jax.jvp ---
+
+
+@pytest.mark.parametrize(
+    "acts, flow, masked, bias, depth",
+    [
+        # NAGF's 3/t, tanh's derivatives to third order, biases
+        ([nn.Tanh(), nn.Tanh()], "nagf", False, True, 2),
+        # drawn patterns of ReLU and RePU(2) layers, heavy ball's damping
+        ([nn.ReLU(), nn.RePU(2), nn.Identity()], "heavy_ball", True, False, 2),
+        # patterns read from the data (LeakyReLU), an odd power, gradient flow
+        ([nn.LeakyReLU(0.1), nn.Polynomial(2.5), nn.Identity()], "gf", False, False, 1),
+    ],
+)
+def test_numpy_brackets_agree_with_nested_jvp(acts, flow, masked, bias, depth):
+    # The same right-nested brackets two ways: truncated dual numbers in NumPy, and
+    # nested `jax.jvp` of the traced fields. Agreement to rounding, relative to the
+    # size of the terms, at every depth; and a bracket is no field (control).
+    from jax.flatten_util import ravel_pytree
+
+    from lagrangian_nn.symmetry import _count, _count_jets
+
+    sizes = [2, 3, 2, 2][: len(acts) + 1]
+    m = nn.MLP(sizes, acts, bias=bias, key=jax.random.key(0), dtype=jnp.float64)
+    flat, unravel = ravel_pytree(m)
+    D = flat.shape[0]
+    if masked:
+        phi, n_masks = _count._all_patterns_phi(m)
+        kinked = _count._kinked_layers(m)
+    else:
+        phi, n_masks, kinked = (lambda th, x: th(x)), 0, []
+    X = _count._make_fields(phi, unravel, D, flow, 0.7, jnp.float64)
+    jets = _count_jets.MLPFields(m, flow, 0.7, kinked, D)
+    rng = np.random.default_rng(1)
+    s0 = rng.standard_normal(D if flow == "gf" else 2 * D + 1)
+    if flow != "gf":
+        s0[0] = 1.3  # t
+    n = 4
+
+    def draw():
+        x = rng.standard_normal((n, sizes[0]))
+        if n_masks:
+            x = np.concatenate([x, rng.integers(0, 2, (n, n_masks))], axis=1)
+        return x, rng.standard_normal((n, sizes[-1])), rng.standard_normal(n)
+
+    ps = tuple(draw() for _ in range(depth + 1))
+    for k in range(depth + 1):
+        ref, ref_scale = _count._bracket_fn(X, k)(
+            jax.tree.map(jnp.asarray, ps[: k + 1]), s0
+        )
+        val, scale = _count_jets.brackets(jets, ps[: k + 1], s0)
+        ref, ref_scale = np.asarray(ref), np.asarray(ref_scale)
+        err = np.linalg.norm(val - ref, axis=1)
+        # the fields are of order 1; a bracket whose two terms vanish (a pattern that
+        # cuts its path) is compared at that size
+        size = np.maximum(ref_scale, 1.0)
+        assert np.all(err <= 1e3 * np.finfo(float).eps * size), (k, err / size)
+        np.testing.assert_allclose(scale, ref_scale, rtol=1e-10, atol=1e-12)
+        if k:  # control: the bracket is not the innermost field
+            field, _ = _count_jets.brackets(jets, ps[k : k + 1], s0)
+            assert np.max(np.linalg.norm(val - field, axis=1) / size) > 1e-2

@@ -467,10 +467,13 @@ def _count_at(s0, fns, sample_params, *, eps, max_depth, oversample, max_batch):
     own rule (singular values of all of them above `_TOL_FACTOR` rounding levels),
     never by projecting on a basis grown earlier: a direction found with a small
     residual d is known only to rounding/d, and projecting later columns on it would
-    leave residuals that no singular value of the whole set shows. The singular values
-    of all the columns are those of the triangular factor `R` of the QR of their
-    transpose, updated with each batch (the QR of `R` stacked on the batch, backward
-    stable), so no batch refactors the columns before it."""
+    leave residuals that no singular value of the whole set shows (measured: a ReLU
+    net with `patterns="data"` grew to rank 18 by projection where its singular values
+    give 13). The singular values of all the columns are those of the triangular
+    factor `R` of the QR of their transpose, updated with each batch (the QR of `R`
+    stacked on the batch, backward stable), so no batch refactors the columns before
+    it; each batch still pays one SVD of `R` (at most dim × dim), and the last one is
+    the certificate's."""
     dim = s0.shape[0]
     cols, amps, ranks = [], [], []
     rank = 0
