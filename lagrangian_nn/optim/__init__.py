@@ -23,4 +23,10 @@ from ._kunin import (
     kunin_constants as kunin_constants,
 )
 from ._run import RunResult as RunResult, Step as Step, run as run
+from ._tracker import (
+    LoopTracker as LoopTracker,
+    LoopTrackerState as LoopTrackerState,
+    TrackerReport as TrackerReport,
+    tracker as tracker,
+)
 from ._transforms import gd as gd, nesterov as nesterov, newtonian as newtonian
