@@ -240,12 +240,7 @@ KNOWN_SIDE_DOORS: dict[tuple[str, str], str] = {
     # `from ..nn._mlp import MLP`: `from ..nn import MLP`
     ("lagrangian_nn.symmetry._families", "lagrangian_nn.nn._mlp"): "H4 (symmetry)",
 }
-KNOWN_CYCLES: dict[frozenset, str] = {
-    # `_chains` imports `_run` inside a function, `_run` imports `_chains`
-    frozenset(
-        {"lagrangian_nn.optim._chains", "lagrangian_nn.optim._run"}
-    ): "H4 (optim)",
-}
+KNOWN_CYCLES: dict[frozenset, str] = {}
 
 
 def _report(found: dict, known: dict) -> str:
