@@ -42,6 +42,16 @@ def build(sizes, activations, *, bias=False, seed=0):
     )
 
 
+def tree_dot(a, b):
+    """The Euclidean inner product of two pytrees of the same structure, summed over
+    their leaves."""
+    import jax
+    import jax.numpy as jnp
+
+    pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    return sum((jnp.vdot(x, y) for x, y in pairs), jnp.zeros(()))
+
+
 def along(traj, fn):
     """`fn(t, q, qdot)` at every saved time, as a NumPy array."""
     return np.asarray(traj.evaluate(fn))

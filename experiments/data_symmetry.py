@@ -123,7 +123,7 @@ def compute(cfg):
         xi = gen.xi(0.0, q)
         return float(
             jnp.abs(lnn.symmetry_residual(loss_fn, gen)(q))
-            / jnp.sqrt(lnn._tree.tree_dot(g, g) * lnn._tree.tree_dot(xi, xi))
+            / jnp.sqrt(N.tree_dot(g, g) * N.tree_dot(xi, xi))
         )
 
     rel = relative_residual(loss, model)

@@ -75,6 +75,7 @@ def config_for(quick, seed, data="digits", data_dir=None):
 
 def compute(cfg):
     enable_float64()
+    import jax
     import jax.numpy as jnp
 
     import lagrangian_nn as lnn
@@ -180,8 +181,8 @@ def compute(cfg):
     H = N.along(fl["nd"], lnn.energy(dynamics.newtonian(loss)))
     metrics["nd_energy_drift_over_L0"] = float(np.max(np.abs(H - H[0]))) / L0
     # NAGF energy, eq. 35: E(t) − E(t0) against −∫ 3/t ‖ẇ‖² dt (Simpson, dense grid)
-    energy = lambda t, q, v: 0.5 * lnn._tree.tree_dot(v, v) + loss(q)
-    speed2 = lambda t, q, v: lnn._tree.tree_dot(v, v)
+    energy = lambda t, q, v: 0.5 * N.tree_dot(v, v) + loss(q)
+    speed2 = lambda t, q, v: N.tree_dot(v, v)
     ag = fl["nagf"]
     E, vv = N.along(ag, energy), N.along(ag, speed2)
     ts = arrays["nagf_ts"]
@@ -214,8 +215,8 @@ def compute(cfg):
 
     # eq. 21's kinetic energy ½‖(w_k − w_k−1)/√η‖², for its energy along the run
     def kinetic(s):
-        d = lnn._tree.tree_sub(s.q, s.q_prev)
-        return 0.5 * lnn._tree.tree_dot(d, d) / lr
+        d = jax.tree.map(jnp.subtract, s.q, s.q_prev)
+        return 0.5 * N.tree_dot(d, d) / lr
 
     discrete = (
         ("gd", "GD", optim.gd(lr), {"acc": optim.gd_quadratic_accounting(C, lr)}),
