@@ -8,6 +8,9 @@
   from the program), against the same leapfrog, saving every step.
 - h4: a call with a new Python-float `dt` and `t0` against a call with the same
   values (a recompile would show as a ratio of hundreds).
+- h6: the fixed cost of a call: one explicit step of a 2-coordinate system, against
+  one step of the hand-written leapfrog (informative: both are dominated by the
+  dispatch of a compiled program).
 - h5: a non-separable Lagrangian (position-dependent mass) with `Midpoint`: the
   implicit step, against a hand-written Newton iteration on the same discrete
   Euler–Lagrange equations, with the Jacobian by `jax.jacfwd` and an LU solve.
@@ -28,7 +31,13 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import effective_eps, ms, paired_times, row  # noqa: E402
+from _common import (  # noqa: E402
+    effective_eps,
+    interleaved_times,
+    ms,
+    paired_times,
+    row,
+)
 
 import lagrangian_nn as lnn  # noqa: E402
 
@@ -244,8 +253,36 @@ def implicit_row(quick):
     )
 
 
+def overhead_row(quick):
+    q0, v0 = jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0])
+    loss = lambda q: 0.5 * jnp.sum(q**2)
+    base = leapfrog(loss, 1, 1)
+    mine = ours(lnn.dynamics.newtonian(loss), 1, 1)
+    # single calls, interleaved: batches of back-to-back calls would time the
+    # dispatch queue rather than one call
+    (t_base, t_ours), (m_base, m_ours) = interleaved_times(
+        [base, mine], (q0, v0, 0.0, 0.1), repeats=50 if quick else 200
+    )
+    return row(
+        "h6",
+        "fixed cost of a call: variational.integrate of one explicit step (checks, "
+        "stability estimate, one report transfer) vs one hand-written leapfrog step",
+        "2 dof, 1 step",
+        ms(t_ours),
+        ms(t_base),
+        t_ours / t_base,
+        None,
+        m_ours / m_base,
+    )
+
+
 def rows_h(quick: bool = False) -> list:
-    return [*separable_rows(quick), new_time_row(quick), implicit_row(quick)]
+    return [
+        *separable_rows(quick),
+        new_time_row(quick),
+        implicit_row(quick),
+        overhead_row(quick),
+    ]
 
 
 if __name__ == "__main__":

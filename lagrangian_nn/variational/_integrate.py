@@ -78,7 +78,8 @@ def velocity(inner, t, q, p, solver=None, max_steps: int = 32):
     r"""Inverts the Legendre transform $p = \partial L_0/\partial\dot q(t, q, \dot q)$.
 
     With a declared mass $M$ (`AbstractLagrangian.mass_matrix`, e.g. every Table-1
-    Lagrangian) the kinetic term is quadratic and $\dot q = M^{-1}(p - b)$ with
+    Lagrangian), or a diagonal mass read from the program that does not depend on
+    $\dot q$, the kinetic term is quadratic and $\dot q = M^{-1}(p - b)$ with
     $b = \partial L_0/\partial\dot q(t, q, 0)$: no solve. Otherwise Newton from
     $\dot q = 0$ (one iteration for any $L_0$ quadratic in $\dot q$), on the residual
     $\partial L_0/\partial\dot q - p$ relative to the size of its terms
