@@ -205,3 +205,27 @@ def test_non_symmetry_is_reported_broken(state, a):
     assert drift_broken > 1e6 * max(drift_sym, 1e-16)
     balance = np.max(np.abs(Jb[1:] - Jb[0] - np.cumsum(R)))
     assert balance < bound(jnp.float64, broken.q, n) * max(1.0, np.max(np.abs(Jb)))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+@FEW
+@given(
+    state=states,
+    log_c=log_factors,
+    hw=st.one_of(st.floats(0.2, 1.8), st.floats(2.2, 5.0)),
+)
+def test_explicit_step_scale_free_and_refused_beyond_its_limit(dtype, state, log_c, hw):
+    """`Trapezoid` of c·(½|q̇|² − V), a plain module Lagrangian (its mass read from
+    the program) with a stiff direction of frequency ω = hw/dt: the Störmer–Verlet
+    step is refused exactly when dt·ω > 2, for every c ∈ [1e-6, 1e6], and an
+    accepted run is that of c = 1 to rounding."""
+    q0, v0 = (x.astype(dtype) for x in state)
+    stiff = -((hw / DT) ** 2 - 1)  # the a of `Quartic`: ω² = 1 − a along q_0
+    L = lambda c: quartic(c, k=0.0, a=stiff, dtype=dtype)
+    if hw > 2:
+        with pytest.raises(ValueError, match="stability limit"):
+            run(L(10.0**log_c), q0, v0, cls=V.Trapezoid)
+        return
+    base = run(L(1.0), q0, v0, cls=V.Trapezoid)
+    scaled = run(L(10.0**log_c), q0, v0, cls=V.Trapezoid)
+    assert float(jnp.max(jnp.abs(scaled.q - base.q))) < bound(dtype, base.q)
