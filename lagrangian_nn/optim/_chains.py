@@ -335,11 +335,12 @@ def _zero_leaves(generator, q) -> tuple[bool, ...]:
     if not any(free):
         return tuple(free)
     zeros = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes)
-    with jax.ensure_compile_time_eval():
-        values = field(*zeros)
-    return tuple(
-        bool(f) and not np.any(np.asarray(x)) for f, x in zip(free, values, strict=True)
-    )
+    try:
+        with jax.ensure_compile_time_eval():
+            values = [np.asarray(x) if f else None for f, x in zip(free, field(*zeros))]
+    except Exception:  # a field that cannot run on concrete zeros: skip nothing
+        return tuple(False for _ in free)
+    return tuple(bool(f) and not np.any(x) for f, x in zip(free, values, strict=True))
 
 
 def _dot(a, b, skip):
