@@ -687,6 +687,13 @@ def test_explicit_step_beyond_stability_limit_is_refused(dtype):
         # leapfrog's energy error for h ω = 1.5 is O(1) of the stiff mode's energy
         # (0.5 here), never growth: the unstable run reaches 1e30 within 200 steps
         assert float(jnp.max(energy)) < 10 * float(energy[0])
+    # under the user's `jit` (dt traced) the refusal rides on the positions
+    positions = jax.jit(
+        lambda dt: V.integrate(V.Trapezoid(Ls[0]), q0, v0, t0=0.0, dt=dt, n_steps=200).q
+    )
+    assert bool(jnp.all(jnp.isfinite(positions(0.015))))
+    with pytest.raises(Exception, match="stability limit"):
+        jax.block_until_ready(positions(0.025))
 
 
 def test_python_numbers_and_new_times_do_not_recompile():

@@ -757,7 +757,8 @@ def integrate(
         return_momenta,
     )
     where = "lnn.variational.integrate"
-    ts = _finish(where, ts, report, dtype, dt, max_steps, qs)
+    # under a trace the checks ride on every output, so none can be dropped
+    ts, qs, vs, ps = _finish(where, (ts, qs, vs, ps), report, dtype, dt, max_steps, qs)
     traj = Trajectory(ts, qs, vs)
     return (traj, ps) if return_momenta else traj
 
@@ -791,8 +792,7 @@ def step(
     t = _check_time(t, "t")
     dt = _check_dt(dt)
     q1, p1, report = _one_step(discrete, solver, t, dt, q, p, max_steps)
-    q1 = _finish("lnn.variational.step", q1, report, dtype, dt, max_steps, q1)
-    return q1, p1
+    return _finish("lnn.variational.step", (q1, p1), report, dtype, dt, max_steps, q1)
 
 
 @eqx.filter_jit
