@@ -63,7 +63,8 @@ def _pack(tree):
     groups, layout = {}, []
     for x in leaves:
         x = jnp.asarray(x)
-        if x.size <= _PACK_SIZE:
+        numeric = jnp.issubdtype(x.dtype, jnp.number) or x.dtype == jnp.bool_
+        if numeric and x.size <= _PACK_SIZE:
             parts = groups.setdefault(x.dtype, [])
             layout.append((x.dtype, len(parts), x.shape))
             parts.append(jnp.ravel(x))
