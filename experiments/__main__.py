@@ -9,10 +9,21 @@ import sys
 import threading
 import time
 
-from . import EXPERIMENTS, _common, get, in_all
-from ._common import DEFAULT_OUT
-
 INTERRUPTED = 130  # the exit status of a process ended by Ctrl-C (128 + SIGINT)
+
+
+def _interrupted_while_loading(signum, frame):
+    """Ctrl-C while the modules load (NumPy, JAX): nothing is written yet, so one line
+    and status 130 at once, not a traceback from inside an import."""
+    print("interrupted", file=sys.stderr, flush=True)
+    os._exit(INTERRUPTED)
+
+
+if __name__ == "__main__":  # `python -m experiments`: from here until `main` runs
+    signal.signal(signal.SIGINT, _interrupted_while_loading)
+
+from . import EXPERIMENTS, _common, get, in_all  # noqa: E402
+from ._common import DEFAULT_OUT  # noqa: E402
 
 
 class _DropInterruptLogs(logging.Filter):
@@ -288,6 +299,18 @@ def _draw(args, parser, interrupts: _Interrupts) -> int:
     return 0
 
 
+def _load(names):
+    """Imports the experiments and JAX and starts its backend, before the Ctrl-C
+    handler of a run is installed. Under `python -m experiments` a Ctrl-C meanwhile
+    ends the process at once (`_interrupted_while_loading`): a KeyboardInterrupt
+    raised while JAX initialises can crash the interpreter instead of unwinding."""
+    for name in names:
+        get(name)
+    import jax
+
+    jax.devices()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -341,6 +364,7 @@ def main(argv=None) -> int:
         except ValueError as e:
             parser.error(str(e))
     command = _run if args.command == "run" else _draw
+    _load(in_all() if args.name == "all" else [args.name])
     interrupts = _Interrupts()
     with interrupts.installed():
         try:
@@ -354,6 +378,8 @@ def main(argv=None) -> int:
 def entry_point(argv=None):
     """`main`, then exit with its status. Ctrl-C before `main` has installed its
     handler (while the arguments are read) is one line and status 130 too."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _interrupted_while_loading)
     try:
         status = main(argv)
     except KeyboardInterrupt:

@@ -224,6 +224,33 @@ def test_ctrl_c_before_the_handlers_are_installed(tmp_path):
     assert (proc.returncode, proc.stderr) == (130, "interrupted\n")
 
 
+def test_ctrl_c_while_the_modules_load():
+    # Ctrl-C while `python -m experiments` imports NumPy: one line, status 130, no
+    # traceback from inside the import (the signal is sent as numpy's import starts)
+    import subprocess
+
+    script = (
+        "import builtins, os, runpy, signal, sys\n"
+        "real = builtins.__import__\n"
+        "def hook(name, *args, **kwargs):\n"
+        "    if name == 'numpy':\n"
+        "        builtins.__import__ = real\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "    return real(name, *args, **kwargs)\n"
+        "builtins.__import__ = hook\n"
+        "sys.argv = ['experiments', 'list']\n"
+        "runpy.run_module('experiments', run_name='__main__', alter_sys=True)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (130, "", "interrupted\n")
+
+
 def test_claim_lines_give_the_measured_miss_factor(capsys):
     from experiments import _common
 
