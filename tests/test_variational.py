@@ -122,6 +122,21 @@ def test_explicit_path_matches_newton_and_has_no_solve():
             assert float(jnp.max(jnp.abs(fast.q - slow.q))) < 1e-12
             if t0 == 0.0:
                 assert float(jnp.max(jnp.abs(fast.qdot - slow.qdot))) < 1e-12
+    # a mass that grows with time (e^{t/2}, written into a plain function) and a
+    # term b(t)·q̇: the explicit step's M(t) and b(t) terms, against Newton
+    for L in (
+        lambda t, q, v: jnp.exp(0.5 * t) * (0.5 * jnp.sum(v**2) - loss(q)),
+        lambda t, q, v: 0.5 * jnp.sum(v**2) + jnp.sin(t) * jnp.sum(v) - loss(q),
+    ):
+        kw = dict(t0=0.3, dt=0.05, n_steps=60)
+        slow = V.integrate(V.Trapezoid(_opaque(L)), q0, v0, **kw)
+        fast = V.integrate(V.Trapezoid(L), q0, v0, **kw)
+        # explicit: the loops of newtonian's run, no root solve
+        assert _has_loop(V.Trapezoid(L), q0, v0) == _has_loop(
+            V.Trapezoid(lnn.dynamics.newtonian(loss)), q0, v0
+        )
+        assert float(jnp.max(jnp.abs(fast.q - slow.q))) < 1e-12
+        assert float(jnp.max(jnp.abs(fast.qdot - slow.qdot))) < 1e-11
     # the explicit run's program has the step loops (the outer scan over saved
     # points and the power iteration) and no root-finding loop; the opaque one has
     # Newton's while loop in every step
