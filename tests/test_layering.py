@@ -234,9 +234,6 @@ def _cycles(root, modules, scans) -> dict[frozenset, str]:
 KNOWN_SIDE_DOORS: dict[tuple[str, str], str] = {
     # `stderr_is_interactive` belongs in a public place (or the runner's own module)
     ("experiments._common", "lagrangian_nn._progress"): "H7 (experiments/_common.py)",
-    # `lnn._tree.tree_dot` etc.: the experiments' own tree helpers, or a public one
-    ("experiments.data_symmetry", "lagrangian_nn._tree"): "H7 (experiments)",
-    ("experiments.relu_balance", "lagrangian_nn._tree"): "H7 (experiments)",
     # `from ..nn._mlp import MLP`: `from ..nn import MLP`
     ("lagrangian_nn.symmetry._families", "lagrangian_nn.nn._mlp"): "H4 (symmetry)",
 }
