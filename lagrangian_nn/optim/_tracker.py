@@ -523,23 +523,38 @@ class LoopTracker(eqx.Module):
         return LoopTrackerState(k + 1, state.initial, buffers)
 
     def _restricted_state(self, opt_state):
-        """The SGD chain's state with its momentum buffer cut to the parameters'
-        arrays, as the law reads it."""
+        """The SGD chain's state, as the law reads it, with its momentum buffer cut to
+        the parameters' arrays. `opt_state` is the chain's own (`chain.optimizer`)
+        or, for a chain without dampening, that of any optax transformation holding
+        one `optax.TraceState` (e.g. `optax.chain(optax.add_decayed_weights(l),
+        optax.sgd(lr, momentum=b))`)."""
         c = self.chain
-        ok = isinstance(opt_state, tuple) and len(opt_state) == len(c.structure)
-        if ok and c.trace_index is not None:
-            ok = isinstance(opt_state[c.trace_index], optax.TraceState)
-        if not ok:
-            raise ValueError(
-                "`opt_state` must be the state of the SGD chain given to "
-                f"`lnn.optim.tracker` (parts {c.structure}), after the update; got "
-                f"{type(opt_state).__name__} {jax.tree.structure(opt_state)}."
-            )
-        if c.trace_index is None:
-            return opt_state
-        state = list(opt_state)
-        trace = self.layout.arrays(state[c.trace_index].trace, "opt_state's momentum")
-        state[c.trace_index] = optax.TraceState(trace=trace)
+        own = isinstance(opt_state, tuple) and len(opt_state) == len(c.structure)
+        if own and c.trace_index is not None:
+            own = isinstance(opt_state[c.trace_index], optax.TraceState)
+        if own:
+            state = list(opt_state)
+        else:
+            is_trace = lambda x: isinstance(x, optax.TraceState)  # noqa: E731
+            traces = [
+                x for x in jax.tree.leaves(opt_state, is_leaf=is_trace) if is_trace(x)
+            ]
+            wanted = 0 if c.trace_index is None else 1
+            if "dampening" in c.structure or len(traces) != wanted:
+                raise ValueError(
+                    "`opt_state` must be the state, after the update, of the SGD chain "
+                    f"given to `lnn.optim.tracker` (parts {c.structure}), or of an "
+                    f"optax transformation with {wanted} momentum buffer(s) "
+                    "(`optax.TraceState`) for a chain without dampening; got "
+                    f"{len(traces)} in {type(opt_state).__name__}."
+                )
+            state = [optax.EmptyState() for _ in c.structure]
+            if traces:
+                state[c.trace_index] = traces[0]
+        if c.trace_index is not None:
+            trace = state[c.trace_index].trace
+            trace = self.layout.arrays(trace, "opt_state's momentum buffer")
+            state[c.trace_index] = optax.TraceState(trace=trace)
         return tuple(state)
 
     def _check_state(self, state):
