@@ -401,8 +401,12 @@ class TrackerReport(eqx.Module):
       relative to $\max_k|Q_k|$: what plain SGD with the same gradients could move the
       charge by (0 for a linear charge; optimisers without an exact law only).
 
-    `tolerance` is the rounding bound of the exact law, `100·eps·steps` (the largest
-    deviation is measured at a few eps·steps on float64 and float32 runs).
+    `tolerance` is the rounding bound of the exact law, `100·eps·steps` relative to
+    $\max_k|Q_k|$: each step rounds $Q$, $P$ and the drives a few times, amplified
+    at most by the momentum's $1/(1-\beta)$, and the errors add up at most
+    linearly. Measured deviations stay at tens of eps (float64, 300 steps; float32,
+    1,000 steps) when every generator is a symmetry; a broken symmetry misses the
+    bound by orders of magnitude.
     """
 
     steps: int
@@ -647,9 +651,15 @@ def tracker(
     $Q = \langle w, Aw\rangle$ for a linear field $\xi(w) = Aw$ (`"quadratic"`:
     rescaling across a homogeneous activation, scale invariance before a
     normalisation, the per-head $GL(d_{head})$ of attention). Which one is decided
-    here, once, by probing the field; a linear field that is not symmetric is
-    replaced by its symmetric part $(A + A^\top)/2$, which has the same charge (the
-    law then needs $A^\top$ to be a symmetry too, as it is for a $GL$ family).
+    here, once, by probing the field (a `kinds` given, or declared by
+    `lnn.nn.symmetries`, is checked against it). A linear field that is not
+    symmetric enters through its symmetric part $(A + A^\top)/2$, which has the same
+    charge (the law then needs $A^\top$ to be a symmetry too, as it is for a $GL$
+    family).
+
+    Generators of one form that differ only in their arrays (the catalogue's
+    `rescale[c]` masks, a head's $E_{ij}$) are evaluated together: every recorded
+    quantity is linear in those arrays, so one gradient gives the whole family.
 
     At every step the tracker records the charges, and for an SGD chain
     (`lnn.optim.sgd_chain`: momentum, Nesterov, dampening, coupled or decoupled
@@ -667,7 +677,12 @@ def tracker(
 
     - `generators`: `{name: lnn.Generator}`, e.g. `lnn.nn.symmetries(model)`.
     - `optimizer`: an `lnn.optim.SGDChain` (or its `.optimizer`), for the exact
-      laws; any other `optax.GradientTransformation` for the measured drift.
+      laws; any other `optax.GradientTransformation` for the measured drift. With
+      an `SGDChain` the loop may step with the chain's `.optimizer` or with the
+      same chain written in optax (`optax.chain(optax.add_decayed_weights(l),
+      optax.sgd(lr, momentum=b))`; without dampening): the tracker reads the
+      momentum buffer from the state. If the loop's optimiser is not the one
+      described, the laws fail, and the report says so.
     - `params`: the parameters the loop starts from (the pytree passed to the
       optimiser: an equinox model, or `eqx.filter(model, eqx.is_array)`).
     - `n_steps`: the number of steps to record (the buffers' length).
