@@ -24,7 +24,7 @@ from jax.flatten_util import ravel_pytree
 from .._noether import Generator
 from .._tree import tree_dot
 from .._validate import check_floating_tree
-from ._families import Family
+from ._families import Diagonal, Family
 from ._gap import (
     MIN_GAP as _MIN_GAP,
     TOL_FACTOR as _TOL_FACTOR,
@@ -78,6 +78,15 @@ class _Combination(eqx.Module):
             term = jax.tree.map(lambda x: c.astype(x.dtype) * x, f(q))
             out = term if out is None else jax.tree.map(jnp.add, out, term)
         return out
+
+
+class _DiagonalCombination(eqx.Module):
+    """A combination of a diagonal family's fields as one diagonal field."""
+
+    field: Diagonal
+
+    def __call__(self, t, q):
+        return self.field(q)
 
 
 def _fmt(x) -> str:
@@ -308,7 +317,8 @@ def _null_space(M, G, threshold, eps):
     r = Qr.shape[1]
     if r == 0:
         return np.zeros((0, n)), np.zeros(0)
-    _, S, Vt = np.linalg.svd(M @ Qr, full_matrices=True)
+    # samples ≥ n ≥ r, so the reduced SVD has every right singular vector
+    _, S, Vt = np.linalg.svd(M @ Qr, full_matrices=False)
     sv = np.zeros(r)
     sv[: min(len(S), r)] = S[:r]
     null = sv <= threshold
@@ -566,7 +576,13 @@ def discover(
         f"{_fmt(largest_zero)}, 1/{split['zero_margin']:.2g} of the threshold "
         f"{_fmt(threshold)})"
     ) + approximate
-    gens = [Generator(_Combination(family.fields, jnp.asarray(c))) for c in coeffs]
+    if family.segments is not None:  # diag(Σ c_a D_a) q: one field, not n of them
+        gens = [
+            Generator(_DiagonalCombination(Diagonal(family.segments, jnp.asarray(c))))
+            for c in coeffs
+        ]
+    else:
+        gens = [Generator(_Combination(family.fields, jnp.asarray(c))) for c in coeffs]
     return Discovery(
         gens,
         coeffs,

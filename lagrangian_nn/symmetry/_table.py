@@ -60,6 +60,12 @@ def is_gradient_field(gen: Generator, q, *, key=None, tol: float | None = None) 
     check_floating_tree(q, "q")
     tol = 1e3 * _eps(q) if tol is None else tol
     key = jax.random.key(0) if key is None else key
+    a, b, scale = _symmetry_gap(gen, key, q)
+    return bool(jnp.abs(a - b) <= tol * scale + 1e-300)
+
+
+@eqx.filter_jit
+def _symmetry_gap(gen, key, q):
     leaves, tree = jax.tree.flatten(q)
     ks = jax.random.split(key, 2 * len(leaves))
     u = jax.tree.unflatten(
@@ -68,12 +74,6 @@ def is_gradient_field(gen: Generator, q, *, key=None, tol: float | None = None) 
     v = jax.tree.unflatten(
         tree, [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(ks[1::2], leaves)]
     )
-    a, b, scale = _symmetry_gap(gen, u, v)
-    return bool(jnp.abs(a - b) <= tol * scale + 1e-300)
-
-
-@eqx.filter_jit
-def _symmetry_gap(gen, u, v):
     t = jnp.zeros(())
     xu, xv = gen.xi(t, u), gen.xi(t, v)
     norm = lambda z: jnp.sqrt(tree_dot(z, z))
@@ -215,10 +215,17 @@ class _Control(eqx.Module):
         return jax.tree.unflatten(tree, leaves)
 
 
-def _control(gen: Generator, q) -> tuple[Generator, str]:
+@eqx.filter_jit
+def _leaf_norms(gen, q):
+    """The norm of each leaf of ξ(q), and of each leaf of q."""
     xi = gen.xi(jnp.zeros(()), q)
-    norms = [float(jnp.sqrt(jnp.vdot(x, x))) for x in jax.tree.leaves(xi)]
-    moved = [i for i, s in enumerate(norms) if s > 0]
+    norm = lambda x: jnp.sqrt(jnp.vdot(x, x))  # noqa: E731
+    return [norm(x) for x in jax.tree.leaves(xi)], [norm(x) for x in jax.tree.leaves(q)]
+
+
+def _control(gen: Generator, q) -> tuple[Generator, str]:
+    xi_norms, q_norms = jax.device_get(_leaf_norms(gen, q))
+    moved = [i for i, s in enumerate(xi_norms) if s > 0]
     if not moved:
         raise ValueError("a discovered generator vanishes at `q`; it has no control.")
     leaf = moved[-1]
@@ -226,12 +233,23 @@ def _control(gen: Generator, q) -> tuple[Generator, str]:
         return Generator(
             _Control(gen, leaf, None)
         ), f"ξ with its part on leaf {leaf} doubled"
-    ql = jax.tree.leaves(q)[leaf]
-    scale = norms[leaf] / max(float(jnp.sqrt(jnp.vdot(ql, ql))), 1e-300)
+    scale = float(xi_norms[leaf]) / max(float(q_norms[leaf]), 1e-300)
     return (
         Generator(_Control(gen, leaf, jnp.asarray(scale))),
         f"ξ + {scale:.3g}·(leaf {leaf} of q)",
     )
+
+
+@eqx.filter_jit
+def _nd_velocity(loss, q, key):
+    """A random velocity of the size of ∇L(q)."""
+    grad = jax.grad(loss)(q)
+    gnorm = jnp.sqrt(tree_dot(grad, grad))
+    leaves, tree = jax.tree.flatten(q)
+    ks = jax.random.split(key, len(leaves))
+    v = [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(ks, leaves)]
+    vnorm = jnp.sqrt(sum(jnp.vdot(x, x) for x in v))
+    return jax.tree.unflatten(tree, [(x * gnorm / vnorm).astype(x.dtype) for x in v])
 
 
 def _cumulative_simpson(f, h):
@@ -382,13 +400,7 @@ def conservation_table(
     )
     # ND from a random velocity of the size of ∇L(q): the charges start nonzero, so the
     # check is not 0 = 0 for laws whose charge vanishes at rest.
-    grad = jax.grad(loss)(q)
-    gnorm = jnp.sqrt(tree_dot(grad, grad))
-    leaves, tree = jax.tree.flatten(q)
-    ks = jax.random.split(key, len(leaves))
-    v = [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(ks, leaves)]
-    vnorm = jnp.sqrt(sum(jnp.vdot(x, x) for x in v))
-    qdot0 = jax.tree.unflatten(tree, [(x * gnorm / vnorm).astype(x.dtype) for x in v])
+    qdot0 = _nd_velocity(loss, q, key)
     nd = simulate(
         dynamics.newtonian(loss), q, qdot0, t0=0.0, t1=t1, ts=ts, rtol=rtol, atol=atol
     )
