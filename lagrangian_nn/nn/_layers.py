@@ -12,6 +12,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from ._activations import AbstractActivation
+
 
 def _as_sequential(layers, name: str) -> eqx.nn.Sequential:
     if isinstance(layers, eqx.nn.Sequential):
@@ -145,11 +147,14 @@ class Flatten(eqx.Module):
 
 
 def sequential(layers: Sequence[Callable]) -> eqx.nn.Sequential:
-    """`eqx.nn.Sequential(layers)`, with plain functions (`jax.nn.relu`) wrapped in
-    `eqx.nn.Lambda`."""
+    """`eqx.nn.Sequential(layers)`, with plain functions (`jax.nn.relu`) and `lnn.nn`
+    activations (`lnn.nn.RePU(2)`) wrapped in `eqx.nn.Lambda`."""
     return eqx.nn.Sequential(
         tuple(
-            layer if isinstance(layer, eqx.Module) else eqx.nn.Lambda(layer)
+            layer
+            if isinstance(layer, eqx.Module)
+            and not isinstance(layer, AbstractActivation)
+            else eqx.nn.Lambda(layer)
             for layer in layers
         )
     )
