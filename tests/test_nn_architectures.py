@@ -1,0 +1,174 @@
+"""The equinox architectures of `lnn.nn`: attention against Marcotte et al.'s formula
+written out by hand, the layers against their definitions, the classifiers' shapes
+and their bad input."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import lagrangian_nn as lnn
+from lagrangian_nn import nn
+
+EPS64 = float(np.finfo(np.float64).eps)
+
+
+def _rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def test_self_attention_is_marcottes_formula():
+    H, d, dm, n = 2, 3, 5, 4
+    mha = eqx.nn.MultiheadAttention(
+        H,
+        dm,
+        qk_size=d,
+        vo_size=d,
+        use_query_bias=True,
+        use_key_bias=True,
+        use_value_bias=True,
+        use_output_bias=True,
+        dtype=jnp.float64,
+        key=jax.random.key(0),
+    )
+    x = jnp.asarray(_rng().standard_normal((n, dm)))
+    out = nn.SelfAttention(mha)(x)
+    # head h: softmax(x W_Q (x W_K)ᵀ / √d) x W_V W_O, W_Q = rows of the (out, in)
+    # weight transposed; the biases ride along
+    expected = mha.output_proj.bias
+    for h in range(H):
+        sl = slice(h * d, (h + 1) * d)
+        WQ, WK = mha.query_proj.weight[sl].T, mha.key_proj.weight[sl].T
+        WV, WO = mha.value_proj.weight[sl].T, mha.output_proj.weight[:, sl].T
+        Q = x @ WQ + mha.query_proj.bias[sl]
+        K = x @ WK + mha.key_proj.bias[sl]
+        V = x @ WV + mha.value_proj.bias[sl]
+        expected = expected + jax.nn.softmax(Q @ K.T / np.sqrt(d), axis=-1) @ V @ WO
+    np.testing.assert_allclose(out, expected, rtol=0, atol=64 * EPS64)
+    # the control rotates the queries by position: a different function
+    rotated = nn.SelfAttention(
+        mha.__class__(2, 4, key=jax.random.key(1)), rotate_queries=True
+    )
+    y = jnp.asarray(_rng(1).standard_normal((n, 4)), jnp.float32)
+    plain = nn.SelfAttention(rotated.attention)
+    assert float(jnp.max(jnp.abs(rotated(y) - plain(y)))) > 1e-3
+    with pytest.raises(ValueError, match="even qk_size"):
+        nn.SelfAttention(
+            eqx.nn.MultiheadAttention(1, 3, key=jax.random.key(0)), rotate_queries=True
+        )
+    with pytest.raises(
+        ValueError, match="`attention` must be an `eqx.nn.MultiheadAttention`"
+    ):
+        nn.SelfAttention(eqx.nn.Linear(2, 2, key=jax.random.key(0)))
+
+
+def test_layers_match_their_definitions():
+    x = jnp.asarray(_rng().standard_normal((3, 2, 2)))
+    np.testing.assert_array_equal(nn.Flatten()(x), x.reshape(-1))
+    # channel-major: channel c is the block c·H·W ... (c+1)·H·W − 1
+    np.testing.assert_array_equal(nn.Flatten()(x)[4:8], x[1].ravel())
+    seq = jnp.asarray(_rng(1).standard_normal((4, 3)))
+    np.testing.assert_allclose(nn.TokenMean()(seq), seq.mean(0))
+    lin = eqx.nn.Linear(3, 2, key=jax.random.key(0), dtype=jnp.float64)
+    np.testing.assert_allclose(
+        nn.Tokenwise(lin)(seq), seq @ lin.weight.T + lin.bias, atol=16 * EPS64
+    )
+    block = nn.Residual(
+        [eqx.nn.Linear(3, 3, key=jax.random.key(1), dtype=jnp.float64), jax.nn.relu]
+    )
+    v = seq[0]
+    np.testing.assert_allclose(
+        block(v), v + jax.nn.relu(block.branch.layers[0](v)), atol=16 * EPS64
+    )
+    pos = nn.AddPosition(4, 3, key=jax.random.key(2), dtype=jnp.float64)
+    np.testing.assert_allclose(pos(seq), seq + pos.position)
+    with pytest.raises(ValueError, match="`branch` must be"):
+        nn.Residual(3)
+    with pytest.raises(ValueError, match="`branch` must hold callable layers"):
+        nn.Residual([lin, 3])
+    with pytest.raises(ValueError, match="`layer` must be callable"):
+        nn.Tokenwise(None)
+
+
+@pytest.mark.parametrize("norm", ["layer", "rms"])
+@pytest.mark.parametrize("learnable", [True, False])
+def test_transformer_shapes_and_norms(norm, learnable):
+    model = nn.Transformer(
+        n_tokens=8,
+        d_token=8,
+        d_model=8,
+        n_heads=2,
+        d_mlp=8,
+        norm=norm,
+        learnable_scale=learnable,
+        key=jax.random.key(0),
+        dtype=jnp.float64,
+    )
+    x, y = lnn.data.digits(n=5)
+    x = jnp.asarray(x, jnp.float64)
+    logits = model(x)  # the digits as 8 tokens of 8 pixels
+    assert logits.shape == (5, 10)
+    np.testing.assert_allclose(model(x.reshape(5, 8, 8)), logits)
+    np.testing.assert_allclose(model(x[2].reshape(8, 8)), logits[2], atol=64 * EPS64)
+    norms = [
+        m
+        for m in jax.tree.leaves(
+            model, is_leaf=lambda m: isinstance(m, (eqx.nn.LayerNorm, eqx.nn.RMSNorm))
+        )
+        if isinstance(m, (eqx.nn.LayerNorm, eqx.nn.RMSNorm))
+    ]
+    assert len(norms) == 3
+    cls = eqx.nn.LayerNorm if norm == "layer" else eqx.nn.RMSNorm
+    assert all(isinstance(m, cls) and m.eps == 0 for m in norms)
+    assert all((m.weight is not None) == learnable for m in norms)
+    assert jnp.isfinite(nn.nll(logits, jnp.asarray(y)))
+
+
+def test_transformer_bad_input():
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match="`d_model` \\(6\\) must be divisible"):
+        nn.Transformer(d_model=6, n_heads=4, key=key)
+    with pytest.raises(ValueError, match="`norm` must be 'layer' or 'rms'"):
+        nn.Transformer(norm="batch", key=key)
+    with pytest.raises(ValueError, match="`norm_eps` must be a number >= 0"):
+        nn.Transformer(norm_eps=-1.0, key=key)
+    with pytest.raises(ValueError, match="`n_layers` must be a positive int"):
+        nn.Transformer(n_layers=0, key=key)
+    with pytest.raises(ValueError, match="`d_head` must be a positive int"):
+        nn.Transformer(d_head=0, key=key)
+    with pytest.raises(ValueError, match="`activation` must be callable"):
+        nn.Transformer(activation="relu", key=key)
+    model = nn.Transformer(d_model=4, n_heads=1, d_mlp=4, key=key)
+    with pytest.raises(ValueError, match="`x` must have shape \\(8, 8\\)"):
+        model(jnp.ones((3, 7)))
+
+
+def test_convnet_shapes_and_bad_input():
+    model = nn.ConvNet(residual=True, key=jax.random.key(0), dtype=jnp.float64)
+    x, _ = lnn.data.digits(n=3)
+    x = jnp.asarray(x, jnp.float64)
+    logits = model(x)
+    assert logits.shape == (3, 10)
+    np.testing.assert_allclose(model(x.reshape(3, 1, 8, 8)), logits)
+    kinds = [type(layer).__name__ for layer in model.layers.layers]
+    assert kinds == [
+        "Conv2d",
+        "Lambda",
+        "AvgPool2d",
+        "Conv2d",
+        "Lambda",
+        "MaxPool2d",
+        "Residual",
+        "Flatten",
+        "Linear",
+    ]
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match="must be divisible by 8"):
+        nn.ConvNet(input_shape=(1, 6, 6), channels=(2, 2, 2), key=key)
+    with pytest.raises(ValueError, match="`input_shape` must be \\(C, H, W\\)"):
+        nn.ConvNet(input_shape=(8, 8), key=key)
+    with pytest.raises(ValueError, match="`channels` must list positive"):
+        nn.ConvNet(channels=(), key=key)
+    with pytest.raises(ValueError, match="`x` must have shape \\(1, 8, 8\\)"):
+        model(jnp.ones((2, 3, 8, 8)))
