@@ -125,8 +125,9 @@ def test_explicit_path_matches_newton_and_has_no_solve():
     # a mass that grows with time (e^{t/2}, written into a plain function) and a
     # term b(t)·q̇: the explicit step's M(t) and b(t) terms, against Newton
     for L in (
-        lambda t, q, v: jnp.exp(0.5 * t) * (0.5 * jnp.sum(v**2) - loss(q)),
-        lambda t, q, v: 0.5 * jnp.sum(v**2) + jnp.sin(t) * jnp.sum(v) - loss(q),
+        lambda t, q, v: (
+            jnp.exp(0.5 * t) * (0.5 * jnp.sum(v**2) - loss(q)) + jnp.sin(t) * jnp.sum(v)
+        ),
     ):
         kw = dict(t0=0.3, dt=0.05, n_steps=60)
         slow = V.integrate(V.Trapezoid(_opaque(L)), q0, v0, **kw)
