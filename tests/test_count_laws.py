@@ -424,3 +424,19 @@ def test_numpy_brackets_agree_with_nested_jvp(acts, flow, masked, bias, depth):
         if k:  # control: the bracket is not the innermost field
             field, _ = _count_jets.brackets(jets, ps[k : k + 1], s0)
             assert np.max(np.linalg.norm(val - field, axis=1) / size) > 1e-2
+
+
+@pytest.mark.parametrize("x64", [True, False])
+def test_seed_is_jax_randint_without_compiling(x64):
+    # The points are seeded by `jax.random.randint(key, (), 0, 2**31 - 1)`; `_seed`
+    # computes the same integer in NumPy (Threefry-2x32), for typed and raw keys, with
+    # 64-bit integers or 32 (a different algorithm branch in JAX).
+    from lagrangian_nn.symmetry._count import _seed
+
+    with jax.enable_x64(x64):
+        keys = [jax.random.key(k) for k in (0, 1, 3, 2**33 + 7)]
+        keys += [jax.random.PRNGKey(5), jax.random.split(jax.random.key(9))[1]]
+        for key in keys:
+            assert _seed(key) == int(jax.random.randint(key, (), 0, 2**31 - 1))
+        # control: another key, another seed
+        assert _seed(jax.random.key(0)) != _seed(jax.random.key(1))

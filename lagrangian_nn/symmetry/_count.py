@@ -399,6 +399,58 @@ def _unravel_np(model, flat):
     return jax.tree.unflatten(jax.tree.structure(model), pieces)
 
 
+def _threefry2x32(k1, k2, x1, x2):
+    """The Threefry-2x32 hash (20 rounds) of the counter `(x1, x2)` under the key
+    `(k1, k2)`, in NumPy uint32 arithmetic, as `jax.random` computes it."""
+    u = np.uint32
+    rot = ((13, 15, 26, 6), (17, 29, 16, 24))
+    ks = (u(k1), u(k2), u(k1) ^ u(k2) ^ u(0x1BD11BDA))
+    x = [u(x1) + ks[0], u(x2) + ks[1]]
+    for i in range(5):
+        for r in rot[i % 2]:
+            x[0] = x[0] + x[1]
+            x[1] = (x[1] << u(r)) | (x[1] >> u(32 - r))
+            x[1] = x[0] ^ x[1]
+        x[0] = x[0] + ks[(i + 1) % 3]
+        x[1] = x[1] + ks[(i + 2) % 3] + u(i + 1)
+    return x
+
+
+def _seed(key) -> int:
+    """`jax.random.randint(key, (), 0, 2**31 - 1)`, computed in NumPy for a threefry
+    key (partitionable, JAX's default) so that no JAX random function is compiled on
+    a first call; through `jax.random.randint` otherwise."""
+    try:
+        if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+            threefry = str(jax.random.key_impl(key)) in ("threefry2x32", "fry")
+            words = np.asarray(jax.random.key_data(key))
+        else:
+            threefry, words = True, np.asarray(key)
+        fast = (
+            threefry
+            and bool(jax.config.jax_threefry_partitionable)
+            and words.shape == (2,)
+            and words.dtype == np.uint32
+        )
+    except Exception:
+        fast = False
+    if not fast:
+        return int(jax.random.randint(key, (), 0, 2**31 - 1))
+    with np.errstate(over="ignore"):
+        # split into two keys (counters 0 and 1), then 2 × nbits random bits
+        a = _threefry2x32(words[0], words[1], 0, 0)
+        b = _threefry2x32(words[0], words[1], 0, 1)
+        bits = [_threefry2x32(k[0], k[1], 0, 0) for k in (a, b)]
+    nbits = np.dtype(jax.dtypes.canonicalize_dtype(int)).itemsize * 8
+    if nbits == 64:
+        hi, lo = ((int(c[0]) << 32) | int(c[1]) for c in bits)
+    else:
+        hi, lo = (int(c[0] ^ c[1]) for c in bits)
+    span, wrap = 2**31 - 1, 2**nbits  # unsigned nbits-bit arithmetic, as in JAX
+    multiplier = (2 ** (nbits // 2) % span) ** 2 % wrap % span
+    return ((hi % span) * multiplier % wrap + lo % span) % wrap % span
+
+
 # the bracket functions of the last few MLP structures counted (most recent last)
 _CACHE: dict = {}
 _CACHE_SIZE = 8
@@ -730,7 +782,7 @@ def count_laws(
     eps = float(jnp.finfo(dtype).eps)
     D = flat0.shape[0]
     dim = D if flow == "gf" else 2 * D + 1
-    seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
+    seed = _seed(key)
     rng = np.random.default_rng(seed)
     if masked:  # an MLP: standard normal inputs and uniform patterns
         x0 = jnp.zeros((model.sizes[0] + n_masks,), dtype)
