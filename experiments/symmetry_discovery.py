@@ -35,6 +35,7 @@ from ._common import (
     control,
     enable_float64,
     load,
+    log,
     progress,
     run_experiment,
 )
@@ -196,6 +197,11 @@ def compute(cfg):
             ctrl_found.append(len(rescaling_laws(nn.Tanh())))
             ctrl_expected.append(sum(widths))
     metrics["relu_sweep_seconds"] = time.perf_counter() - start
+    matched = int(np.sum(np.equal(found, expected)))
+    seconds = metrics["relu_sweep_seconds"]
+    log(
+        f"random ReLU nets: {matched} of {len(found)} counts as predicted, {seconds:.1f} s"
+    )
     arrays["relu_found"], arrays["relu_expected"], arrays["relu_gap"] = (
         np.array(found),
         np.array(expected),
