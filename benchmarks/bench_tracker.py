@@ -190,7 +190,7 @@ def rows_l(quick: bool = False):
         (t_bare, t_tracked), ratios, ratios_min = paired_times(
             [bare, lambda p, b: tracked(p, b)[1].count],
             (params, batches),
-            rounds=6 if quick else 20,
+            rounds=6 if quick else 10,
         )
         out.append(
             row(

@@ -394,15 +394,18 @@ class TrackerReport(eqx.Module):
     - `charges[name]`: the measured $Q_0, \ldots, Q_n$ (length `steps + 1`);
     - `predicted[name]`: the exact law's sequence from $Q_0$ (SGD chains only, else
       absent);
-    - `deviation[name]`: $\max_k|Q_k - \hat Q_k| / \max_k|Q_k|$ (exact law only);
+    - `deviation[name]`: $\max_k|Q_k - \hat Q_k| / s$ (exact law only), with $s$
+      the largest $|Q_k|$ of the charge's family (generators of one form, e.g. the
+      entries $E_{ij}$ of a head's $GL(d_{head})$: the entries of one matrix
+      charge share its rounding, also where one entry is small by cancellation);
     - `exact[name]`: `deviation <= tolerance` (exact law only);
-    - `drift[name]`: $\max_k|Q_k - Q_0| / \max_k|Q_k|$;
+    - `drift[name]`: $\max_k|Q_k - Q_0| / s$;
     - `sgd_bound[name]`: $\eta^2\sum_{j<k}|\langle g_j, Ag_j\rangle|$ at the last step,
-      relative to $\max_k|Q_k|$: what plain SGD with the same gradients could move the
+      relative to $s$: what plain SGD with the same gradients could move the
       charge by (0 for a linear charge; optimisers without an exact law only).
 
     `tolerance` is the rounding bound of the exact law, `100·eps·steps` relative to
-    $\max_k|Q_k|$: each step rounds $Q$, $P$ and the drives a few times, amplified
+    $s$: each step rounds $Q$, $P$ and the drives a few times, amplified
     at most by the momentum's $1/(1-\beta)$, and the errors add up at most
     linearly. Measured deviations stay at tens of eps (float64, 300 steps; float32,
     1,000 steps) when every generator is a symmetry; a broken symmetry misses the
@@ -602,7 +605,11 @@ class LoopTracker(eqx.Module):
             buf = {q: np.asarray(b[:n]).T for q, b in state.buffers[i].items()}
             Q0 = np.asarray(state.initial[i])
             measured = np.concatenate([Q0[:, None], buf["charge"]], axis=1)
-            scale = np.max(np.abs(measured), axis=1)
+            # relative to the largest charge of the family: its members are the
+            # entries of one charge (a head's W_QᵀW_Q - W_KᵀW_K, the per-unit
+            # balances of a layer) and share its rounding, also where one entry
+            # is small by cancellation
+            scale = np.full(len(f.names), np.max(np.abs(measured)))
             scale = np.where(scale > 0, scale, 1.0)
             dr = np.max(np.abs(measured - Q0[:, None]), axis=1) / scale
             if self.laws is not None:
