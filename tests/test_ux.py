@@ -1,6 +1,7 @@
 """What a newcomer meets: tolerances a dtype cannot meet refused up front, one plain line
 per stage in a log, and the command line's answers on an empty folder."""
 
+import functools
 import io
 import re
 import sys
@@ -110,6 +111,7 @@ class _Terminal(io.StringIO):
 _LINE = r"GF: t = 1 / 1, (\d+) steps, \d+\.\d s"
 
 
+@functools.cache  # one system for every test here: its solve compiles once
 def _flow():
     import lagrangian_nn as lnn
     from lagrangian_nn import dynamics
