@@ -320,6 +320,15 @@ def _as_leaves(tree, dtypes=None):
 def _prepare_state(q, qdot, qname, vname):
     """Checks the state's structure and dtypes on the host (no device work: whether
     it is finite is checked inside the compiled run). Returns `(q, qdot, dtype)`."""
+    if (
+        isinstance(q, jax.Array)
+        and isinstance(qdot, jax.Array)
+        and q.shape == qdot.shape
+        and q.size > 0
+        and jnp.issubdtype(q.dtype, jnp.floating)
+        and jnp.issubdtype(qdot.dtype, jnp.floating)
+    ):
+        return q, qdot, q.dtype  # one array each: nothing more to check here
     q = _as_leaves(as_array_if_numbers(q, qname))
     check_floating_tree(q, qname)
     qdot = as_array_if_numbers(qdot, vname)
@@ -637,7 +646,8 @@ def _check_span(lagrangian, t0, dt, n_steps):
     if not isinstance(lagrangian, AbstractLagrangian) or is_traced((t0, dt)):
         return
     t0, t1 = float(t0), float(t0) + n_steps * float(dt)
-    checks = lagrangian.span_checks(np.asarray(t0), np.asarray(t1))
+    # through the class: binding a method of a Module costs more than the check
+    checks = type(lagrangian).span_checks(lagrangian, np.asarray(t0), np.asarray(t1))
     if any(bool(np.asarray(flag)) for flag, _ in checks):
         lagrangian.check_time_span(t0, t1)  # its own message, if it has one
         raise ValueError(next(m for f, m in checks if bool(np.asarray(f))))
