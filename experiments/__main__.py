@@ -386,6 +386,11 @@ def entry_point(argv=None):
         sys.stdout.flush()
         print("interrupted", file=sys.stderr, flush=True)
         status = INTERRUPTED
+    except BrokenPipeError:
+        # the reader went away (`python -m experiments table | head`): no traceback;
+        # the rest of the output goes nowhere (as the Python documentation advises)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = 1
     if status == INTERRUPTED:
         # Skip the interpreter's shutdown: an abandoned XLA computation may still be
         # running, and its host callbacks into a finalizing interpreter crash it.

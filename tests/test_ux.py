@@ -253,6 +253,33 @@ def test_ctrl_c_while_the_modules_load():
     assert (proc.returncode, proc.stdout, proc.stderr) == (130, "", "interrupted\n")
 
 
+def test_output_into_a_closed_pipe_is_no_traceback(tmp_path):
+    # `python -m experiments list | head -1`: the reader leaves before the end
+    import subprocess
+
+    script = (
+        "import sys\n"
+        "from experiments import __main__ as cli\n"
+        "class Closed:\n"
+        "    def write(self, text):\n"
+        "        raise BrokenPipeError(32, 'Broken pipe')\n"
+        "    def flush(self):\n"
+        "        pass\n"
+        "    def fileno(self):\n"
+        "        return sys.__stdout__.fileno()\n"
+        "sys.stdout = Closed()\n"
+        "cli.entry_point(['list'])\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1 and proc.stderr == ""
+
+
 def test_claim_lines_give_the_measured_miss_factor(capsys):
     from experiments import _common
 
