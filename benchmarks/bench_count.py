@@ -117,7 +117,7 @@ def rows_i(quick: bool = False) -> list:
         out.append(
             row(
                 id_,
-                f"count_laws first call, NAGF, deep linear {sizes} ({r['count']} laws; "
+                f"count_laws first call, NAGF, float64, deep linear {sizes} ({r['count']} laws; "
                 f"2nd call {r['second']:.2f} s); ratio = time / target",
                 f"{r['D']} params",
                 f"{r['seconds']:.2f} s",
@@ -133,7 +133,7 @@ def rows_i(quick: bool = False) -> list:
         out.append(
             row(
                 id_,
-                f"count_laws, 20 random {kind} nets x (ND, heavy ball, NAGF), "
+                f"count_laws, float64, 20 random {kind} nets x (ND, heavy ball, NAGF), "
                 f"{r['n']} counts, all as predicted",
                 "widths 2-5, depth 2-3" if kind == "relu" else "widths 2-3, depth 2-3",
                 f"{r['seconds']:.1f} s",
@@ -151,7 +151,7 @@ def rows_i(quick: bool = False) -> list:
         out.append(
             row(
                 id_,
-                f"count_laws, GF, two-layer ReLU [4, {width}, 2] ({r['count']} laws, "
+                f"count_laws, GF, float64, two-layer ReLU [4, {width}, 2] ({r['count']} laws, "
                 f"{r['cols']} columns); ratio = time / target",
                 f"{r['D']:,} params",
                 f"{r['seconds']:.1f} s",
