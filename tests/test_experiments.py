@@ -365,7 +365,11 @@ def test_ntk_width(tmp_path):
         tmp_path, "ntk_width", ["mean |ẇ_i| / √(2L(w0)/m), worst width"]
     )
     assert abs(m["mean_speed_slope"] + 0.5) <= 0.05
-    assert abs(m["l2_speed_slope"] + 0.5) > 0.4
+    # the control, the same fit along GF from the same starts (speed ‖∇L‖, bounded by
+    # no energy): its mean speed stops falling, and at the widest width it is faster
+    # than ND's
+    assert abs(m["control_gf_mean_speed_slope"] + 0.5) > 0.2
+    assert m["gf_mean_speed"][-1] > m["mean_speed"][-1]
     assert m["control_gf_energy_drift_smallest_width"] > 1e-2
     assert m["max_speed_over_bound"] <= 1
     assert m["max_disp_slope"] < 0
@@ -373,17 +377,28 @@ def test_ntk_width(tmp_path):
 
 def test_discrete_vs_continuous(tmp_path):
     m = _run("discrete_vs_continuous", tmp_path, ["discrete_vs_continuous"])
-    assert abs(m["gd_raw_drift_slope"] - 1) < 0.15
+    assert abs(m["gd_raw_drift_slope"] - 1) < 0.01
     assert max(m["nd_discrete_charge_drift"]) < 1e-10
     assert m["nagd_drift_slope"] > 0.3
-    # the controls: ‖W1‖² changes O(1) whatever η; a wrong correction leaves a drift;
-    # eq. 21 on stretched data and NAGD's undamped charge do not conserve the charge
-    assert abs(m["gd_W1sq_change_slope"]) < 0.2
-    assert min(m["gd_half_corrected_drift"]) > 0.1 * min(m["gd_raw_drift"])
+    # the controls, the same measurements where the law breaks: with softplus between
+    # W1 and W2 the GF quantity moves by O(1) under GD whatever η (drift far above the
+    # ReLU network's, slope ~0); eq. 21 on stretched data does not conserve its charge;
+    # along eq. 21 (undamped) the charge is kept, so t³·charge grows like t³ (relative
+    # drift (t_end/t_0)³ - 1, whatever η)
+    assert min(m["control_gd_softplus_drift"]) > 10 * max(m["gd_raw_drift"])
+    assert abs(m["control_gd_softplus_drift_slope"]) < 0.2
     assert min(m["control_nd_stretched_charge_drift"]) > 1e-3
-    assert abs(m["control_nagd_undamped_drift_slope"]) < 0.05
+    assert min(m["control_eq21_t3_charge_drift"]) > 10
+    assert abs(m["control_eq21_t3_drift_slope"]) < 0.05
     res = json.loads((tmp_path / "discrete_vs_continuous" / "results.json").read_text())
     _controls_missed(res)
+    # every control is a run of another system, not a changed formula on the same run
+    for c in res["claims"]:
+        if c["evidence"]:
+            assert any(
+                w in c["control"]["description"]
+                for w in ("softplus", "stretched", "wrong dynamics")
+            ), c
 
 
 def test_kmnist_option(tmp_path, capsys):
