@@ -236,8 +236,13 @@ class _Implicit(eqx.Module):
             r = (d_z, jax.tree.map(lambda a, b: a + b, p, d_q0))
             return r, d_q1, scale_of(p, d_q0, d_q1)
 
+        def residual(x):  # `terms(x)[0]` alone, for Newton's iterations
+            z, q1 = x
+            d_q0, d_z = jax.grad(reduced, argnums=(2, 3))(t, h, q, z, q1)
+            return d_z, jax.tree.map(lambda a, b: a + b, p, d_q0)
+
         x, converged, d_q1, rho, theta = root_and_stats(
-            terms, self.solver, guess, self.max_steps
+            terms, self.solver, guess, self.max_steps, residual
         )
         z, q1 = x
         if self.discrete.layers:

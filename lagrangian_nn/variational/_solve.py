@@ -10,11 +10,13 @@ residual would have a rounding floor that grows with the size of $L$ and with $1
 multiplying $L$ by $10^4$, or taking a smaller step, would then fail to "converge".
 Measured against $S$, the tolerance is a relative one, the same for $cL$ as for $L$.
 
-The default root finder (`default_solver`) stops when the relative residual is below
-$\varepsilon^{0.7}$ (with the unknowns settled to the same relative tolerance), or
-when Newton's correction is below the rounding of the unknowns themselves, so the
-floor that the positions' rounding sets ($\varepsilon|q|/h$ in velocity) never turns
-into a failure to stop. Either way each solve is then *checked*: the residual at the
+The default root finder of the steps and the Legendre inversion (`newton`) stops when
+Newton's correction is below $\varepsilon^{0.7}$ of the unknowns (relative), or below
+their rounding; `default_solver` (the charges' internal points) stops when the
+relative residual is below $\varepsilon^{0.7}$ with the unknowns settled to the same
+tolerance, or when the correction is below the rounding of the unknowns. So the floor
+that the positions' rounding sets ($\varepsilon|q|/h$ in velocity) never turns into a
+failure to stop. Either way each solve is then *checked*: the residual at the
 root, relative to the larger of $S$ and $\|Jx^*\|$ (the position terms, see
 `relative_residual`), must be below $\sqrt\varepsilon$, and the root must lie where the
 step equations are nearly linear around the predictor (see `step_stats`).
@@ -160,11 +162,12 @@ class Stats(eqx.Module):
 DENSE_LIMIT = 64
 
 
-def newton(terms, guess, rtol, atol, max_steps):
-    r"""The default root finder, written out: Newton on the relative residual
-    $r(x)/S(x)$ of `terms(x) = (r, extra, S)`, stopping as `ScaledNewton` does
-    (Cauchy test on the relative residual and the correction, or a correction below
-    4 ulps of the unknowns).
+def newton(residual, guess, rtol, atol, max_steps):
+    r"""The default root finder, written out: Newton on `residual(x) = r` (a pytree
+    like `x`: one equation per unknown), stopping when the correction is below
+    the relative tolerance of the unknowns (or below 4 ulps of them); the residual at
+    the root is then checked relative to the size of its terms (`newton_stats`,
+    $\le\sqrt\varepsilon$), as for every solve.
 
     Up to `DENSE_LIMIT` unknowns per step (the internal points and $q_{k+1}$) the
     Jacobian is a dense matrix (`jax.jacfwd`, then LU); above it no matrix is
@@ -186,33 +189,41 @@ def newton(terms, guess, rtol, atol, max_steps):
     dense = n <= DENSE_LIMIT
 
     def fn(xf):
-        r, _, s = terms(unravel(xf))
-        fx = jax.flatten_util.ravel_pytree(r)[0] / s
-        return fx, (fx, s)
+        # Newton's correction J⁻¹r does not depend on a scalar scale of r: the raw
+        # residual serves (its scale matters only to the checks at the root)
+        fx = jax.flatten_util.ravel_pytree(residual(unravel(xf)))[0]
+        return fx, fx
 
     def correction(x):
-        """`(diff, fx, s, solved, jac)`: Newton's correction at `x`."""
+        """`(diff, fx, solved, jac)`: Newton's correction at `x`."""
         if dense:
-            jac, (fx, s) = jax.jacfwd(fn, has_aux=True)(x)
+            jac, fx = jax.jacfwd(fn, has_aux=True)(x)
             diff = jnp.linalg.solve(jac, fx)
-            return diff, fx, s, jnp.all(jnp.isfinite(diff)), s * jac
-        fx, lin, (_, s) = jax.linearize(fn, x, has_aux=True)
+            return diff, fx, jnp.all(jnp.isfinite(diff)), jac
+        fx, lin, _ = jax.linearize(fn, x, has_aux=True)
         operator = lx.FunctionLinearOperator(lin, jax.eval_shape(lambda: x))
-        sol = lx.linear_solve(operator, fx, lx.GMRES(rtol=rtol, atol=rtol), throw=False)
-        solved = (sol.result == lx.RESULTS.successful) & jnp.all(
-            jnp.isfinite(sol.value)
-        )
-        return sol.value, fx, s, solved, None
+        # GMRES on r / max|r|: its tolerances are then relative to the residual
+        size = jnp.max(jnp.abs(fx))
+        size = jnp.where(size > 0, size, jnp.ones_like(size))
+        gmres = lx.GMRES(rtol=rtol, atol=rtol)
+        sol = lx.linear_solve(operator, fx / size, gmres, throw=False)
+        diff = size * sol.value
+        solved = (sol.result == lx.RESULTS.successful) & jnp.all(jnp.isfinite(diff))
+        return diff, fx, solved, None
 
     def body(state):
         x, step, _, _, r0, _ = state
-        diff, fx, s, solved, jac = correction(x)
+        diff, fx, solved, jac = correction(x)
         new = x - diff
+        # stop on the correction: Newton's next error is of its square, and the
+        # residual at the root is then checked relative to the size of its terms
+        # (`newton_stats`), so no test on the residual is needed here (one on the
+        # residual *before* the correction costs an iteration more, the more so
+        # when the position terms dwarf the others)
         y_ok = jnp.max(jnp.abs(diff) / (atol + rtol * jnp.abs(new))) < 1
-        f_ok = jnp.max(jnp.abs(fx)) < atol
         stalled = jnp.max(jnp.abs(diff)) <= 4 * eps * jnp.max(jnp.abs(new))
-        r0 = jnp.where(step == 0, s * fx, r0)
-        done = (y_ok & f_ok) | stalled | ~solved
+        r0 = jnp.where(step == 0, fx, r0)
+        done = y_ok | stalled | ~solved
         return new, step + 1, done, solved, r0, jac
 
     def cond(state):
@@ -263,23 +274,26 @@ def newton_stats(terms, guess, root, r_guess, jac):
     return extra, jnp.asarray(rho, s.dtype), jnp.asarray(theta, s.dtype)
 
 
-def root(terms, solver, guess, max_steps):
+def root(terms, solver, guess, max_steps, residual=None):
     """Solves `terms` (see `solve`) with `solver`, or with `newton` at the default
     tolerances when `solver` is `None`. Returns `(x, converged, kept)`, with `kept`
-    what `newton` keeps for `newton_stats` (`None` for another solver)."""
+    what `newton` keeps for `newton_stats` (`None` for another solver). `residual`,
+    if given, is `terms(x)[0]` computed alone (cheaper inside Newton's loop)."""
     if solver is None:
         dtype = jnp.result_type(*jax.tree.leaves(guess))
         tol = tol_of(dtype)
-        return newton(terms, guess, tol, tol, max_steps)
+        if residual is None:
+            residual = lambda x: terms(x)[0]
+        return newton(residual, guess, tol, tol, max_steps)
     x, converged = solve(terms, solver, guess, max_steps)
     return x, converged, None
 
 
-def root_and_stats(terms, solver, guess, max_steps):
+def root_and_stats(terms, solver, guess, max_steps, residual=None):
     """`root`, then `(extra, rho, theta)` at the root: from what `newton` kept, or
     by `step_stats` for another solver. Returns `(x, converged, extra, rho,
     theta)`."""
-    x, converged, kept = root(terms, solver, guess, max_steps)
+    x, converged, kept = root(terms, solver, guess, max_steps, residual)
     if kept is None:
         extra, rho, theta = step_stats(terms, guess, x)
     else:
