@@ -18,6 +18,23 @@ def _rng(seed=0):
     return np.random.default_rng(seed)
 
 
+@eqx.filter_jit
+def _by_hand(mha, x):
+    # head h: softmax(x W_Q (x W_K)ᵀ / √d) x W_V W_O, W_Q = rows of the (out, in)
+    # weight transposed; the biases ride along
+    H, d = mha.num_heads, mha.qk_size
+    expected = mha.output_proj.bias
+    for h in range(H):
+        sl = slice(h * d, (h + 1) * d)
+        WQ, WK = mha.query_proj.weight[sl].T, mha.key_proj.weight[sl].T
+        WV, WO = mha.value_proj.weight[sl].T, mha.output_proj.weight[:, sl].T
+        Q = x @ WQ + mha.query_proj.bias[sl]
+        K = x @ WK + mha.key_proj.bias[sl]
+        V = x @ WV + mha.value_proj.bias[sl]
+        expected = expected + jax.nn.softmax(Q @ K.T / np.sqrt(d), axis=-1) @ V @ WO
+    return expected
+
+
 def test_self_attention_is_marcottes_formula():
     H, d, dm, n = 2, 3, 5, 4
     mha = eqx.nn.MultiheadAttention(
@@ -33,18 +50,8 @@ def test_self_attention_is_marcottes_formula():
         key=jax.random.key(0),
     )
     x = jnp.asarray(_rng().standard_normal((n, dm)))
-    out = nn.SelfAttention(mha)(x)
-    # head h: softmax(x W_Q (x W_K)ᵀ / √d) x W_V W_O, W_Q = rows of the (out, in)
-    # weight transposed; the biases ride along
-    expected = mha.output_proj.bias
-    for h in range(H):
-        sl = slice(h * d, (h + 1) * d)
-        WQ, WK = mha.query_proj.weight[sl].T, mha.key_proj.weight[sl].T
-        WV, WO = mha.value_proj.weight[sl].T, mha.output_proj.weight[:, sl].T
-        Q = x @ WQ + mha.query_proj.bias[sl]
-        K = x @ WK + mha.key_proj.bias[sl]
-        V = x @ WV + mha.value_proj.bias[sl]
-        expected = expected + jax.nn.softmax(Q @ K.T / np.sqrt(d), axis=-1) @ V @ WO
+    out = eqx.filter_jit(nn.SelfAttention(mha))(x)
+    expected = _by_hand(mha, x)
     np.testing.assert_allclose(out, expected, rtol=0, atol=64 * EPS64)
     # the control rotates the queries by position: a different function
     rotated = nn.SelfAttention(
@@ -91,8 +98,7 @@ def test_layers_match_their_definitions():
         nn.Tokenwise(None)
 
 
-@pytest.mark.parametrize("norm", ["layer", "rms"])
-@pytest.mark.parametrize("learnable", [True, False])
+@pytest.mark.parametrize("norm, learnable", [("layer", True), ("rms", False)])
 def test_transformer_shapes_and_norms(norm, learnable):
     model = nn.Transformer(
         n_tokens=8,
@@ -109,7 +115,6 @@ def test_transformer_shapes_and_norms(norm, learnable):
     x = jnp.asarray(x, jnp.float64)
     logits = model(x)  # the digits as 8 tokens of 8 pixels
     assert logits.shape == (5, 10)
-    np.testing.assert_allclose(model(x.reshape(5, 8, 8)), logits)
     np.testing.assert_allclose(model(x[2].reshape(8, 8)), logits[2], atol=64 * EPS64)
     norms = [
         m
