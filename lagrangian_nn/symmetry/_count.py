@@ -47,7 +47,7 @@ from jax.flatten_util import ravel_pytree
 from .._validate import check_floating_tree
 from ..nn import MLP, LeakyReLU, ReLU, RePU
 from . import _count_jets
-from ._discover import DiscoveryError
+from ._discover import CertificationError
 from ._gap import (
     MIN_GAP as _MIN_GAP,
     TOL_FACTOR as _TOL_FACTOR,
@@ -66,7 +66,7 @@ _ZERO_FACTOR = 1e4
 _N_CHECK = 512
 
 
-class LawCountError(DiscoveryError):
+class LawCountError(CertificationError):
     """Raised by `count_laws` when the count cannot be certified: the singular values
     show no clear gap between the directions of the Lie algebra and rounding, the
     brackets did not stabilise within `max_depth`, or no generic point was found.
@@ -694,7 +694,7 @@ def count_laws(
     and gap; `summary()`).
 
     **Raises:** `ValueError` for bad arguments; `LawCountError` (a
-    `lnn.symmetry.DiscoveryError`) when the count cannot be certified.
+    `lnn.symmetry.CertificationError`) when the count cannot be certified.
     """
     start = time.perf_counter()
     if flow not in FLOWS:
