@@ -50,6 +50,7 @@ from ._common import (
 
 NAME = "conservation_counts"
 MOMENTUM = ("nd", "heavy_ball", "nagf")
+_FLOW_NAMES = {"nd": "ND", "heavy_ball": "heavy ball", "nagf": "NAGF"}
 # the published times (Marcotte et al.'s notebooks, 64 cores), in seconds
 PUBLISHED = {
     "gf_relu_50": (34 * 60, 113 * 60),
@@ -619,7 +620,7 @@ def draw(folder: Path):
         a["relu_count"],
         "o",
         color=_style.color("GF"),
-        label="GF ReLU (no bias)",
+        label="GF, ReLU (no bias)",
         ms=4,
     )
     ax0.plot(
@@ -627,7 +628,7 @@ def draw(folder: Path):
         a["relu_count_bias"],
         "x",
         color=_style.color("GD"),
-        label="GF ReLU (bias)",
+        label="GF, ReLU (bias)",
         ms=4,
     )
     ax0.plot(
@@ -636,7 +637,7 @@ def draw(folder: Path):
         "s",
         mfc="none",
         color=_style.CYCLE[3],
-        label="GF linear",
+        label="GF, linear",
         ms=4,
     )
     for f, mk in zip(MOMENTUM, ("^", "v", "d")):
@@ -647,10 +648,10 @@ def draw(folder: Path):
             color=_style.color("ND" if f != "nagf" else "NAGF"),
             mfc="none",
             ms=4,
-            label=f"{f} linear",
+            label=f"{_FLOW_NAMES[f]}, linear",
         )
     ax0.set_xlabel("predicted count (Σ widths, known-law rank, degree-2 laws)")
-    ax0.set_ylabel("count_laws")
+    ax0.set_ylabel("certified count of laws")
     ax0.legend(loc="upper left", fontsize=6)
     ax1.loglog(
         a["scaling_parameters"], a["scaling_seconds"], "o-", color=_style.color("GF")
