@@ -326,9 +326,11 @@ def test_docs_agree_with_the_experiments_on_what_run_all_runs():
     import experiments
 
     claims = (ROOT / "docs" / "claims.md").read_text()
-    # the claims table holds exactly the experiments of `run all`
+    # the claims table holds every experiment of `run all`, and beyond them only
+    # experiments that run by name
     rows = set(re.findall(r"^\| `([a-z_]+)`", claims, re.M))
-    assert rows == set(experiments.in_all())
+    assert set(experiments.in_all()) <= rows
+    assert rows - set(experiments.in_all()) <= experiments.NOT_IN_ALL
     performance = (ROOT / "docs" / "performance.md").read_text()
     section = performance.split("## The two commands", 1)[1].split("\n## ", 1)[0]
     untimed = [n for n in experiments.in_all() if f"`{n}`" not in section]

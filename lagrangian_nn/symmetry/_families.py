@@ -9,7 +9,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from .._noether import Generator
-from ..nn._mlp import MLP
+from ..nn import MLP
 
 
 class Family(eqx.Module):
