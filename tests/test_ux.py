@@ -206,8 +206,20 @@ def test_ctrl_c_in_a_garbage_collection_callback_prints_nothing(monkeypatch):
     assert sys.unraisablehook is not interrupts._unraisable
 
 
-def test_ctrl_c_before_the_handlers_are_installed(tmp_path):
+def _python(script):
+    """Runs `script` in a fresh interpreter from the repository root."""
     import subprocess
+
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_ctrl_c_before_the_handlers_are_installed(tmp_path):
 
     script = (
         "from experiments import __main__ as cli\n"
@@ -216,20 +228,13 @@ def test_ctrl_c_before_the_handlers_are_installed(tmp_path):
         "cli.main = main\n"
         "cli.entry_point([])\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = _python(script)
     assert (proc.returncode, proc.stderr) == (130, "interrupted\n")
 
 
 def test_ctrl_c_while_the_modules_load():
     # Ctrl-C while `python -m experiments` imports NumPy: one line, status 130, no
     # traceback from inside the import (the signal is sent as numpy's import starts)
-    import subprocess
 
     script = (
         "import builtins, os, runpy, signal, sys\n"
@@ -243,19 +248,12 @@ def test_ctrl_c_while_the_modules_load():
         "sys.argv = ['experiments', 'list']\n"
         "runpy.run_module('experiments', run_name='__main__', alter_sys=True)\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = _python(script)
     assert (proc.returncode, proc.stdout, proc.stderr) == (130, "", "interrupted\n")
 
 
 def test_output_into_a_closed_pipe_is_no_traceback(tmp_path):
     # `python -m experiments list | head -1`: the reader leaves before the end
-    import subprocess
 
     script = (
         "import sys\n"
@@ -270,13 +268,7 @@ def test_output_into_a_closed_pipe_is_no_traceback(tmp_path):
         "sys.stdout = Closed()\n"
         "cli.entry_point(['list'])\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = _python(script)
     assert proc.returncode == 1 and proc.stderr == ""
 
 
