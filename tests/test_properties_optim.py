@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 import lagrangian_nn as lnn
 from lagrangian_nn import nn, optim
@@ -219,6 +219,24 @@ def _charges(chain, loss, q0):
     return out, result
 
 
+def _amplified(chain, loss, w0, base, tol):
+    """`tol` plus ten times the spread of the same run from two starts one rounding
+    away from w0: rounding differences grow wherever the dynamics amplify them (a
+    scale-invariant loss under weight decay ends in a spike of the effective learning
+    rate), and a comparison of two runs can be no tighter than that. Returns a
+    function of a picker (`(run, laws) -> array`)."""
+    eps = float(jnp.finfo(w0.dtype).eps)
+    signs = np.random.default_rng(3).choice([-1.0, 1.0], (2, w0.size))
+    nearby = [
+        _charges(chain, loss, w0 * (1 + eps * jnp.asarray(s, w0.dtype))) for s in signs
+    ]
+
+    def bound(pick):
+        return tol + 10 * max(_rel(pick(*p), pick(*base)) for p in nearby)
+
+    return bound
+
+
 def _rel(a, b):
     return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
 
@@ -249,25 +267,32 @@ hyper = dict(
     log_c=st.floats(-6.0, 6.0),
     **hyper,
 )
+# runs that end in a spike, rounding differences amplified ~10-100-fold
+@example(dtype=0, log_c=-6.0, lr=0.3, momentum=0.1, weight_decay=0.3, dampening=0.05)
+@example(
+    dtype=0, log_c=-3.0, lr=0.25, momentum=0.375, weight_decay=0.25, dampening=0.125
+)
 def test_loss_scaled_by_c_with_lr_over_c_and_the_charge_laws(
     name, dtype, log_c, lr, momentum, weight_decay, dampening
 ):
     dt, c = DTYPES[dtype], 10.0**log_c
     kw = dict(momentum=momentum, dampening=dampening, **CHAINS[name])
     w0 = _w0(dt)
-    runs = {}
+    runs, eps = {}, float(jnp.finfo(dt).eps)
     for scale in (1.0, c):
         loss = _Loss(jnp.asarray(_M, dt), jnp.asarray(_Y, dt), jnp.asarray(scale, dt))
         chain = optim.sgd_chain(lr / scale, weight_decay=weight_decay * scale, **kw)
         runs[scale] = _charges(chain, loss, w0)
-    eps = float(jnp.finfo(dt).eps)
+        if scale == 1.0:
+            bound = _amplified(chain, loss, w0, runs[1.0], 100 * eps * STEPS)
     (base, base_laws), (scaled, laws) = runs[1.0], runs[c]
-    # the same trajectory, to rounding (a few roundings per step, adding up)
-    assert _rel(scaled.params, base.params) < 100 * eps * STEPS
+    # the same trajectory, to rounding (a few roundings per step, adding up, and
+    # amplified as the dynamics amplify them)
+    assert _rel(scaled.params, base.params) < bound(lambda o, _: o.params)
     for key in GENERATORS:
         measured, predicted = laws[key]
         # the charges are functions of w alone: unchanged by c, to rounding
-        assert _rel(measured, base_laws[key][0]) < 100 * eps * STEPS, key
+        assert _rel(measured, base_laws[key][0]) < bound(lambda _, la: la[key][0]), key
         gap = _rel(predicted, measured)
         if key == "not a symmetry":  # reported broken, orders of magnitude above
             assert gap > 100 * _law_tol(dt), (key, gap)
@@ -279,6 +304,9 @@ def test_loss_scaled_by_c_with_lr_over_c_and_the_charge_laws(
 
 @settings(max_examples=6, deadline=None)
 @given(dtype=st.sampled_from(range(len(DTYPES))), **hyper)
+# the spike at the end of these runs amplifies rounding differences ~100-fold
+@example(dtype=0, lr=0.296875, momentum=0.375, weight_decay=0.25, dampening=0.1875)
+@example(dtype=0, lr=0.25, momentum=0.375, weight_decay=0.25, dampening=0.125)
 def test_renesting_the_parameters_changes_nothing(
     dtype, lr, momentum, weight_decay, dampening
 ):
@@ -293,7 +321,8 @@ def test_renesting_the_parameters_changes_nothing(
     # the same steps; the compiler may order the loss's sums differently for the
     # two layouts, so the same to rounding (not to the bit)
     eps = float(jnp.finfo(dt).eps)
-    assert _rel(_flat(nested.params), flat.params) < 10 * eps * STEPS
+    bound = _amplified(chain, loss, w0, (flat, flat_laws), 10 * eps * STEPS)
+    assert _rel(_flat(nested.params), flat.params) < bound(lambda o, _: o.params)
     for key in GENERATORS:  # charges are sums over the leaves: the same to rounding
-        for a, b in zip(nested_laws[key], flat_laws[key], strict=True):
-            assert _rel(a, b) < 10 * eps * STEPS, key
+        for i, (a, b) in enumerate(zip(nested_laws[key], flat_laws[key], strict=True)):
+            assert _rel(a, b) < bound(lambda _, laws: laws[key][i]), key
