@@ -12,6 +12,7 @@ from . import (
     dynamics as dynamics,
     nn as nn,
     optim as optim,
+    progress as progress,
     symmetry as symmetry,
     variational as variational,
 )
