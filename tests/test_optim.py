@@ -1,3 +1,4 @@
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -57,27 +58,27 @@ def test_newtonian_is_eq21_and_nesterov_is_eq20():
     ],
 )
 def test_gd_exact_rescale_accounting(acts, bias):
-    """C(w_{k+1}) − C(w_k) = η² C(g_k) exactly: the corrected quantity is flat to
-    rounding while the raw one drifts."""
+    """C(w_{k+1}) − C(w_k) = η²⟨g_k, A g_k⟩ exactly along GD (plain SGD): the charge
+    law predicts the measured rescaling charge to rounding while the charge drifts."""
     loss, m = _setup(acts, bias)
     lr = 0.05
-    track = {}
-    for layer in (1, 2):
-        for per_neuron in (False, True):
-            C = lambda q, layer=layer, pn=per_neuron: nn.rescale_quantity(
-                q, layer, per_neuron=pn
-            )
-            track[(layer, per_neuron)] = optim.gd_quadratic_accounting(C, lr)
-    track = {f"{k[0]}-{k[1]}": v for k, v in track.items()}
-    res = optim.run(optim.gd(lr), loss, m, 400, track=track)
-    for name, values in res.tracked.items():
-        layer, per_neuron = int(name[0]), name.endswith("True")
-        raw, corrected = optim.corrected_quantity(
-            values, nn.rescale_quantity(m, layer, per_neuron=per_neuron)
-        )
-        scale = float(jnp.max(jnp.abs(raw)))
-        assert float(jnp.max(jnp.abs(corrected - corrected[0]))) < 1e-12 * scale
-        assert float(jnp.max(jnp.abs(raw - raw[0]))) > 1e-6 * scale  # GD does drift
+    chain = optim.sgd_chain(lr)
+    gens = {
+        f"{layer}-{neuron}": nn.rescale(m, layer, neuron)
+        for layer in (1, 2)
+        for neuron in (None, 0)
+    }
+    laws = {k: optim.charge_law(chain, g, "quadratic") for k, g in gens.items()}
+    res = optim.run(chain.optimizer, loss, m, 400, track=laws)
+    # plain SGD takes GD's steps
+    gd = optim.run(optim.gd(lr), loss, m, 400)
+    assert eqx.tree_equal(res.params, gd.params, rtol=1e-13, atol=0)
+    for name, law in laws.items():
+        C0 = optim.charge(gens[name], "quadratic", m)
+        measured, predicted = law.predict(res.tracked[name], C0)
+        scale = float(jnp.max(jnp.abs(measured)))
+        assert float(jnp.max(jnp.abs(measured - predicted))) < 1e-12 * scale
+        assert float(jnp.max(jnp.abs(measured - measured[0]))) > 1e-6 * scale
 
 
 def test_nd_eq21_conserves_discrete_rotation_charge_exactly():
@@ -96,7 +97,7 @@ def test_nd_eq21_conserves_discrete_rotation_charge_exactly():
         2000,
         track={
             "J": lambda s: optim.discrete_rotation_matrix(s, h),
-            "Q": optim.discrete_noether_charge(nn.rotate_inputs(m, P), h),
+            "Q": optim.newtonian_charge(nn.rotate_inputs(m, P), h),
         },
     )
     J, Q = res.tracked["J"], res.tracked["Q"]
@@ -378,33 +379,33 @@ def test_continuous_charge_is_stable_through_critical_damping():
 
 
 def test_accounting_trackers_trace_their_numbers():
-    # a new learning rate (or time step) reuses the compiled run: η² and h are traced
+    # a new learning rate (or time step) reuses the compiled run: η and h are traced
     # arrays of the trackers, not compiled-in floats; the numbers are not frozen
     loss, m = _setup([nn.ReLU(), nn.ReLU(), nn.Identity()])
-    C = lambda q: nn.rescale_quantity(q, 1)  # noqa: E731
+    gen = nn.rescale(m, 1)
+    C0 = optim.charge(gen, "quadratic", m)
     traces = []
 
     def k(step):
         traces.append(1)  # runs only while tracing
         return step.k
 
-    drives = []
+    finals = []
     for lr in (0.05, 0.02):
-        track = {"acc": optim.gd_quadratic_accounting(C, lr), "k": k}
-        res = optim.run(optim.gd(lr), loss, m, 5, track=track)
-        raw, corrected = optim.corrected_quantity(res.tracked["acc"], C(m))
-        scale = float(jnp.max(jnp.abs(raw)))
-        assert float(jnp.max(jnp.abs(corrected - corrected[0]))) < 1e-12 * scale
-        drives.append(res.tracked["acc"][0, 1])
+        chain = optim.sgd_chain(lr)
+        law = optim.charge_law(chain, gen, "quadratic")
+        res = optim.run(chain.optimizer, loss, m, 5, track={"law": law, "k": k})
+        measured, predicted = law.predict(res.tracked["law"], C0)
+        scale = float(jnp.max(jnp.abs(measured)))
+        assert float(jnp.max(jnp.abs(measured - predicted))) < 1e-12 * scale
+        finals.append(measured[-1])
     assert len(traces) == 1
-    assert float(jnp.max(jnp.abs(drives[0] - drives[1]))) > 0
-    # control: with η² frozen at the first value, the second run's corrected quantity
-    # drifts by the missing part of the drive
-    frozen = optim.gd_quadratic_accounting(C, 0.05)
-    res = optim.run(optim.gd(0.02), loss, m, 5, track={"acc": frozen, "k": k})
-    raw, corrected = optim.corrected_quantity(res.tracked["acc"], C(m))
-    scale = float(jnp.max(jnp.abs(raw)))
-    assert float(jnp.max(jnp.abs(corrected - corrected[0]))) > 1e-9 * scale
+    assert abs(float(finals[0] - finals[1])) > 1e-9 * scale  # the runs differ
+    # control: the law of the first learning rate predicts the second run wrongly
+    frozen = optim.charge_law(optim.sgd_chain(0.05), gen, "quadratic")
+    measured, predicted = frozen.predict(res.tracked["law"], C0)
+    scale = float(jnp.max(jnp.abs(measured)))
+    assert float(jnp.max(jnp.abs(measured - predicted))) > 1e-9 * scale
     # the discrete Noether charge's time step is traced too
     gen = nn.rescale(m, 1)
     for h in (0.1, 0.2):
@@ -413,9 +414,21 @@ def test_accounting_trackers_trace_their_numbers():
             loss,
             m,
             3,
-            track={"Q": optim.discrete_noether_charge(gen, h), "k": k},
+            track={"Q": optim.newtonian_charge(gen, h), "k": k},
         )
     assert len(traces) == 2  # one new trace: the newtonian run, then none for h
+
+
+def test_discrete_noether_charge_is_a_deprecated_alias():
+    # the old name of `newtonian_charge` warns and builds the same tracker;
+    # `lnn.variational.discrete_noether_charge` is a different function
+    _, m = _setup([nn.ReLU(), nn.ReLU(), nn.Identity()])
+    gen = nn.rescale(m, 1)
+    with pytest.warns(DeprecationWarning, match="use `lnn.optim.newtonian_charge`"):
+        old = optim.discrete_noether_charge(gen, 0.1)
+    assert eqx.tree_equal(old, optim.newtonian_charge(gen, 0.1))
+    assert not eqx.tree_equal(old, optim.newtonian_charge(gen, 0.2))  # control
+    assert optim.discrete_noether_charge is not lnn.variational.discrete_noether_charge
 
 
 def test_charge_law_records_only_what_the_law_needs():

@@ -6,6 +6,7 @@ from ._accounting import (
     discrete_noether_charge as discrete_noether_charge,
     discrete_rotation_matrix as discrete_rotation_matrix,
     gd_quadratic_accounting as gd_quadratic_accounting,
+    newtonian_charge as newtonian_charge,
 )
 from ._chains import (
     ChargeLaw as ChargeLaw,

@@ -13,10 +13,11 @@ corrected quantity $C(w_k) - \sum_{j<k}\eta^2 C(g_j)$ is conserved to rounding.
 $L_d(a, b) = \|b - a\|^2/(2\eta) - L(a)$ (Störmer–Verlet). For a symmetry that is an
 isometry of parameter space, $\xi(w) = Aw$ with $A^\top = -A$ (rotations of the inputs,
 eq. 44), the discrete Noether theorem gives the exactly conserved charge
-$\langle (w_{k+1} - w_k)/h, \xi(w_{k+1})\rangle$ with $h = \sqrt\eta$; for input
-rotations this is the matrix $(W_k^\top W_{k+1} - W_{k+1}^\top W_k)/h$.
+$\langle (w_{k+1} - w_k)/h, \xi(w_{k+1})\rangle$ with $h = \sqrt\eta$
+(`newtonian_charge`); for input rotations this is the matrix $(W_k^\top W_{k+1} - W_{k+1}^\top W_k)/h$.
 """
 
+import warnings
 from collections.abc import Callable
 
 import equinox as eqx
@@ -94,9 +95,9 @@ def corrected_quantity(tracked, initial):
     return raw, corrected
 
 
-class DiscreteNoetherCharge(eqx.Module):
+class NewtonianCharge(eqx.Module):
     """Tracker $\\langle (w_{k+1}-w_k)/h, \\xi(w_{k+1})\\rangle$; see
-    `discrete_noether_charge`."""
+    `newtonian_charge`."""
 
     generator: Generator
     dt: jax.Array
@@ -106,16 +107,35 @@ class DiscreteNoetherCharge(eqx.Module):
         return tree_dot(momentum, self.generator.xi(step.t, step.q))
 
 
-def discrete_noether_charge(gen: Generator, dt) -> DiscreteNoetherCharge:
-    r"""The discrete Noether charge of eq. (21) for a linear isometric symmetry
-    $\xi(w) = Aw$, $A^\top = -A$: $\langle (w_{k+1}-w_k)/h, \xi(w_{k+1})\rangle$, with
-    `dt` $= h = \sqrt\eta$. Exactly conserved (to rounding) by `lnn.optim.newtonian`.
-    For generators that are not isometries (rescalings) it is not conserved, just as
-    the continuous ND charge of a rescaling is not.
+def newtonian_charge(gen: Generator, dt) -> NewtonianCharge:
+    r"""A tracker for `lnn.optim.run(newtonian(eta), ...)`: the charge
+    $\langle (w_{k+1}-w_k)/h, \xi(w_{k+1})\rangle$ that the steps of eq. (21) conserve
+    exactly (to rounding) for a linear isometric symmetry $\xi(w) = Aw$,
+    $A^\top = -A$, with `dt` $= h = \sqrt\eta$. For generators that are not isometries
+    (rescalings) it is not conserved, just as the continuous ND charge of a rescaling
+    is not.
+
+    It reads the optimiser's steps; `lnn.variational.discrete_noether_charge` is
+    another thing: the charge of a discrete Lagrangian along a trajectory computed by
+    a variational integrator.
     """
     if not isinstance(gen, Generator):
         raise ValueError(f"`gen` must be an `lnn.Generator`; got {gen!r}.")
-    return DiscreteNoetherCharge(gen, _traced(dt, "dt"))
+    return NewtonianCharge(gen, _traced(dt, "dt"))
+
+
+def discrete_noether_charge(gen: Generator, dt) -> NewtonianCharge:
+    """Deprecated name of `lnn.optim.newtonian_charge` (the same tracker); it warns,
+    and will be removed in the next release. `lnn.variational.discrete_noether_charge`
+    is a different function."""
+    warnings.warn(
+        "`lnn.optim.discrete_noether_charge` is deprecated: use "
+        "`lnn.optim.newtonian_charge` (the same tracker). "
+        "`lnn.variational.discrete_noether_charge` is a different function.",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return newtonian_charge(gen, dt)
 
 
 def discrete_rotation_matrix(step: Step, dt=1.0):
