@@ -1,0 +1,99 @@
+r"""Equinox models as the callable $\varphi(\theta, x)$ that `count_laws` takes.
+
+`count_laws` counts the laws of a callable model `phi(theta, x)` with `theta` a pytree of
+floating arrays. An equinox model (an `lnn.nn.Transformer`, an `eqx.nn.Sequential` of
+`lnn.nn` layers, ...) holds its parameters and its structure in one tree;
+`model_phi` splits it with `eqx.partition(model, eqx.is_inexact_array)` and returns
+`phi(theta, x) = eqx.combine(theta, static)(x)` with the parameters, and a sampler of
+standard normal inputs of the model's input shape.
+
+A model whose output is logits for a softmax cross-entropy loss (`softmax_head`) is
+counted through its probabilities, $\varphi = \mathrm{softmax}(\text{logits})$: the laws
+are then those of every loss of the probabilities, which include the column sums of
+the last layer (adding the same number to every logit changes no probability).
+"""
+
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import numpy as np
+
+from .._validate import check_floating_tree
+
+
+def model_phi(
+    model, input_shape=None, *, softmax_head: bool | None = None
+) -> tuple[Callable, object, Callable]:
+    r"""`(phi, params, inputs)` for `count_laws(phi, params, inputs=inputs, ...)` from
+    an equinox model that takes one example.
+
+    - `phi(theta, x)`: `eqx.combine(theta, static)(x)`, or its `softmax` over the last
+      axis for a softmax head.
+    - `params`: `eqx.partition(model, eqx.is_inexact_array)[0]` (the floating leaves,
+      `None` elsewhere).
+    - `inputs(key)`: one standard normal input of shape `input_shape`, in the
+      parameters' dtype.
+
+    **Arguments:**
+
+    - `model`: an `eqx.Module` whose call `model(x)` takes one example.
+    - `input_shape`: the shape of one example (default: the model's `input_shape`
+      attribute, as on `lnn.nn.Transformer`).
+    - `softmax_head`: whether the output is logits for a softmax cross-entropy loss
+      (default: the model's `softmax_head` attribute, else `False`).
+
+    **Raises:** `ValueError` for a model that is not an `eqx.Module`, has no floating
+    parameters or mixes dtypes, a missing or bad `input_shape`, or a model that does
+    not run on an input of that shape.
+    """
+    if not isinstance(model, eqx.Module):
+        raise ValueError(
+            f"`model` must be an `eqx.Module`; got {type(model).__name__}."
+        )
+    if input_shape is None:
+        input_shape = getattr(model, "input_shape", None)
+        if input_shape is None:
+            raise ValueError(
+                "`input_shape` is required for a model without an `input_shape` "
+                f"attribute ({type(model).__name__}); got None."
+            )
+    try:
+        input_shape = tuple(int(n) for n in input_shape)
+    except TypeError as e:
+        raise ValueError(
+            f"`input_shape` must be a tuple of positive ints; got {input_shape!r}."
+        ) from e
+    if any(n <= 0 for n in input_shape):
+        raise ValueError(
+            f"`input_shape` must be a tuple of positive ints; got {input_shape!r}."
+        )
+    if softmax_head is None:
+        softmax_head = bool(getattr(model, "softmax_head", False))
+    elif not isinstance(softmax_head, bool):
+        raise ValueError(f"`softmax_head` must be a bool; got {softmax_head!r}.")
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    if not jax.tree.leaves(params):
+        raise ValueError("`model` has no floating-point parameters.")
+    check_floating_tree(params, "model's parameters")
+    dtype = jax.tree.leaves(params)[0].dtype
+
+    def phi(theta, x):
+        y = eqx.combine(theta, static)(x)
+        return jax.nn.softmax(y, axis=-1) if softmax_head else y
+
+    def inputs(key):
+        return jax.random.normal(key, input_shape, dtype)
+
+    try:
+        jax.eval_shape(phi, params, jax.ShapeDtypeStruct(input_shape, dtype))
+    except Exception as e:
+        raise ValueError(
+            f"`model` could not be called on one input of shape {input_shape}: {e}"
+        ) from e
+    return phi, params, inputs
+
+
+def parameter_count(params) -> int:
+    """The number of floating parameters in `params` (the dimension of θ)."""
+    return int(sum(np.size(x) for x in jax.tree.leaves(params)))
