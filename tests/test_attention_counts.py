@@ -1,0 +1,81 @@
+"""Counting every conservation law of attention (`count_laws` on equinox models through
+`model_phi`): a head's count is the number of its published laws, a rotation of the
+queries breaks it, a softmax head adds its column sums, and bad models are refused."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import pytest
+
+from experiments import attention_counts as ac
+from lagrangian_nn import nn, symmetry as sy
+from lagrangian_nn.symmetry._count_models import model_phi
+
+N_TOKENS = 3
+
+
+def _count(c, flow="gf", seed=0):
+    model, softmax = ac.build(c, N_TOKENS, seed=seed)
+    phi, params, inputs = model_phi(
+        model, (N_TOKENS, c["d_model"]), softmax_head=softmax
+    )
+    r = sy.count_laws(
+        phi, params, flow=flow, key=jax.random.key(seed), inputs=inputs, n_points=1
+    )
+    return r, model, params
+
+
+def test_single_head_count_is_its_published_laws():
+    # GF: W_QᵀW_Q − W_KᵀW_K and W_VᵀW_V − W_OW_Oᵀ, each symmetric k × k: k(k + 1)
+    # independent laws, and no other (Marcotte, Gribonval & Peyré)
+    k = 2
+    r, model, params = _count(ac._cfg("head", 2, k, 1, ["gf"]))
+    assert r.dimension == 4 * 2 * k
+    known = ac.gf_known(
+        ac._paper_laws(model, False), params, ac.np.random.default_rng(0)
+    )
+    assert known == k * (k + 1)
+    assert r.count == known
+    assert r.gap > 1e6
+
+
+def test_rotated_queries_break_the_query_key_laws():
+    # control: queries rotated by a position-dependent angle keep, of GL(2) on
+    # (W_Q, W_K), only the rotation-scalings aI + bJ that commute with the rotations;
+    # their charges are tr(C_QK) and tr(C_QK J) = 0, so one QK law is left of three
+    r, _, _ = _count(ac._cfg("rotated", 2, 2, 1, ["gf"]))
+    assert r.count == 1 + 3
+
+
+def test_softmax_head_adds_its_column_sums():
+    # softmax(W mean(x) + b): adding the same number to column j of W (or to every
+    # entry of b) changes no probability, so the d column sums and the bias sum are
+    # conserved, and nothing else; the same model counted through its logits (a loss
+    # that need not factor through the probabilities) has no law
+    d, n_classes = 2, 2
+    model = nn.sequential(
+        [
+            nn.TokenMean(),
+            eqx.nn.Linear(d, n_classes, key=jax.random.key(0), dtype=jnp.float64),
+        ]
+    )
+    for softmax, expected in ((True, d + 1), (False, 0)):
+        phi, params, inputs = model_phi(model, (N_TOKENS, d), softmax_head=softmax)
+        r = sy.count_laws(phi, params, key=jax.random.key(1), inputs=inputs, n_points=1)
+        assert r.count == expected, (softmax, r)
+
+
+def test_model_phi_refuses_bad_models():
+    att = ac.build(ac._cfg("head", 2, 2, 1, ["gf"]), N_TOKENS)[0]
+    with pytest.raises(ValueError, match="`model` must be an `eqx.Module`"):
+        model_phi(lambda x: x, (3, 2))
+    with pytest.raises(ValueError, match="`input_shape` is required"):
+        model_phi(att)
+    with pytest.raises(ValueError, match="positive ints; got \\(0, 2\\)"):
+        model_phi(att, (0, 2))
+    with pytest.raises(ValueError, match="`softmax_head` must be a bool; got 1"):
+        model_phi(att, (3, 2), softmax_head=1)
+    with pytest.raises(ValueError, match="could not be called on one input"):
+        model_phi(att, (3, 5))
+    with pytest.raises(ValueError, match="no floating-point parameters"):
+        model_phi(nn.sequential([nn.TokenMean()]), (3, 2))
