@@ -155,10 +155,12 @@ def _check_generator(gen) -> None:
 
 
 def _prepare(L, t, q, qdot):
+    """Checks the state and `L`'s value there; returns `(t, L0, layers)` (`t` as an
+    array of the state's dtype, `L = e^{s(t)} L0`)."""
     check_same_structure(q, qdot, "q", "qdot")
     t = as_time(t, tree_dtype(q))
     check_scalar_lagrangian(L, t, q, qdot)
-    return t
+    return (t, *_split(L))
 
 
 # --- Conformal Lagrangians: L = e^{s(t)} L0 ------------------------------------------
@@ -196,19 +198,26 @@ def _finish(x0, layers, t, reduced: bool, what: str, symbol: str):
     )
 
 
-class NoetherCharge(eqx.Module):
-    r"""$Q = \langle\partial L/\partial\dot q, \xi\rangle
-    + (L - \langle\dot q, \partial L/\partial\dot q\rangle)\tau$, or its reduced form
-    $Q_0 = e^{-s}Q$; see `lnn.noether_charge`."""
+class _OfGenerator(eqx.Module):
+    """A quantity of a Lagrangian and a generator, optionally in reduced form."""
 
     lagrangian: Lagrangian
     generator: Generator
     reduced: bool = eqx.field(static=True, default=False)
 
+    def _at(self, t, q, qdot):
+        """`(t, L0, layers, xi, tau)` at the state, its checks done."""
+        t, inner, layers = _prepare(self.lagrangian, t, q, qdot)
+        return (t, inner, layers, *self.generator.evaluate(t, q))
+
+
+class NoetherCharge(_OfGenerator):
+    r"""$Q = \langle\partial L/\partial\dot q, \xi\rangle
+    + (L - \langle\dot q, \partial L/\partial\dot q\rangle)\tau$, or its reduced form
+    $Q_0 = e^{-s}Q$; see `lnn.noether_charge`."""
+
     def __call__(self, t, q, qdot):
-        t = _prepare(self.lagrangian, t, q, qdot)
-        inner, layers = _split(self.lagrangian)
-        xi, tau = self.generator.evaluate(t, q)
+        t, inner, layers, xi, tau = self._at(t, q, qdot)
         value, p = jax.value_and_grad(inner, argnums=2)(t, q, qdot)
         charge = tree_dot(p, xi)
         if tau is not None:
@@ -216,18 +225,12 @@ class NoetherCharge(eqx.Module):
         return _finish(charge, layers, t, self.reduced, "The Noether charge", "Q")
 
 
-class InvarianceResidual(eqx.Module):
+class InvarianceResidual(_OfGenerator):
     r"""The Rund–Trautmann expression (eq. 11), or the balance rate $R_0$ of the reduced
     charge; see `lnn.invariance_residual`."""
 
-    lagrangian: Lagrangian
-    generator: Generator
-    reduced: bool = eqx.field(static=True, default=False)
-
     def __call__(self, t, q, qdot):
-        t = _prepare(self.lagrangian, t, q, qdot)
-        inner, layers = _split(self.lagrangian)
-        xi, tau = self.generator.evaluate(t, q)
+        t, inner, layers, xi, tau = self._at(t, q, qdot)
         one = jnp.ones_like(t)
         # Total time derivatives along the state: d/dt f(t, q(t)) = ∂t f + ∂q f · q̇.
         _, xi_dot = jax.jvp(self.generator.xi, (t, q), (one, qdot))
@@ -264,8 +267,7 @@ class Energy(eqx.Module):
     reduced: bool = eqx.field(static=True, default=False)
 
     def __call__(self, t, q, qdot):
-        t = _prepare(self.lagrangian, t, q, qdot)
-        inner, layers = _split(self.lagrangian)
+        t, inner, layers = _prepare(self.lagrangian, t, q, qdot)
         value, p = jax.value_and_grad(inner, argnums=2)(t, q, qdot)
         return _finish(
             tree_dot(qdot, p) - value, layers, t, self.reduced, "The energy", "E"
@@ -388,15 +390,9 @@ def invariance_residual(
     $Q_0(t) - Q_0(t_0) = \int_{t_0}^t R_0\,dt$ exactly. For a symmetry of $L$ ($R = 0$)
     $R_0 = -\dot s\,Q_0$, so $Q_0$ decays as $e^{-(s(t) - s(t_0))}$.
 
-    **Reduced form.** For a `lnn.Conformal` Lagrangian $L = e^{s(t)}L_0$ (what
-    `lnn.dynamics.damped`, `nesterov` and `general` return) the weight $e^{s}$ overflows
-    for large $s$ (e.g. $s = t/\kappa$). With `reduced=True` the quantity is computed
-    from $L_0$ and $\dot s$ only, never forming $e^{s}$; for any other Lagrangian
-    `reduced=True` takes $s = 0$ and changes nothing. With `reduced=False` (default)
-    $e^{s}X_0$ is computed as $2^n e^{r}X_0$ ($s = n\ln 2 + r$): finite whenever the
-    true value is representable, and an error that names `reduced=True` when it
-    overflows the dtype. A non-finite value (inf or NaN) is always an error, never
-    returned.
+    **Reduced form.** As for `lnn.noether_charge`: `reduced=True` never forms
+    $e^{s}$, and with `reduced=False` a value that overflows the dtype, or is not
+    finite, is an error, never returned.
 
     **Arguments:**
 
@@ -427,15 +423,9 @@ def energy(L: Lagrangian, *, reduced: bool = False) -> Energy:
     $dE_0/dt = -\|\dot w\|^2$); this rate is `-invariance_residual(L, Generator(xi=0,
     tau=1), reduced=True)`.
 
-    **Reduced form.** For a `lnn.Conformal` Lagrangian $L = e^{s(t)}L_0$ (what
-    `lnn.dynamics.damped`, `nesterov` and `general` return) the weight $e^{s}$ overflows
-    for large $s$ (e.g. $s = t/\kappa$). With `reduced=True` the quantity is computed
-    from $L_0$ and $\dot s$ only, never forming $e^{s}$; for any other Lagrangian
-    `reduced=True` takes $s = 0$ and changes nothing. With `reduced=False` (default)
-    $e^{s}X_0$ is computed as $2^n e^{r}X_0$ ($s = n\ln 2 + r$): finite whenever the
-    true value is representable, and an error that names `reduced=True` when it
-    overflows the dtype. A non-finite value (inf or NaN) is always an error, never
-    returned.
+    **Reduced form.** As for `lnn.noether_charge`: `reduced=True` never forms
+    $e^{s}$, and with `reduced=False` a value that overflows the dtype, or is not
+    finite, is an error, never returned.
 
     **Arguments:**
 
