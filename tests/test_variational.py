@@ -34,8 +34,9 @@ def _has_loop(discrete, q0, v0):
     """Whether the compiled run of `discrete` contains a loop other than the step
     loop itself (a root solve, or the power iteration's `fori_loop` counted
     apart)."""
+    saving = V._integrate._Saving(3, 1, False)
     run = lambda q, v: V._integrate._run(
-        discrete, None, np.float64(0.0), np.float64(0.1), q, v, 3, 1, 32, False
+        discrete, None, np.float64(0.0), np.float64(0.1), q, v, 32, saving
     )
     return str(jax.make_jaxpr(run)(q0, v0)).count("while[")
 
@@ -762,7 +763,8 @@ def test_implicit_steps_are_matrix_free_above_the_dense_limit():
         q = q1
         ref.append(q)
     assert float(np.max(np.abs(np.asarray(tr.q) - np.array(ref)))) < 1e-10
+    saving = V._integrate._Saving(2, 1, False)
     run = lambda q, v: V._integrate._run(
-        V.Midpoint(L), None, np.float64(0.0), np.float64(h), q, v, 2, 1, 32, False
+        V.Midpoint(L), None, np.float64(0.0), np.float64(h), q, v, 32, saving
     )
     assert f"[{n},{n}]" not in str(jax.make_jaxpr(run)(q0, v0))

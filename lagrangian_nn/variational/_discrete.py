@@ -20,6 +20,7 @@ import numpy as np
 
 from .._conformal import rate as _rate, split as _split
 from .._custom_types import Lagrangian
+from ._explicit import separable
 
 # 3-point Gauss–Legendre on [0, 1], for s(t + τ) − s(t) = ∫ ṡ: exact for rates that
 # are polynomials of degree <= 5 (constant for `damped`), and of order h^6 otherwise.
@@ -94,6 +95,14 @@ class AbstractDiscreteLagrangian(eqx.Module):
         r"""$e^{-s(t)}L_d(q_0, q_1)$ over $[t, t + h]$ with internal points `z`."""
         raise NotImplementedError
 
+    def _explicit_form(self, t, q):
+        """The `Separable` form of the Lagrangian where this rule's step is explicit
+        for it (a division, no root solve: see `_explicit`), else `None`, and the step
+        is a root solve. Only the trapezoid rule declares one; a subclass that
+        redefines `reduced` redefines this too."""
+        del t, q
+        return None
+
     def initial_internal(self, q0, q1) -> tuple:
         """A starting guess for the internal points (equally spaced on the chord)."""
         n = self.n_internal
@@ -144,6 +153,11 @@ class Trapezoid(AbstractDiscreteLagrangian):
         return (
             0.5 * h * (self.inner(t, q0, v) + self._w(t, h) * self.inner(t + h, q1, v))
         )
+
+    def _explicit_form(self, t, q):
+        """Störmer–Verlet: the step is explicit for a separable Lagrangian with a
+        diagonal mass (`_explicit.separable`)."""
+        return separable(self.inner, t, q)
 
 
 class Lobatto(AbstractDiscreteLagrangian):

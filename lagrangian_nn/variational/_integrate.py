@@ -11,6 +11,8 @@ For $L = e^{s(t)}L_0$ the momenta are reduced, $\tilde p_k = e^{-s(t_k)}p_k$, so
 weight never appears.
 """
 
+from typing import NamedTuple
+
 import equinox as eqx
 import jax
 import jax.flatten_util
@@ -31,8 +33,8 @@ from .._validate import (
     check_scalar_lagrangian,
     is_traced,
 )
-from ._discrete import AbstractDiscreteLagrangian, Trapezoid, check_discrete
-from ._explicit import Separable, constant_diagonal, separable
+from ._discrete import AbstractDiscreteLagrangian, check_discrete
+from ._explicit import Separable, constant_diagonal
 from ._solve import (
     NONLINEAR_LIMIT,
     Stats,
@@ -251,16 +253,6 @@ class _Implicit(eqx.Module):
         return q1, d_q1, z, Stats(~converged, rho, theta)
 
 
-def _explicit_form(discrete, t, q):
-    """The `Separable` form of `discrete`'s Lagrangian if its step is explicit (a
-    trapezoid rule of a separable L with a diagonal mass), else `None`."""
-    if not isinstance(discrete, Trapezoid) or type(discrete).reduced is not (
-        Trapezoid.reduced
-    ):
-        return None
-    return separable(discrete.inner, t, q)
-
-
 def _check_int(value, name, minimum=1):
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"`{name}` must be an int >= {minimum}; got {value!r}.")
@@ -343,27 +335,16 @@ def _prepare_state(q, qdot, qname, vname):
     return q, qdot, tree_dtype(q)
 
 
-# indices of a run's report, one small vector fetched once after the loop
+# the entries of a run's report, one small vector fetched once after the loop
+_ENTRIES = "failed rho theta vfailed vrho finite q0 v0 mass omega2".split()
 _FAILED, _RHO, _THETA, _VFAILED, _VRHO, _FINITE, _Q0, _V0, _MASS, _OMEGA2 = range(10)
-_REPORT_SIZE = 10
 
 
 def _report(dtype, **values):
-    vec = [jnp.zeros((), dtype)] * _REPORT_SIZE
-    names = dict(
-        failed=_FAILED,
-        rho=_RHO,
-        theta=_THETA,
-        vfailed=_VFAILED,
-        vrho=_VRHO,
-        finite=_FINITE,
-        q0=_Q0,
-        v0=_V0,
-        mass=_MASS,
-        omega2=_OMEGA2,
-    )
+    """The report vector: the named `values` (see `_ENTRIES`), 0 for the others."""
+    vec = [jnp.zeros((), dtype)] * len(_ENTRIES)
     for name, value in values.items():
-        vec[names[name]] = jnp.asarray(value).astype(dtype)
+        vec[_ENTRIES.index(name)] = jnp.asarray(value).astype(dtype)
     return jnp.stack(vec)
 
 
@@ -374,19 +355,22 @@ def _mass_ok(mass):
     return ok
 
 
+class _Saving(NamedTuple):
+    """What a run saves: the state after each of `n` blocks of `every` steps (and at
+    the start), with the momenta or not. Python numbers: static in a compiled run."""
+
+    n: int
+    every: int
+    momenta: bool
+
+    def times(self, t0, dt):
+        """The saved times."""
+        k = jnp.arange(self.n + 1, dtype=jnp.int32).astype(t0.dtype)
+        return t0 + k * (self.every * dt)
+
+
 @eqx.filter_jit
-def _run(
-    discrete,
-    solver,
-    t0,
-    dt,
-    q0,
-    qdot0,
-    n_save: int,
-    save_every: int,
-    max_steps: int,
-    want_momenta: bool,
-):
+def _run(discrete, solver, t0, dt, q0, qdot0, max_steps: int, saving: _Saving):
     dtype = tree_dtype(q0)
     qdot0 = jax.tree.map(lambda a, b: jnp.asarray(b, a.dtype), q0, qdot0)
     t0 = jnp.asarray(t0, dtype)
@@ -395,50 +379,30 @@ def _run(
     inner = discrete.inner
     p0 = jax.grad(inner, argnums=2)(t0, q0, qdot0)
     inputs = dict(q0=tree_all_finite(q0), v0=tree_all_finite(qdot0))
-    form = _explicit_form(discrete, t0, q0)
+    form = discrete._explicit_form(t0, q0)
     if form is not None:
-        return _run_explicit(
-            _Explicit(discrete, form),
-            t0,
-            dt,
-            q0,
-            p0,
-            n_save,
-            save_every,
-            inputs,
-            want_momenta,
-        )
-    return _run_implicit(
-        _Implicit(discrete, solver, max_steps),
-        t0,
-        dt,
-        q0,
-        qdot0,
-        p0,
-        n_save,
-        save_every,
-        inputs,
-        want_momenta,
-    )
+        return _run_explicit(_Explicit(discrete, form), t0, dt, q0, p0, saving, inputs)
+    stepper = _Implicit(discrete, solver, max_steps)
+    return _run_implicit(stepper, t0, dt, q0, qdot0, p0, saving, inputs)
 
 
-def _blocks(one, state, n_save, save_every, save):
-    """`n_save` blocks of `save_every` steps under `lax.scan`; returns the final state
-    and `save(state)` after each block, with the initial point prepended."""
+def _blocks(one, state, saving, save):
+    """`saving.n` blocks of `saving.every` steps under `lax.scan`; returns the final
+    state and `save(state)` after each block, with the initial point prepended."""
 
     def block(state, _):
-        if save_every == 1:
+        if saving.every == 1:
             state, _ = one(state, None)
         else:
-            state, _ = jax.lax.scan(one, state, None, length=save_every)
+            state, _ = jax.lax.scan(one, state, None, length=saving.every)
         return state, save(state)
 
     first = save(state)
-    state, rest = jax.lax.scan(block, state, None, length=n_save)
+    state, rest = jax.lax.scan(block, state, None, length=saving.n)
     return state, jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), first, rest)
 
 
-def _run_explicit(stepper, t0, dt, q0, p0, n_save, save_every, inputs, want_momenta):
+def _run_explicit(stepper, t0, dt, q0, p0, saving, inputs):
     dtype = tree_dtype(q0)
     consts = stepper.constants(t0, q0)
     f0 = stepper.force(t0, q0)
@@ -452,13 +416,12 @@ def _run_explicit(stepper, t0, dt, q0, p0, n_save, save_every, inputs, want_mome
     def save(state):
         k, q, p, _ = state
         v = stepper.velocity(t0 + k.astype(dtype) * dt, q, p, consts)
-        return (q, v, p) if want_momenta else (q, v)
+        return (q, v, p) if saving.momenta else (q, v)
 
-    n = n_save + 1
     state0 = (jnp.zeros((), jnp.int32), q0, p0, f0)
-    state, saved = _blocks(one, state0, n_save, save_every, save)
-    qs, vs, ps = saved if want_momenta else (*saved, None)
-    ts = t0 + jnp.arange(n, dtype=jnp.int32).astype(dtype) * (save_every * dt)
+    state, saved = _blocks(one, state0, saving, save)
+    qs, vs, ps = saved if saving.momenta else (*saved, None)
+    ts = saving.times(t0, dt)
     _, q_end, p_end, _ = state
     omega2 = _largest_frequency_squared(stepper, t0, dt, q0, consts)
     report = _report(
@@ -472,9 +435,7 @@ def _run_explicit(stepper, t0, dt, q0, p0, n_save, save_every, inputs, want_mome
     return ts, qs, vs, report, ps
 
 
-def _run_implicit(
-    stepper, t0, dt, q0, qdot0, p0, n_save, save_every, inputs, want_momenta
-):
+def _run_implicit(stepper, t0, dt, q0, qdot0, p0, saving, inputs):
     discrete = stepper.discrete
     inner = discrete.inner
     dtype = tree_dtype(q0)
@@ -487,10 +448,9 @@ def _run_implicit(
         q1, p1, z, new = stepper(t, dt, q, p, qp, zp)
         return (k + 1, q1, p1, q, z, stats.join(new)), None
 
-    n = n_save + 1
     state0 = (jnp.zeros((), jnp.int32), q0, p0, q_prev, z_prev, Stats.ok(dtype))
-    state, (qs, ps) = _blocks(one, state0, n_save, save_every, lambda s: s[1:3])
-    ts = t0 + jnp.arange(n, dtype=jnp.int32).astype(dtype) * (save_every * dt)
+    state, (qs, ps) = _blocks(one, state0, saving, lambda s: s[1:3])
+    ts = saving.times(t0, dt)
     vs, vfailed, vrho = jax.vmap(
         lambda t, q, p: _velocity(inner, t, q, p, stepper.solver, stepper.max_steps)
     )(ts, qs, ps)
@@ -506,7 +466,7 @@ def _run_implicit(
         mass=True,
         **inputs,
     )
-    return ts, qs, vs, report, (ps if want_momenta else None)
+    return ts, qs, vs, report, (ps if saving.momenta else None)
 
 
 def _checks(where, r, dtype, dt, max_steps, q_size=None):
@@ -759,17 +719,9 @@ def integrate(
         )
     _check_solver(solver)
     _check_span(discrete.lagrangian, t0, dt, n_steps)
+    saving = _Saving(n_steps // save_every, save_every, return_momenta)
     ts, qs, vs, report, ps = _run(
-        discrete,
-        solver,
-        t0,
-        dt,
-        q0,
-        qdot0,
-        n_steps // save_every,
-        save_every,
-        max_steps,
-        return_momenta,
+        discrete, solver, t0, dt, q0, qdot0, max_steps, saving
     )
     where = "lnn.variational.integrate"
     # under a trace the checks ride on every output, so none can be dropped
@@ -818,7 +770,7 @@ def _one_step(discrete, solver, t, dt, q, p, max_steps: int):
     dt = jnp.asarray(dt, dtype)
     inner = discrete.inner
     inputs = dict(q0=tree_all_finite(q), v0=tree_all_finite(p))
-    form = _explicit_form(discrete, t, q)
+    form = discrete._explicit_form(t, q)
     if form is not None:
         stepper = _Explicit(discrete, form)
         consts = stepper.constants(t, q)
