@@ -1,6 +1,12 @@
-"""Shared helpers for the benchmarks: timers, the paper's network, the device and the
-precision in use."""
+"""Shared helpers for the benchmarks: timers, a trace counter, the paper's network, the
+device and the precision in use, and the command line of a benchmark module.
 
+The modules import this one as `bench` (`import _common as bench`): run as scripts
+(`python benchmarks/bench_x.py`), their folder is first on `sys.path`; `run.py` puts
+it there for the modules it imports."""
+
+import argparse
+import contextlib
 import os
 import platform
 import time
@@ -59,6 +65,28 @@ def paired_times(fns, args, rounds=30, min_batch_s=0.02, warmup=2):
     ratios = np.median(times / times[:, :1], axis=0)
     minima = times.min(axis=0)
     return medians.tolist(), ratios.tolist(), (minima / minima[0]).tolist()
+
+
+# JAX's monitoring event for each function it traces to compile
+_TRACE_EVENT = "/jax/core/compile/jaxpr_trace_duration"
+
+
+@contextlib.contextmanager
+def counting_traces():
+    """Counts the functions JAX traces for compiling inside the block: yields a list
+    that gets one entry (the trace's duration) per trace, from JAX's monitoring
+    events."""
+    seen = []
+
+    def listener(event, duration, **kwargs):
+        if event == _TRACE_EVENT:
+            seen.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield seen
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 class MLPLoss(eqx.Module):
@@ -218,3 +246,30 @@ def row(id_, what, size, ours, baseline, ratio=None, target=None, ratio_min=None
 
 def ms(seconds: float) -> str:
     return f"{1e3 * seconds:.2f} ms"
+
+
+def main(doc: str, parts: dict) -> None:
+    """The command line of a benchmark module: `--quick` (fewer sizes and repeats) and
+    `--rows` (which of its rows, all by default); prints each row. `doc` is the
+    module's docstring (its first paragraph describes the command), `parts` maps each
+    row letter to the function that measures it, called with `quick`."""
+    letters = "".join(parts)
+    parser = argparse.ArgumentParser(description=" ".join(doc.split("\n\n")[0].split()))
+    parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
+    parser.add_argument("--rows", default=letters, help=f"which rows, of {letters!r}")
+    args = parser.parse_args()
+    unknown = sorted(set(args.rows) - set(parts))
+    if unknown:
+        parser.error(f"--rows: unknown rows {unknown}; choose from {letters!r}")
+    for key in args.rows:
+        for r in parts[key](args.quick):
+            print(r)
+
+
+def timed_row(
+    id_, what, size, ours, baseline, target=None, *, ratio=None, ratio_min=None
+):
+    """A `row` of two times in seconds, shown in ms. `ratio` is ours / baseline unless
+    given (e.g. the median of the per-round ratios of `paired_times`)."""
+    ratio = ours / baseline if ratio is None else ratio
+    return row(id_, what, size, ms(ours), ms(baseline), ratio, target, ratio_min)

@@ -20,7 +20,6 @@ built) and times only the `count_laws` calls, so one-time costs of a first call
 Usage: python benchmarks/bench_count.py [--quick]
 """
 
-import argparse
 import json
 import os
 import subprocess
@@ -28,8 +27,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import row  # noqa: E402
+import _common as bench
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -115,7 +113,7 @@ def rows_i(quick: bool = False) -> list:
     for id_, sizes in (("i1", [2, 2, 2, 2]), ("i2", [4, 5, 5, 5, 4])):
         r = fresh(_FIRST.format(sizes=sizes))
         out.append(
-            row(
+            bench.row(
                 id_,
                 f"count_laws first call, NAGF, float64, deep linear {sizes} ({r['count']} laws; "
                 f"2nd call {r['second']:.2f} s); ratio = time / target",
@@ -131,7 +129,7 @@ def rows_i(quick: bool = False) -> list:
         if r["bad"]:
             raise AssertionError(f"count_laws sweep ({kind}): wrong counts {r['bad']}")
         out.append(
-            row(
+            bench.row(
                 id_,
                 f"count_laws, float64, 20 random {kind} nets x (ND, heavy ball, NAGF), "
                 f"{r['n']} counts, all as predicted",
@@ -149,7 +147,7 @@ def rows_i(quick: bool = False) -> list:
         if r["count"] != width:
             raise AssertionError(f"count_laws, width {width}: count {r['count']}")
         out.append(
-            row(
+            bench.row(
                 id_,
                 f"count_laws, GF, float64, two-layer ReLU [4, {width}, 2] ({r['count']} laws, "
                 f"{r['cols']} columns); ratio = time / target",
@@ -164,7 +162,4 @@ def rows_i(quick: bool = False) -> list:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    for r in rows_i(parser.parse_args().quick):
-        print(r)
+    bench.main(__doc__, {"i": rows_i})

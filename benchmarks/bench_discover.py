@@ -14,47 +14,28 @@ none, i.e. nothing compiles again).
 Usage: python benchmarks/bench_discover.py [--quick]
 """
 
-import argparse
-import sys
 import time
-from pathlib import Path
 
+import _common as bench
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import ms, row  # noqa: E402
-
-import lagrangian_nn as lnn  # noqa: E402
-from lagrangian_nn import nn, symmetry as sy  # noqa: E402
-
-_TRACES = [0]
-
-
-def _count(event, duration, **kwargs):
-    if event == "/jax/core/compile/jaxpr_trace_duration":
-        _TRACES[0] += 1
-
-
-jax.monitoring.register_event_duration_secs_listener(_count)
+import lagrangian_nn as lnn
+from lagrangian_nn import nn, symmetry as sy
 
 
 def _timed(fn):
     """Wall time of one call (its result waited for) and the traces it caused."""
-    before = _TRACES[0]
-    start = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    return time.perf_counter() - start, _TRACES[0] - before, out
+    with bench.counting_traces() as traces:
+        start = time.perf_counter()
+        out = jax.block_until_ready(fn())
+        seconds = time.perf_counter() - start
+    return seconds, len(traces), out
 
 
 def _median(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    """The median wall time of `repeats` calls of `fn` (each result waited for)."""
+    return bench.interleaved_medians([fn], (), repeats, warmup=0)[0]
 
 
 def _problem(sizes, n=64, seed=0):
@@ -75,11 +56,9 @@ def rows_j(quick: bool = False):
     family = sy.rescaling_family(model)
     sy.discover(nn.make_loss(x, y), model, family, key=jax.random.key(0))
     loss2, key2 = nn.make_loss(2 * x, y), jax.random.key(1)
-    first = _TRACES[0]
     t_second, traces, found = _timed(
         lambda: sy.discover(loss2, model, family, key=key2).coefficients
     )
-    assert _TRACES[0] - first == traces
     samples = 2 * len(family) + 8
     states = jax.tree.map(
         lambda w: jnp.broadcast_to(w, (samples, *w.shape)) * 1.01, model
@@ -91,15 +70,14 @@ def rows_j(quick: bool = False):
         t_second, _median(lambda: sy.discover(loss2, model, family, key=key2).gap, 3)
     )
     out.append(
-        row(
+        bench.timed_row(
             "j",
             f"discover, 2nd call on the same family ({traces} traced), vs compiled "
             f"vmap(grad) at its {samples} sampled states",
             f"{len(family)} fields, {sum(w.size for w in jax.tree.leaves(model))} "
             "params",
-            ms(t_ours),
-            ms(t_grads),
-            t_ours / t_grads,
+            t_ours,
+            t_grads,
         )
     )
     # conservation_table
@@ -143,21 +121,17 @@ def rows_j(quick: bool = False):
         ),
     )
     out.append(
-        row(
+        bench.timed_row(
             "j",
             f"conservation_table, 2nd call ({len(d)} laws, {traces} traced), vs its "
             "two compiled simulate calls",
             f"{sum(w.size for w in jax.tree.leaves(model))} params, {x.dtype}",
-            ms(t_ours),
-            ms(t_sims),
-            t_ours / t_sims,
+            t_ours,
+            t_sims,
         )
     )
     return out
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    for r in rows_j(parser.parse_args().quick):
-        print(r)
+    bench.main(__doc__, {"j": rows_j})

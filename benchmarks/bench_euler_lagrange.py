@@ -18,31 +18,17 @@ machine. Before timing, row (a) checks that the two accelerations agree to a tol
 that scales with the precision in use (`_common.effective_eps`: float32's epsilon on
 the CPU, TF32's on a GPU at JAX's default matmul precision).
 
-Usage: python benchmarks/bench_euler_lagrange.py [--quick]
+Usage: python benchmarks/bench_euler_lagrange.py [--quick] [--rows af]
 """
 
-import argparse
-import sys
-from pathlib import Path
-
+import _common as bench
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import (  # noqa: E402
-    effective_eps,
-    interleaved_medians,
-    make_problem,
-    ms,
-    n_params,
-    paired_times,
-    row,
-)
-
-import lagrangian_nn as lnn  # noqa: E402
-from lagrangian_nn._tree import tree_dot  # noqa: E402
+import lagrangian_nn as lnn
+from lagrangian_nn._tree import tree_dot
 
 SIZES_A = {
     "784-12-12-10": [784, 12, 12, 10],
@@ -123,16 +109,18 @@ def in_a_loop(accel, evaluations=20):
 def _row_a(fns, args, rounds, what, w, per_call=1, target=1.05):
     """A row (a) line: `fns = [hand-written, ours]` timed by `paired_times`; times are
     reported per evaluation (`per_call` evaluations per call)."""
-    (hand, mine), (_, ratio), (_, ratio_min) = paired_times(fns, args, rounds=rounds)
-    return row(
+    (hand, mine), (_, ratio), (_, ratio_min) = bench.paired_times(
+        fns, args, rounds=rounds
+    )
+    return bench.timed_row(
         "a",
         what,
-        f"{n_params(w):,} params",
-        ms(mine / per_call),
-        ms(hand / per_call),
-        ratio,
+        f"{bench.n_params(w):,} params",
+        mine / per_call,
+        hand / per_call,
         target,
-        ratio_min,
+        ratio=ratio,
+        ratio_min=ratio_min,
     )
 
 
@@ -155,7 +143,7 @@ def check_accelerations(name, fns, t, w, wdot):
     reference = fns[0](t, w, wdot)
     err = _max_diff(reference, fns[1](t, w, wdot))
     scale = max(float(jnp.max(jnp.abs(x))) for x in reference)
-    eps = effective_eps(jnp.float32)
+    eps = bench.effective_eps(jnp.float32)
     if not err <= ACCEL_TOL_EPS * eps * scale:
         raise AssertionError(
             f"{name}: accelerations disagree by {err:.2e}, more than "
@@ -170,7 +158,7 @@ def rows_a(quick: bool = False):
     t = jnp.asarray(1.5, jnp.float32)
     sizes = dict(list(SIZES_A.items())[:2]) if quick else SIZES_A
     for name, layers in sizes.items():
-        loss, w, wdot = make_problem(layers, n_samples=1000)
+        loss, w, wdot = bench.make_problem(layers, n_samples=1000)
         fns = [hand_written(loss), ours(loss)]
         check_accelerations(name, fns, t, w, wdot)
         out.append(
@@ -196,28 +184,22 @@ def rows_f(quick: bool = False):
     out = []
     t = jnp.asarray(1.5, jnp.float32)
     for width in [4, 16] if quick else [4, 16, 32, 48]:
-        loss, w, wdot = make_problem([16, width, width, 10], n_samples=1000)
+        loss, w, wdot = bench.make_problem([16, width, width, 10], n_samples=1000)
         fns = [ours(loss), dense_pinv(loss)]
-        mine, dense = interleaved_medians(fns, (t, w, wdot), repeats=3 if quick else 10)
+        mine, dense = bench.interleaved_medians(
+            fns, (t, w, wdot), repeats=3 if quick else 10
+        )
         out.append(
-            row(
+            bench.timed_row(
                 "f",
                 f"euler_lagrange vs dense velocity-Hessian + pinv, 16-{width}-{width}-10",
-                f"{n_params(w):,} params",
-                ms(mine),
-                ms(dense),
-                mine / dense,
+                f"{bench.n_params(w):,} params",
+                mine,
+                dense,
             )
         )
     return out
 
 
-def rows(quick: bool = False):
-    return rows_a(quick) + rows_f(quick)
-
-
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    for r in rows(parser.parse_args().quick):
-        print(r)
+    bench.main(__doc__, {"a": rows_a, "f": rows_f})

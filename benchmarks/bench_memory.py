@@ -11,19 +11,13 @@ sizes where it compiles.
 Usage: python benchmarks/bench_memory.py [--quick]
 """
 
-import argparse
-import sys
-from pathlib import Path
-
+import _common as bench
 import jax.numpy as jnp
 import numpy as np
+from bench_euler_lagrange import dense_pinv, ours
+from bench_simulate import solve_args
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import make_problem, n_params, peak_bytes, row  # noqa: E402
-from bench_euler_lagrange import dense_pinv, ours  # noqa: E402
-from bench_simulate import solve_args  # noqa: E402
-
-from lagrangian_nn._simulate import _solve  # noqa: E402
+from lagrangian_nn._simulate import _solve
 
 
 def _slope(params, peaks):
@@ -37,20 +31,20 @@ def rows(quick: bool = False):
     widths = [64, 256, 1024] if quick else [64, 256, 1024, 4096]
     params, el_peaks, sim_peaks = [], [], []
     for width in widths:
-        loss, w, v = make_problem([784, width, 10], n_samples=256)
-        params.append(n_params(w))
-        el_peaks.append(peak_bytes(ours(loss).lower(t, w, v)))
-        sim_peaks.append(peak_bytes(_solve.lower(*solve_args(loss, w, v))))
+        loss, w, v = bench.make_problem([784, width, 10], n_samples=256)
+        params.append(bench.n_params(w))
+        el_peaks.append(bench.peak_bytes(ours(loss).lower(t, w, v)))
+        sim_peaks.append(bench.peak_bytes(_solve.lower(*solve_args(loss, w, v))))
     dense_params, dense_peaks = [], []
     for width in [16, 32] if quick else [16, 32, 64, 128]:
-        loss, w, v = make_problem([16, width, 10], n_samples=256)
-        dense_params.append(n_params(w))
-        dense_peaks.append(peak_bytes(dense_pinv(loss).lower(t, w, v)))
+        loss, w, v = bench.make_problem([16, width, 10], n_samples=256)
+        dense_params.append(bench.n_params(w))
+        dense_peaks.append(bench.peak_bytes(dense_pinv(loss).lower(t, w, v)))
     sizes = f"{params[0]:,}-{params[-1]:,} params"
     out = []
     for name, peaks in (("euler_lagrange", el_peaks), ("simulate", sim_peaks)):
         out.append(
-            row(
+            bench.row(
                 "d",
                 f"memory of {name}: log-log slope vs params, largest two sizes",
                 sizes,
@@ -62,7 +56,7 @@ def rows(quick: bool = False):
             )
         )
     out.append(
-        row(
+        bench.row(
             "d",
             "memory of dense velocity-Hessian + pinv: same slope",
             f"{dense_params[0]:,}-{dense_params[-1]:,} params",
@@ -75,7 +69,4 @@ def rows(quick: bool = False):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    for r in rows(parser.parse_args().quick):
-        print(r)
+    bench.main(__doc__, {"d": rows})

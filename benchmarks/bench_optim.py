@@ -15,29 +15,15 @@ layer, quadratic), against the same optax chain in a plain `lax.scan` over the s
 mini-batches. The network is a small `lnn.nn.NormalizedMLP` (64-32-32-10, batches of
 64), where the tracker's arithmetic is largest relative to a step. Target <= 1.10.
 
-Usage: python benchmarks/bench_optim.py [--quick]
+Usage: python benchmarks/bench_optim.py [--quick] [--rows ck]
 """
 
-import argparse
-import sys
-from pathlib import Path
-
+import _common as bench
 import jax
 import jax.numpy as jnp
 import optax
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import (  # noqa: E402
-    effective_eps,
-    interleaved_medians,
-    make_problem,
-    ms,
-    n_params,
-    paired_times,
-    row,
-)
-
-from lagrangian_nn import nn, optim  # noqa: E402
+from lagrangian_nn import nn, optim
 
 
 def rescale_charge(h):
@@ -61,7 +47,7 @@ def plain_loop(optimizer, loss, steps):
 
 
 def rows(quick: bool = False):
-    loss, w, _ = make_problem([784, 200, 200, 200, 10], n_samples=1000)
+    loss, w, _ = bench.make_problem([784, 200, 200, 200, 10], n_samples=1000)
     steps = 20 if quick else 200
     optimizer = optax.sgd(0.05, momentum=0.9)
     track = {"C1": rescale_charge(1), "C2": rescale_charge(2)}
@@ -80,24 +66,23 @@ def rows(quick: bool = False):
         float(jnp.max(jnp.abs(a - b))) for a, b in zip(check, reference, strict=True)
     )
     scale = max(float(jnp.max(jnp.abs(x))) for x in reference)
-    tol = 16 * effective_eps(jnp.float32) * scale
+    tol = 16 * bench.effective_eps(jnp.float32) * scale
     if not err <= tol:
         raise AssertionError(
             f"optim.run and the plain loop disagree by {err:.2e}, more than 16 x "
-            f"effective eps {effective_eps(jnp.float32):.2e} x max |weight| "
+            f"effective eps {bench.effective_eps(jnp.float32):.2e} x max |weight| "
             f"{scale:.2e} = {tol:.2e}"
         )
-    t_plain, t_ours = interleaved_medians(
+    t_plain, t_ours = bench.interleaved_medians(
         [plain, ours], (w,), repeats=3 if quick else 10
     )
     return [
-        row(
+        bench.timed_row(
             "c",
             f"optim.run, {steps} steps tracking loss + 2 charges, vs plain optax scan",
-            f"{n_params(w):,} params",
-            ms(t_ours),
-            ms(t_plain),
-            t_ours / t_plain,
+            f"{bench.n_params(w):,} params",
+            t_ours,
+            t_plain,
             1.10,
         )
     ]
@@ -157,36 +142,29 @@ def rows_k(quick: bool = False):
         for a, b in zip(jax.tree.leaves(check), jax.tree.leaves(ref), strict=True)
     )
     scale = max(float(jnp.max(jnp.abs(z))) for z in jax.tree.leaves(ref))
-    tol = 64 * effective_eps(jnp.float32) * scale
+    tol = 64 * bench.effective_eps(jnp.float32) * scale
     if not err <= tol:
         raise AssertionError(
             f"optim.run(sgd_chain) and the plain optax loop disagree by {err:.2e} "
             f"after 20 steps, more than 64 x effective eps x max |weight| = {tol:.2e}"
         )
-    (t_plain, t_ours), (_, ratio), (_, ratio_min) = paired_times(
+    (t_plain, t_ours), (_, ratio), (_, ratio_min) = bench.paired_times(
         [plain, ours], (model, batches), rounds=5 if quick else 15
     )
     return [
-        row(
+        bench.timed_row(
             "k",
             f"optim.run, {steps} steps, 2 exact charge laws tracked, vs plain optax "
             "scan",
             f"{sum(z.size for z in jax.tree.leaves(model)):,} params, batch {batch}",
-            ms(t_ours),
-            ms(t_plain),
-            ratio,
+            t_ours,
+            t_plain,
             1.10,
-            ratio_min,
+            ratio=ratio,
+            ratio_min=ratio_min,
         )
     ]
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--rows", default="ck", help="which rows: c, k or ck")
-    args = parser.parse_args()
-    parts = {"c": rows, "k": rows_k}
-    for key in args.rows:
-        for r in parts[key](args.quick):
-            print(r)
+    bench.main(__doc__, {"c": rows, "k": rows_k})

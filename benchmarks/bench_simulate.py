@@ -28,32 +28,22 @@ compile time.
     (`(w, v) -> (v, -(3/t) v - 0.1 w)`), 200 constant steps on the state of the paper's
     network (2 x 238,800 floats).
 
-Usage: python benchmarks/bench_simulate.py [--quick]
+Usage: python benchmarks/bench_simulate.py [--quick] [--rows beg]
 """
 
-import argparse
 import json
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import _common as bench
 import diffrax
 import jax
 import jax.numpy as jnp
+from bench_euler_lagrange import hand_accel
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import (  # noqa: E402
-    interleaved_times,
-    make_problem,
-    ms,
-    n_params,
-    paired_times,
-    row,
-)
-from bench_euler_lagrange import hand_accel  # noqa: E402
-
-import lagrangian_nn as lnn  # noqa: E402
+import lagrangian_nn as lnn
 
 try:  # private: the compiled function `lnn.simulate` calls (its step count)
     from lagrangian_nn._simulate import _solve
@@ -121,22 +111,28 @@ def rhs_loop(loss, n, data_as_constants=False):
     return lambda w, v: run(loss, w, v)
 
 
+def solve_by_hand(rhs, solver, w, v, **kw):
+    """`diffrax.diffeqsolve` of `rhs` from `(w, v)` over [T0, T1] with this benchmark's
+    controller, as a user writes it."""
+    return diffrax.diffeqsolve(
+        diffrax.ODETerm(rhs),
+        solver,
+        T0,
+        T1,
+        None,
+        (w, v),
+        stepsize_controller=diffrax.PIDController(rtol=RTOL, atol=ATOL),
+        **kw,
+    )
+
+
 def diffrax_by_hand(loss):
     """The same integration written directly with stock diffrax (`diffrax.Tsit5`) and
     the hand-written right-hand side, the loss an argument as in `rhs_loop`."""
 
     @jax.jit
     def run(loss, w, v):
-        sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(hand_rhs(loss)),
-            diffrax.Tsit5(),
-            T0,
-            T1,
-            None,
-            (w, v),
-            stepsize_controller=diffrax.PIDController(rtol=RTOL, atol=ATOL),
-        )
-        return sol.ys[0]
+        return solve_by_hand(hand_rhs(loss), diffrax.Tsit5(), w, v).ys[0]
 
     return lambda w, v: run(loss, w, v)
 
@@ -151,15 +147,7 @@ def count_evaluations(loss, w, v):
         jax.debug.callback(lambda: calls.append(1))
         return rhs(t, y, args)
 
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(counted),
-        lnn.FusedTsit5(),
-        T0,
-        T1,
-        None,
-        (w, v),
-        stepsize_controller=diffrax.PIDController(rtol=RTOL, atol=ATOL),
-    )
+    sol = solve_by_hand(counted, lnn.FusedTsit5(), w, v)
     jax.block_until_ready(sol.ys)
     return len(calls), int(sol.stats["num_steps"])
 
@@ -174,23 +162,15 @@ def our_steps(loss, w, v) -> int:
         except TypeError:
             pass
     accel = lnn.euler_lagrange(lnn.dynamics.nesterov(loss))
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(lambda t, y, args: (y[1], accel(t, *y))),
-        lnn.FusedTsit5(),
-        T0,
-        T1,
-        None,
-        (w, v),
-        stepsize_controller=diffrax.PIDController(rtol=RTOL, atol=ATOL),
-    )
-    return int(sol.stats["num_steps"])
+    rhs = lambda t, y, args: (y[1], accel(t, *y))
+    return int(solve_by_hand(rhs, lnn.FusedTsit5(), w, v).stats["num_steps"])
 
 
 def rows_b(quick: bool = False):
     out = []
     sizes = {"784-12-12-10": [784, 12, 12, 10], "paper net": [784, 200, 200, 200, 10]}
     for name, layers in sizes.items():
-        loss, w, v = make_problem(layers, n_samples=1000)
+        loss, w, v = bench.make_problem(layers, n_samples=1000)
         system = lnn.dynamics.nesterov(loss)
         kw = dict(t0=T0, t1=T1, rtol=RTOL, atol=ATOL)
         simulate = lambda w, v: lnn.simulate(system, w, v, **kw).q
@@ -207,46 +187,46 @@ def rows_b(quick: bool = False):
             diffrax_by_hand(loss),
             rhs_loop(loss, LOOP, data_as_constants=True),
         ]
-        times, ratios, ratios_min = paired_times(fns, (w, v), rounds=3 if quick else 12)
+        times, ratios, ratios_min = bench.paired_times(
+            fns, (w, v), rounds=3 if quick else 12
+        )
         (t_loop, t_sim, t_dfx, t_const) = times
         (_, r_sim, r_dfx, r_const), (_, m_sim, m_dfx, m_const) = ratios, ratios_min
         base = evaluations * t_loop / LOOP
         scale = LOOP / evaluations
         out.append(
-            row(
+            bench.timed_row(
                 "b",
                 f"simulate vs {evaluations} RHS evals x hand RHS ({int(steps)} steps), {name}",
-                f"{n_params(w):,} params",
-                ms(t_sim),
-                ms(base),
-                r_sim * scale,
+                f"{bench.n_params(w):,} params",
+                t_sim,
+                base,
                 1.10,
-                m_sim * scale,
+                ratio=r_sim * scale,
+                ratio_min=m_sim * scale,
             )
         )
         out.append(
-            row(
+            bench.timed_row(
                 "b",
                 f"(reference) diffrax.Tsit5 on the hand RHS, same baseline, {name}",
-                f"{n_params(w):,} params",
-                ms(t_dfx),
-                ms(base),
-                r_dfx * scale,
-                None,
-                m_dfx * scale,
+                f"{bench.n_params(w):,} params",
+                t_dfx,
+                base,
+                ratio=r_dfx * scale,
+                ratio_min=m_dfx * scale,
             )
         )
         out.append(
-            row(
+            bench.timed_row(
                 "b",
                 f"(reference) hand RHS loop with the data as compile-time constants "
                 f"vs the baseline (data as arguments), {name}",
-                f"{n_params(w):,} params",
-                ms(t_const / LOOP),
-                ms(t_loop / LOOP),
-                r_const,
-                None,
-                m_const,
+                f"{bench.n_params(w):,} params",
+                t_const / LOOP,
+                t_loop / LOOP,
+                ratio=r_const,
+                ratio_min=m_const,
             )
         )
     return out
@@ -279,7 +259,7 @@ def rows_e(quick: bool = False):
     )
     first, second = json.loads(proc.stdout.strip().splitlines()[-1])
     return [
-        row(
+        bench.row(
             "e",
             "compile time of simulate, paper net, fresh process (1st - 2nd call)",
             "238,800 params",
@@ -319,31 +299,23 @@ def rows_g(quick: bool = False):
         "lnn.FusedTsit5(unroll_stages=True)": lnn.FusedTsit5(unroll_stages=True),
         "diffrax.Tsit5()": diffrax.Tsit5(),
     }
-    medians, minima = interleaved_times(
+    medians, minima = bench.interleaved_times(
         [integrate(s) for s in solvers.values()], (w, v), repeats=3 if quick else 10
     )
     names = list(solvers)
     return [
-        row(
+        bench.timed_row(
             "g",
             f"solver cost per step, trivial RHS: {names[i]} vs diffrax.Tsit5()",
             f"{2 * n:,} floats",
-            ms(medians[i] / steps),
-            ms(medians[-1] / steps),
-            medians[i] / medians[-1],
-            None,
-            minima[i] / minima[-1],
+            medians[i] / steps,
+            medians[-1] / steps,
+            ratio=medians[i] / medians[-1],
+            ratio_min=minima[i] / minima[-1],
         )
         for i in range(2)
     ]
 
 
-def rows(quick: bool = False):
-    return rows_b(quick) + rows_e(quick) + rows_g(quick)
-
-
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    for r in rows(parser.parse_args().quick):
-        print(r)
+    bench.main(__doc__, {"b": rows_b, "e": rows_e, "g": rows_g})

@@ -27,21 +27,15 @@ of the per-round ratios. Target: the tracker adds <= 5% to a training step.
 Usage: python benchmarks/bench_tracker.py [--quick]
 """
 
-import argparse
-import sys
-from pathlib import Path
-
+import _common as bench
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import ms, paired_times, row  # noqa: E402
-
-import lagrangian_nn as lnn  # noqa: E402
-from lagrangian_nn import nn, optim  # noqa: E402
+import lagrangian_nn as lnn
+from lagrangian_nn import nn, optim
 
 SMALL = dict(d_model=16, n_heads=8, n_layers=2, d_mlp=32)
 LARGE = dict(d_model=256, n_heads=8, n_layers=2, d_mlp=1024)
@@ -187,21 +181,21 @@ def rows_l(quick: bool = False):
         if report.law == "exact" and not all(report.exact.values()):
             broken = [k for k, v in report.exact.items() if not v]
             raise AssertionError(f"exact laws broken along the run: {broken[:5]}")
-        (t_bare, t_tracked), ratios, ratios_min = paired_times(
+        (t_bare, t_tracked), ratios, ratios_min = bench.paired_times(
             [bare, lambda p, b: tracked(p, b)[1].count],
             (params, batches),
             rounds=6 if quick else 10,
         )
         out.append(
-            row(
+            bench.timed_row(
                 "l",
                 f"charge tracker in a user's jitted optax loop ({label}), "
                 f"{steps}-step scans, vs the same loop without it",
                 f"{n:,} params, {len(gens):,} charges",
-                ms(t_tracked),
-                ms(t_bare),
-                ratios[1],
+                t_tracked,
+                t_bare,
                 1.05,
+                ratio=ratios[1],
                 ratio_min=ratios_min[1],
             )
         )
@@ -209,7 +203,4 @@ def rows_l(quick: bool = False):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    for r in rows_l(parser.parse_args().quick):
-        print(r)
+    bench.main(__doc__, {"l": rows_l})

@@ -22,24 +22,12 @@ per-round ratios of batches of calls, alternating the order (`paired_times`).
 Usage: python benchmarks/bench_variational.py [--quick]
 """
 
-import argparse
-import sys
-from pathlib import Path
-
+import _common as bench
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import (  # noqa: E402
-    effective_eps,
-    interleaved_times,
-    ms,
-    paired_times,
-    row,
-)
-
-import lagrangian_nn as lnn  # noqa: E402
+import lagrangian_nn as lnn
 
 V = lnn.variational
 
@@ -100,7 +88,7 @@ def _agree(a, b, what):
     (qa, va), (qb, vb) = a, b
     err = max(float(jnp.max(jnp.abs(qa - qb))), float(jnp.max(jnp.abs(va - vb))))
     scale = max(float(jnp.max(jnp.abs(qb))), float(jnp.max(jnp.abs(vb))))
-    tol = 1e4 * effective_eps(jnp.float32) * scale
+    tol = 1e4 * bench.effective_eps(jnp.float32) * scale
     if not err <= tol:
         raise AssertionError(f"{what}: disagree by {err:.2e} > {tol:.2e}")
 
@@ -121,21 +109,21 @@ def separable_rows(quick):
         base = leapfrog(fpu_loss, steps, save_every)
         mine = ours(L, steps, save_every)
         _agree(mine(*args), base(*args), id_)
-        (t_base, t_ours), ratios, ratios_min = paired_times(
+        (t_base, t_ours), ratios, ratios_min = bench.paired_times(
             [base, mine], args, rounds=rounds
         )
         saving = "every step" if save_every == 1 else f"every {save_every}th step"
         rows.append(
-            row(
+            bench.timed_row(
                 id_,
                 f"variational.integrate, Trapezoid of {label} (explicit), saving "
                 f"{saving}, vs hand-written leapfrog in lax.scan",
                 f"{n} dof, {steps} steps",
-                ms(t_ours),
-                ms(t_base),
-                ratios[1],
+                t_ours,
+                t_base,
                 1.10,
-                ratios_min[1],
+                ratio=ratios[1],
+                ratio_min=ratios_min[1],
             )
         )
     return rows
@@ -157,19 +145,19 @@ def new_time_row(quick):
     def same(q0, v0):
         return run(q0, v0, 0.0, 0.05)
 
-    (t_same, t_new), ratios, ratios_min = paired_times(
+    (t_same, t_new), ratios, ratios_min = bench.paired_times(
         [same, fresh], (q0, v0), rounds=5 if quick else 15
     )
-    return row(
+    return bench.timed_row(
         "h4",
         "variational.integrate with a new Python-float dt and t0 vs the same values "
         "(no recompile)",
         f"{n} dof, {steps} steps",
-        ms(t_new),
-        ms(t_same),
-        ratios[1],
+        t_new,
+        t_same,
         1.10,
-        ratios_min[1],
+        ratio=ratios[1],
+        ratio_min=ratios_min[1],
     )
 
 
@@ -235,12 +223,12 @@ def implicit_row(quick):
     args = (q0, v0, 0.0, 0.05)
     a, b = mine(*args), base(*args)
     err, scale = float(jnp.max(jnp.abs(a - b))), float(jnp.max(jnp.abs(b)))
-    if not err <= 1e4 * effective_eps(jnp.float32) * scale:
+    if not err <= 1e4 * bench.effective_eps(jnp.float32) * scale:
         raise AssertionError(f"h5: implicit steps disagree by {err:.2e}")
-    (t_base, t_ours), ratios, ratios_min = paired_times(
+    (t_base, t_ours), ratios, ratios_min = bench.paired_times(
         [base, mine], args, rounds=5 if quick else 15
     )
-    return row(
+    return bench.row(
         "h5",
         "variational.integrate, Midpoint of a non-separable L (implicit: Newton, "
         "checked), vs hand-written jacfwd Newton on the same equations",
@@ -260,19 +248,17 @@ def overhead_row(quick):
     mine = ours(lnn.dynamics.newtonian(loss), 1, 1)
     # single calls, interleaved: batches of back-to-back calls would time the
     # dispatch queue rather than one call
-    (t_base, t_ours), (m_base, m_ours) = interleaved_times(
+    (t_base, t_ours), (m_base, m_ours) = bench.interleaved_times(
         [base, mine], (q0, v0, 0.0, 0.1), repeats=50 if quick else 200
     )
-    return row(
+    return bench.timed_row(
         "h6",
         "fixed cost of a call: variational.integrate of one explicit step (checks, "
         "stability estimate, one report transfer) vs one hand-written leapfrog step",
         "2 dof, 1 step",
-        ms(t_ours),
-        ms(t_base),
-        t_ours / t_base,
-        None,
-        m_ours / m_base,
+        t_ours,
+        t_base,
+        ratio_min=m_ours / m_base,
     )
 
 
@@ -286,7 +272,4 @@ def rows_h(quick: bool = False) -> list:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    for r in rows_h(parser.parse_args().quick):
-        print({k: r[k] for k in ("row", "size", "ours", "baseline", "ratio")})
+    bench.main(__doc__, {"h": rows_h})

@@ -16,18 +16,14 @@ solver, (3)/(4) the solver's own per-step cost, (4)/(5) what folding the data in
 saves. Usage: python benchmarks/diagnose_b.py
 """
 
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-import diffrax  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from _common import make_problem  # noqa: E402
-from bench_simulate import (  # noqa: E402
+import _common as bench
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from bench_simulate import (
     ATOL,
     LOOP,
     RTOL,
@@ -36,10 +32,11 @@ from bench_simulate import (  # noqa: E402
     count_evaluations,
     hand_rhs,
     rhs_loop,
+    solve_by_hand,
 )
 
-import lagrangian_nn as lnn  # noqa: E402
-from lagrangian_nn._simulate import _solve  # noqa: E402
+import lagrangian_nn as lnn
+from lagrangian_nn._simulate import _solve
 
 
 def main():
@@ -48,7 +45,7 @@ def main():
         "784-12-12-10": [784, 12, 12, 10],
         "paper net": [784, 200, 200, 200, 10],
     }.items():
-        loss, w, v = make_problem(layers, n_samples=1000)
+        loss, w, v = bench.make_problem(layers, n_samples=1000)
         system = lnn.dynamics.nesterov(loss)
         dtype = w[0].dtype if isinstance(w, list) else jax.tree.leaves(w)[0].dtype
         t0, t1 = jnp.asarray(T0, dtype), jnp.asarray(T1, dtype)
@@ -65,18 +62,9 @@ def main():
 
         @jax.jit
         def hand_solver(loss, w, v):  # the loss an argument, as in `_solve`
-            sol = diffrax.diffeqsolve(
-                diffrax.ODETerm(hand_rhs(loss)),
-                lnn.FusedTsit5(),
-                T0,
-                T1,
-                None,
-                (w, v),
-                stepsize_controller=diffrax.PIDController(rtol=RTOL, atol=ATOL),
-                saveat=diffrax.SaveAt(t0=True, t1=True),
-                max_steps=100_000,
-            )
-            return sol.ys
+            ends = diffrax.SaveAt(t0=True, t1=True)
+            rhs = hand_rhs(loss)
+            return solve_by_hand(rhs, solver, w, v, saveat=ends, max_steps=100_000).ys
 
         loop = rhs_loop(loss, LOOP)
         const_loop = rhs_loop(loss, LOOP, data_as_constants=True)
