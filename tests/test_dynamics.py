@@ -126,16 +126,23 @@ def test_nagf_energy_decay_eq35():
 LOSS3 = lambda q: 0.25 * (jnp.sum(q**2) - 1.0) ** 2 + 0.3 * q[0]
 
 
+def _path(system, ts, q0, qdot0=None, **options):
+    """The positions of `system` at the times `ts` (from `ts[0]`)."""
+    t0, t1 = float(ts[0]), float(ts[-1])
+    return lnn.simulate(system, q0, qdot0, t0=t0, t1=t1, ts=ts, **options).q
+
+
 def _gf_path(ts, q0):
-    return lnn.simulate(
-        dynamics.gradient_flow(LOSS3),
-        q0,
-        t0=0.0,
-        t1=float(ts[-1]),
-        ts=ts,
-        rtol=1e-10,
-        atol=1e-12,
-    ).q
+    return _path(dynamics.gradient_flow(LOSS3), ts, q0, rtol=1e-10, atol=1e-12)
+
+
+def _damped_path(kappa, ts, q0, rtol, atol):
+    """Damped dynamics started on the slow manifold ẇ0 = −∇L(w0), with a stiff solver
+    (small κ makes the system stiff)."""
+    v0 = -jax.grad(LOSS3)(q0)
+    solver = diffrax.Kvaerno5()
+    system = dynamics.damped(LOSS3, kappa)
+    return _path(system, ts, q0, v0, solver=solver, rtol=rtol, atol=atol)
 
 
 def test_damped_approaches_gradient_flow():
@@ -143,22 +150,11 @@ def test_damped_approaches_gradient_flow():
     q0 = jnp.array([0.1, 0.4, -0.2])
     ts = jnp.linspace(0.0, 3.0, 61)
     gf = _gf_path(ts, q0)
-    v0 = -jax.grad(LOSS3)(q0)
     kappas = np.array([1e-2, 1e-3, 1e-4])
     devs = []
     for kappa in kappas:
-        traj = lnn.simulate(
-            dynamics.damped(LOSS3, kappa),
-            q0,
-            v0,
-            t0=0.0,
-            t1=3.0,
-            ts=ts,
-            solver=diffrax.Kvaerno5(),
-            rtol=1e-10,
-            atol=1e-12,
-        )
-        devs.append(float(jnp.max(jnp.abs(traj.q - gf))))
+        q = _damped_path(kappa, ts, q0, rtol=1e-10, atol=1e-12)
+        devs.append(float(jnp.max(jnp.abs(q - gf))))
     slope = np.polyfit(np.log(kappas), np.log(devs), 1)[0]
     assert abs(slope - 1.0) < 0.1, (devs, slope)
 
@@ -167,19 +163,9 @@ def test_damped_tiny_kappa_no_overflow():
     """κ = 1e-6 over t ∈ [0, 10]: t/κ reaches 1e7 and e^{t/κ} would overflow."""
     q0 = jnp.array([0.1, 0.4, -0.2])
     ts = jnp.linspace(0.0, 10.0, 11)
-    traj = lnn.simulate(
-        dynamics.damped(LOSS3, 1e-6),
-        q0,
-        -jax.grad(LOSS3)(q0),
-        t0=0.0,
-        t1=10.0,
-        ts=ts,
-        solver=diffrax.Kvaerno5(),
-        rtol=1e-8,
-        atol=1e-10,
-    )
-    assert bool(jnp.all(jnp.isfinite(traj.q)))
-    assert float(jnp.max(jnp.abs(traj.q - _gf_path(ts, q0)))) < 1e-4
+    q = _damped_path(1e-6, ts, q0, rtol=1e-8, atol=1e-10)
+    assert bool(jnp.all(jnp.isfinite(q)))
+    assert float(jnp.max(jnp.abs(q - _gf_path(ts, q0)))) < 1e-4
 
 
 def test_damped_vmaps_over_kappa():

@@ -145,43 +145,36 @@ def test_step_limit_surfaces_diffrax_message():
         lnn.simulate(L, Q, V, t0=0.0, t1=100.0, max_steps=5)
 
 
-def test_mass_that_turns_negative_during_the_run():
+# Runs that break down on the way: `L`, `(t1, dt0, max_steps)` and two messages. With
+# constant steps `dt0` the run ends in an error with the first message; the adaptive
+# controller cannot get past the breakdown (at most `max_steps` steps) and its error
+# has the second.
+BREAKDOWNS = {
     # M = (1 - t)·I is positive at t0 = 0 (so the check before the loop passes) and
-    # negative after t = 1.
-    L = lambda t, q, v: 0.5 * (1.0 - t) * jnp.sum(v**2) - 0.5 * jnp.sum(q**2)
-    # constant steps jump past t = 1: the acceleration there is NaN, the run ends in
-    # a non-finite state, and that is an error
-    with pytest.raises(RuntimeErr, match="mass matrix became singular"):
-        lnn.simulate(
-            L,
-            Q,
-            V,
-            t0=0.0,
-            t1=1.5,
-            dt0=0.25,
-            stepsize_controller=diffrax.ConstantStepSize(),
-        )
-    # adaptive steps cannot get past the singularity at t = 1
-    with pytest.raises(RuntimeErr, match="maximum number of solver steps"):
-        lnn.simulate(L, Q, V, t0=0.0, t1=1.5, max_steps=300)
-
-
-def test_non_finite_state_is_an_error_not_nan():
+    # negative after t = 1; constant steps jump past t = 1: the acceleration there is
+    # NaN, the run ends in a non-finite state, and that is an error
+    "mass turns negative": (
+        lambda t, q, v: 0.5 * (1.0 - t) * jnp.sum(v**2) - 0.5 * jnp.sum(q**2),
+        (1.5, 0.25, 300),
+        ("mass matrix became singular", "maximum number of solver steps"),
+    ),
     # potential −q⁴ sends the particle to infinity in finite time
-    L = lambda t, q, v: 0.5 * jnp.sum(v**2) + jnp.sum(q**4)
-    with pytest.raises(RuntimeErr, match="non-finite"):
-        lnn.simulate(
-            L,
-            Q,
-            V,
-            t0=0.0,
-            t1=10.0,
-            dt0=0.05,
-            stepsize_controller=diffrax.ConstantStepSize(),
-        )
-    # with the adaptive controller the solve cannot get past the blow-up
-    with pytest.raises(RuntimeErr, match="maximum number of solver steps|non-finite"):
-        lnn.simulate(L, Q, V, t0=0.0, t1=10.0, max_steps=2000)
+    "blow-up": (
+        lambda t, q, v: 0.5 * jnp.sum(v**2) + jnp.sum(q**4),
+        (10.0, 0.05, 2000),
+        ("non-finite", "maximum number of solver steps|non-finite"),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", BREAKDOWNS)
+def test_run_that_breaks_down_is_an_error_not_nan(name):
+    L, (t1, dt0, max_steps), (constant, adaptive) = BREAKDOWNS[name]
+    fixed = diffrax.ConstantStepSize()
+    with pytest.raises(RuntimeErr, match=constant):
+        lnn.simulate(L, Q, V, t0=0.0, t1=t1, dt0=dt0, stepsize_controller=fixed)
+    with pytest.raises(RuntimeErr, match=adaptive):
+        lnn.simulate(L, Q, V, t0=0.0, t1=t1, max_steps=max_steps)
 
 
 def test_other_arguments():

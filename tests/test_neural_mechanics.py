@@ -364,6 +364,13 @@ def _mlp():
     return nn.MLP([2, 2], [nn.ReLU()], key=_key())
 
 
+def _continuous(*args, **kwargs):
+    """A call of `optim.continuous_charge` with these arguments, as an entry of `BAD`."""
+    return lambda model, batches: optim.continuous_charge(*args, **kwargs)
+
+
+NESTEROV = optim.sgd_chain(0.1, momentum=0.9, nesterov=True)
+
 BAD = {
     "lr zero": (
         lambda model, batches: optim.sgd_chain(0.0),
@@ -414,37 +421,23 @@ BAD = {
         r"`batches` must be .* length `steps` = 5; got leaves of shapes \[\(30, 8, 5\), \(30, 8\)\]",
     ),
     "continuous without tracked": (
-        lambda model, batches: optim.continuous_charge(
-            optim.sgd_chain(0.1), "quadratic", 1.0, 5
-        ),
+        _continuous(optim.sgd_chain(0.1), "quadratic", 1.0, 5),
         "`tracked` .* is required for a quadratic charge",
     ),
     "continuous not a chain": (
-        lambda model, batches: optim.continuous_charge(
-            optax.sgd(0.1), "linear", 1.0, 5
-        ),
+        _continuous(optax.sgd(0.1), "linear", 1.0, 5),
         "`chain` must be an `lnn.optim.SGDChain`",
     ),
     "continuous corrections": (
-        lambda model, batches: optim.continuous_charge(
-            optim.sgd_chain(0.1), "linear", 1.0, 5, corrections=1
-        ),
+        _continuous(optim.sgd_chain(0.1), "linear", 1.0, 5, corrections=1),
         "`corrections` must be a bool; got 1",
     ),
     "continuous without Nesterov's drive": (
-        lambda model, batches: optim.continuous_charge(
-            optim.sgd_chain(0.1, momentum=0.9, nesterov=True),
-            "quadratic",
-            1.0,
-            3,
-            {"dAd": jnp.ones(3)},
-        ),
+        _continuous(NESTEROV, "quadratic", 1.0, 3, {"dAd": jnp.ones(3)}),
         r"`tracked` must hold 'dAg' .*; got the keys \['dAd'\]",
     ),
     "continuous steps": (
-        lambda model, batches: optim.continuous_charge(
-            optim.sgd_chain(0.1), "linear", 1.0, 0
-        ),
+        _continuous(optim.sgd_chain(0.1), "linear", 1.0, 0),
         "`steps` must be a positive int; got 0",
     ),
     "drift initial zero": (

@@ -24,16 +24,21 @@ def kepler_field(t, y, args):
 Y0 = {"q": jnp.array([1.0, 0.0]), "v": jnp.array([0.0, 1.2])}
 
 
-def solve(solver, t0, t1, ts, y0=Y0, field=kepler_field, **kw):
+def solve(solver, t0, t1, ts=None, y0=Y0, field=kepler_field, dt0=None, **kw):
+    """`field` from `y0` over [t0, t1], saved at `ts` with dense output (at `t1` when
+    `ts` is None)."""
     kw.setdefault("stepsize_controller", diffrax.PIDController(rtol=1e-9, atol=1e-11))
+    saveat = (
+        diffrax.SaveAt(t1=True) if ts is None else diffrax.SaveAt(ts=ts, dense=True)
+    )
     return diffrax.diffeqsolve(
         diffrax.ODETerm(field),
         solver,
         t0,
         t1,
-        None,
+        dt0,
         y0,
-        saveat=diffrax.SaveAt(ts=ts, dense=True),
+        saveat=saveat,
         max_steps=100_000,
         **kw,
     )
@@ -73,15 +78,11 @@ def test_fifth_order_convergence(solver):
     ).ys[0][-1]
 
     def final_error(solver, dt):
-        sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(field),
-            solver,
-            0.0,
-            t1,
-            jnp.asarray(dt),  # an array, so that the step sizes share one compilation
-            y0,
-            stepsize_controller=diffrax.ConstantStepSize(),
+        # dt an array, so that the step sizes share one compilation
+        constant = dict(
+            dt0=jnp.asarray(dt), stepsize_controller=diffrax.ConstantStepSize()
         )
+        sol = solve(solver, 0.0, t1, None, y0, field, **constant)
         return abs(float(sol.ys[0][-1] - exact))
 
     dts = np.array([0.2, 0.1, 0.05, 0.025])
@@ -117,17 +118,10 @@ def test_gradient_and_vmap_against_closed_form():
     T = 2.0
 
     def final(k, y0):
-        sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(field),
-            solver,
-            0.0,
-            T,
-            None,
-            y0,
-            args=k,
-            stepsize_controller=diffrax.PIDController(rtol=1e-10, atol=1e-12),
-        )
-        return sol.ys[-1]
+        tight = diffrax.PIDController(rtol=1e-10, atol=1e-12)
+        return solve(
+            solver, 0.0, T, None, y0, field, args=k, stepsize_controller=tight
+        ).ys[-1]
 
     k, y0 = 0.7, 1.3
     exact = y0 * np.exp(-k * np.sin(T))
