@@ -154,15 +154,22 @@ def _prepare(discrete, gen, traj, dt, solver, max_steps):
     return jnp.asarray(dt, dtype)
 
 
-def _checked_run(where, discrete, gen, traj, dt, solver, max_steps):
-    """The charges and residuals along `traj`, each checked (an internal point that
-    did not converge is an error named after `where`, never a number)."""
+def _along(fn, discrete, gen, traj, dt, reduced, solver, max_steps):
+    """The charges (`fn` = `discrete_noether_charge`) or the residuals
+    (`discrete_invariance_residual`) along `traj`, checked (an internal point that did
+    not converge is an error named after `fn`, never a number) and scaled unless
+    `reduced`."""
     dt = _prepare(discrete, gen, traj, dt, solver, max_steps)
     charges, residual, failed, rho = _charges(
         discrete, gen, traj.ts, traj.q, dt, solver, max_steps
     )
-    check = lambda x: _checked(where, x, failed, rho, dt.dtype, max_steps)
-    return check(charges), check(residual)
+    where = f"lnn.variational.{fn.__name__}"
+    if fn is discrete_noether_charge:
+        x, ts = charges, traj.ts
+    else:
+        x, ts = residual, traj.ts[:-1]
+    x = _checked(where, x, failed, rho, dt.dtype, max_steps)
+    return _scale(discrete, ts, x, reduced)
 
 
 def discrete_noether_charge(
@@ -199,16 +206,8 @@ def discrete_noether_charge(
 
     **Returns:** an array of shape `(len(traj),)`.
     """
-    charges, _ = _checked_run(
-        "lnn.variational.discrete_noether_charge",
-        discrete,
-        gen,
-        traj,
-        dt,
-        solver,
-        max_steps,
-    )
-    return _scale(discrete, traj.ts, charges, reduced)
+    fn = discrete_noether_charge
+    return _along(fn, discrete, gen, traj, dt, reduced, solver, max_steps)
 
 
 def discrete_invariance_residual(
@@ -235,13 +234,5 @@ def discrete_invariance_residual(
 
     **Returns:** an array of shape `(len(traj) - 1,)`.
     """
-    _, residual = _checked_run(
-        "lnn.variational.discrete_invariance_residual",
-        discrete,
-        gen,
-        traj,
-        dt,
-        solver,
-        max_steps,
-    )
-    return _scale(discrete, traj.ts[:-1], residual, reduced)
+    fn = discrete_invariance_residual
+    return _along(fn, discrete, gen, traj, dt, reduced, solver, max_steps)
