@@ -148,6 +148,28 @@ def test_explicit_path_matches_newton_and_has_no_solve():
     assert _has_loop(V.Trapezoid(_opaque(newtonian)), q0, v0) > explicit
 
 
+class _UserTrapezoid(V.AbstractDiscreteLagrangian):
+    """The trapezoid rule written by a user: it declares no explicit step."""
+
+    def reduced(self, t, h, q0, z, q1):
+        del z
+        v = (q1 - q0) / h
+        return 0.5 * h * (self.inner(t, q0, v) + self.inner(t + h, q1, v))
+
+
+def test_explicit_step_is_declared_by_the_discrete_lagrangian():
+    """A discrete Lagrangian steps explicitly only where it declares so (`Trapezoid`):
+    the same rule written by a user is solved by Newton, and both paths agree."""
+    loss = lambda q: 0.25 * jnp.sum(q**4) + 0.5 * jnp.sum(q**2)
+    L = lnn.dynamics.newtonian(loss)
+    q0, v0 = jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0])
+    assert _has_loop(_UserTrapezoid(L), q0, v0) > _has_loop(V.Trapezoid(L), q0, v0)
+    kw = dict(t0=0.0, dt=0.05, n_steps=20)
+    user = V.integrate(_UserTrapezoid(L), q0, v0, **kw)
+    built_in = V.integrate(V.Trapezoid(L), q0, v0, **kw)
+    assert float(jnp.max(jnp.abs(user.q - built_in.q))) < 1e-12
+
+
 def test_nesterov_matches_simulate():
     """NAGF's t³ Lagrangian (t0 > 0): the Lobatto integrator agrees with the
     Runge–Kutta solution of the Table-1 ODE."""
