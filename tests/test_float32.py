@@ -233,7 +233,7 @@ def test_conjugate_gradient_trajectory(tight):
 # --- The discrete Noether charge of eq. 21. -----------------------------------------
 
 
-def test_discrete_noether_charge_of_eq21():
+def test_newtonian_charge_of_eq21():
     """ND as the discrete scheme of eq. 21 conserves the discrete charge of input
     rotations exactly, so in float32 it drifts only by rounding; on data that are not
     rotation invariant the same charge drifts by far more."""
@@ -247,7 +247,7 @@ def test_discrete_noether_charge_of_eq21():
     P = jnp.array([[0.0, 1.0, -0.5], [-1.0, 0.0, 0.3], [0.5, -0.3, 0.0]])
     gen = nn.rotate_inputs(model, P)
     optimiser = optim.newtonian(eta, velocity=v0)
-    track = {"Q": optim.discrete_noether_charge(gen, h)}
+    track = {"Q": optim.newtonian_charge(gen, h)}
 
     def drift(x):
         loss = nn.make_loss(x, y, kind="squared_error")
