@@ -59,6 +59,36 @@ FLOW_NAMES = {"gf": "GF", "nd": "ND", "heavy_ball": "heavy ball", "nagf": "NAGF"
 PUBLISHED_KINDS = (":qk[", ":vo[", ":translate[")
 
 
+# the controls: heads whose (W_Q, W_K) symmetry is broken. Queries rotated by a
+# position-dependent angle keep, of GL(2), the rotation-scalings aI + bJ that commute
+# with the rotations (one GF law of three, and the so(2) law of the momentum flows);
+# tanh on the queries keeps none.
+CONTROLS = ("rotated", "tanh_queries")
+
+
+def _tanh_queries_class():
+    import equinox as eqx
+    import jax.numpy as jnp
+
+    class TanhQueries(eqx.Module):
+        """Self-attention with tanh applied to every query: breaks GL(d_head) of
+        (W_Q, W_K) entirely (a control)."""
+
+        attention: eqx.nn.MultiheadAttention
+
+        def __call__(self, x, *, key=None):
+            def process(q, k, v):
+                return jnp.tanh(q), k, v
+
+            return self.attention(x, x, x, process_heads=process)
+
+    return TanhQueries
+
+
+def _TanhQueries(mha):
+    return _tanh_queries_class()(mha)
+
+
 def _cfg(kind, d, k, h, flows, n_classes=0):
     return {
         "kind": kind,
@@ -76,21 +106,22 @@ def config_for(quick, seed):
         configs = [
             _cfg("head", 2, 2, 1, gf),
             _cfg("rotated", 2, 2, 1, gf),
-            _cfg("head", 2, 1, 1, ("nd",)),
+            _cfg("head", 2, 2, 1, ("nd",)),
+            _cfg("tanh_queries", 2, 2, 1, ("nd",)),
         ]
     else:
         configs = [
             _cfg("head", 2, 2, 1, ("gf",) + MOMENTUM),
-            _cfg("head", 3, 2, 1, gf),
             _cfg("head", 2, 3, 1, gf),
-            _cfg("head", 4, 2, 2, gf),
             _cfg("head", 4, 1, 4, gf),
-            _cfg("block", 4, 2, 2, gf, 3),
-            _cfg("block_ln", 4, 2, 2, gf, 3),
-            _cfg("block_noskip", 4, 2, 2, gf, 3),
-            _cfg("block", 2, 2, 1, ("nd",), 2),
-            _cfg("block_ln", 2, 2, 1, ("nd",), 2),
+            _cfg("head", 4, 2, 2, gf),
+            # C = d + 1 classes: the C − 1 logit differences read all of the stream
+            _cfg("block", 3, 2, 1, gf, 4),
+            _cfg("block_ln", 3, 2, 1, gf, 4),
+            _cfg("block_noskip", 3, 2, 1, gf, 4),
+            _cfg("block", 2, 2, 1, ("nd",), 3),
             _cfg("rotated", 2, 2, 1, ("gf", "nd")),
+            _cfg("tanh_queries", 2, 2, 1, ("gf", "nd")),
         ]
     return {
         "seed": seed,
@@ -99,6 +130,7 @@ def config_for(quick, seed):
         "configs": configs,
         # rows of the degree-2 solve beyond its number of unknowns
         "extra_rows": 200,
+        "degree2_max_parameters": 48,
     }
 
 
@@ -106,6 +138,7 @@ def label(c) -> str:
     kind = {
         "head": "attention",
         "rotated": "rotated queries",
+        "tanh_queries": "tanh queries",
         "block": "block",
         "block_ln": "block + LN",
         "block_noskip": "block, no skip",
@@ -127,8 +160,11 @@ def build(c, n_tokens, seed=0):
     d, k, h = c["d_model"], c["d_head"], c["heads"]
     keys = jax.random.split(jax.random.key(seed), 3)
     mha = eqx.nn.MultiheadAttention(h, d, qk_size=k, vo_size=k, key=keys[0], dtype=f64)
-    att = nn.SelfAttention(mha, rotate_queries=c["kind"] == "rotated")
-    if c["kind"] in ("head", "rotated"):
+    if c["kind"] == "tanh_queries":
+        att = _TanhQueries(mha)
+    else:
+        att = nn.SelfAttention(mha, rotate_queries=c["kind"] == "rotated")
+    if c["kind"] in CONTROLS + ("head",):
         return nn.sequential([att]), False
     branch = [att]
     if c["kind"] == "block_ln":
@@ -189,6 +225,11 @@ def _catalogue(model, softmax, x):
     quad = [(n, sym[n]) for n in names if sym.kinds[n] == "quadratic"]
     lin = [(n, sym[n]) for n in names if sym.kinds[n] == "linear"]
     return charges, quad, lin, names
+
+
+def _published(gens):
+    """The `(name, generator)` pairs of the published laws' symmetries."""
+    return [g for g in gens if any(t in g[0] for t in PUBLISHED_KINDS)]
 
 
 def _rank(J, factor=1e3):
@@ -315,18 +356,51 @@ def quadratic_gf_laws(phi, params, inputs_shape, rng, extra_rows=200):
     return Vt[null], sv, (iu, ju)
 
 
-def law_values(coeffs, theta, pairs):
-    """The values at `theta` of the quadratic laws with coefficient rows `coeffs`."""
+def degree2_rank(coeffs, pairs, theta) -> int:
+    """The number of functionally independent polynomials among those with
+    coefficient rows `coeffs` (as in `quadratic_gf_laws`): the rank of their
+    Jacobian at `theta`."""
     iu, ju = pairs
-    feats = np.concatenate([theta[iu] * theta[ju], theta])
-    return coeffs @ feats
+    D = theta.shape[0]
+    F = np.zeros((len(iu) + D, D))  # ∂(feature)/∂θ
+    r = np.arange(len(iu))
+    F[r, iu] += theta[ju]
+    F[r, ju] += theta[iu]
+    F[len(iu) + np.arange(D), np.arange(D)] = 1.0
+    return _rank(coeffs @ F) if len(coeffs) else 0
+
+
+def charge_coefficients(quad, lin, params, pairs, rng):
+    r"""The coefficient vectors, as in `quadratic_gf_laws`, of the charges of the
+    catalogue's generators: $\langle\theta, M\theta\rangle$ for a linear field
+    $M\theta$, $\langle u, \theta\rangle$ for a constant one."""
+    import jax
+    import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+
+    iu, ju = pairs
+    theta, unravel, _ = _random_params(params, rng)
+    D = theta.shape[0]
+    t0 = jnp.zeros(())
+
+    def field(g):
+        return lambda th: ravel_pytree(g.xi(t0, unravel(th)))[0]
+
+    rows = []
+    for _, g in quad:
+        M = np.asarray(jax.jacfwd(field(g))(jnp.asarray(theta)))
+        quadc = np.where(iu == ju, np.diag(M)[iu], (M + M.T)[iu, ju])
+        rows.append(np.concatenate([quadc, np.zeros(D)]))
+    for _, g in lin:
+        u = np.asarray(field(g)(jnp.asarray(theta)))
+        rows.append(np.concatenate([np.zeros(len(iu)), u]))
+    return np.array(rows)
 
 
 def compute(cfg):
     enable_float64()
     import equinox as eqx
     import jax
-    import jax.numpy as jnp
 
     from lagrangian_nn import symmetry as sy
     from lagrangian_nn.symmetry._count_models import model_phi
@@ -342,7 +416,7 @@ def compute(cfg):
         # the known laws; for the control (rotated queries), those of the same head
         # unrotated, which the count must miss
         twin = build({**c, "kind": "head"}, n, seed=cfg["seed"] + i)[0]
-        twin = twin if c["kind"] == "rotated" else model
+        twin = twin if c["kind"] in CONTROLS else model
         kp = eqx.partition(twin, eqx.is_inexact_array)[0]
         paper = _paper_laws(twin, softmax)
         charges, quad, lin, names = _catalogue(twin, softmax, probe)
@@ -350,23 +424,6 @@ def compute(cfg):
         row = {"label": label(c), **c, "parameters": D, "catalogue": names}
         row["known_gf_paper"] = gf_known(paper, kp, rng)
         row["known_gf_catalogue"] = gf_known(charges, kp, rng)
-        if "gf" in c["flows"] and c["kind"] != "rotated":
-            null, sv, pairs = quadratic_gf_laws(
-                phi, params, shape, rng, cfg["extra_rows"]
-            )
-            row["degree2_gf"] = int(len(null))
-            cut = len(sv) - len(null)
-            row["degree2_smallest_nonzero"] = float(sv[cut - 1]) if cut else np.nan
-            row["degree2_largest_zero"] = float(sv[cut]) if len(null) else np.nan
-            # the catalogue's charges inside the degree-2 laws: the rank of the
-            # values of both at random points, against that of the laws alone
-            pts = [_random_params(params, rng)[0] for _ in range(len(null) + 5)]
-            unravel = _random_params(params, rng)[1]
-            vq = np.array([law_values(null, p, pairs) for p in pts])
-            vc = np.array([np.asarray(charges(unravel(jnp.asarray(p)))) for p in pts])
-            row["degree2_rank_with_catalogue"] = _rank(
-                np.concatenate([vq, vc], axis=1).T
-            )
         for flow in c["flows"]:
             key = jax.random.key(cfg["seed"] * 1000 + i)
             cpu0, t0 = time.process_time(), time.perf_counter()
@@ -396,11 +453,8 @@ def compute(cfg):
             else:
                 known_c, skew = momentum_known(quad, lin, kp, flow, cfg["damping"], rng)
                 # the orthogonal part of the published symmetries alone
-                pub = lambda gs: [
-                    q for q in gs if any(t in q[0] for t in PUBLISHED_KINDS)
-                ]  # noqa: E731
                 known_p, _ = momentum_known(
-                    pub(quad), pub(lin), kp, flow, cfg["damping"], rng
+                    _published(quad), _published(lin), kp, flow, cfg["damping"], rng
                 )
             row.setdefault("flows_out", []).append(
                 {
@@ -415,6 +469,36 @@ def compute(cfg):
                     "seconds": seconds,
                     "cpu_seconds": cpu,
                 }
+            )
+        gf = [f for f in row["flows_out"] if f["flow"] == "gf"]
+        # the degree-2 solve (a dense SVD of about D²/2 unknowns): on the small
+        # configurations, and wherever the count differs from the catalogue's laws
+        if (
+            gf
+            and c["kind"] not in CONTROLS
+            and (
+                D <= cfg["degree2_max_parameters"]
+                or gf[0]["count"] != row["known_gf_catalogue"]
+            )
+        ):
+            null, sv, pairs = quadratic_gf_laws(
+                phi, params, shape, rng, cfg["extra_rows"]
+            )
+            # products of laws are laws: the polynomials of degree ≤ 2 span
+            # `degree2_polynomials` dimensions, of which `degree2_gf` are
+            # functionally independent (the rank of their Jacobian at a random point)
+            row["degree2_polynomials"] = int(len(null))
+            row["degree2_gf"] = degree2_rank(null, pairs, _random_params(kp, rng)[0])
+            cut = len(sv) - len(null)
+            row["degree2_smallest_nonzero"] = float(sv[cut - 1]) if cut else np.nan
+            row["degree2_largest_zero"] = float(sv[cut]) if len(null) else np.nan
+            # the catalogue's charges as coefficient vectors, and how far they lie
+            # off the degree-2 laws (relative residual; 0 when all are inside)
+            V = charge_coefficients(quad, lin, kp, pairs, rng)
+            Qn, _ = np.linalg.qr(null.T)
+            res = V.T - Qn @ (Qn.T @ V.T)
+            row["catalogue_off_degree2"] = float(
+                np.max(np.linalg.norm(res, axis=0) / np.linalg.norm(V.T, axis=0))
             )
         rows.append(row)
 
@@ -432,87 +516,103 @@ def compute(cfg):
         "seconds": np.array([f["seconds"] for _, f in flat]),
     }
     metrics = {"rows": rows, "refused": refused}
-    # claims: the heads (single and multi-head) are complete under every flow
-    heads = [(r, f) for r, f in flat if r["kind"] == "head"]
-    miss_heads = sum(f["count"] != f["known_paper"] for _, f in heads)
-    blocks = [(r, f) for r, f in flat if r["kind"] == "block"]
-    miss_blocks = sum(f["count"] != f["known_paper"] for _, f in blocks)
-    rot = [f for r in rows if r["kind"] == "rotated" for f in r["flows_out"]]
-    # control: the rotated head against the known count of the unrotated head
-    ctrl = sum(f["count"] != f["known_paper"] for f in rot)
-    ctrl_gap = sum(abs(f["count"] - f["known_paper"]) for f in rot)
-    metrics.update(
-        head_mismatches=int(miss_heads),
-        block_mismatches=int(miss_blocks),
-        rotated_mismatches=int(ctrl),
-        rotated_total_gap=int(ctrl_gap),
-    )
-    others = [(r, f) for r, f in flat if r["kind"] in ("block_ln", "block_noskip")]
-    gf_rows = [r for r in rows if "degree2_gf" in r]
-    for r in gf_rows:
-        f = [f for f in r["flows_out"] if f["flow"] == "gf"][0]
-        r["gf_missing"] = f["count"] - r["known_gf_paper"]
-        r["gf_missing_catalogue"] = f["count"] - r["known_gf_catalogue"]
-        r["gf_not_degree2"] = f["count"] - r["degree2_gf"]
-    metrics["degree2_mismatches"] = int(
-        sum(
-            [f for f in r["flows_out"] if f["flow"] == "gf"][0]["count"]
-            != r["degree2_gf"]
-            for r in gf_rows
+
+    def misses(pairs):
+        """Counts that differ from the published laws' count, refusals included."""
+        return int(
+            sum(f["count"] < 0 or f["count"] != f["known_paper"] for _, f in pairs)
         )
-    )
-    metrics["beyond_paper"] = {
-        r["label"] + " " + f["flow"]: f["count"] - f["known_paper"] for r, f in others
-    }
-    claims = [
-        claim(
-            f"attention heads (1-4 heads, every flow counted): counts ≠ the number of "
-            f"independent published laws, or refused (of {len(heads)})",
-            "Marcotte, Gribonval & Peyré 2025 (completeness: new)",
-            miss_heads + sum(f["count"] < 0 for _, f in heads),
-            0.0,
-            basis="count",
-            control=control(
-                "the same counts on heads whose queries are rotated by a "
-                "position-dependent angle (GL(d_head) of (W_Q, W_K) broken), against "
-                "the published count of the unrotated head",
-                ctrl,
-                margin=1.5,
-            ),
-        )
+
+    def gap(pairs):
+        return int(sum(abs(f["count"] - f["known_paper"]) for _, f in pairs))
+
+    ctrl_rows = [(r, f) for r in rows if r["kind"] in CONTROLS for f in r["flows_out"]]
+    ctrl_gf = [(r, f) for r, f in ctrl_rows if f["flow"] == "gf"]
+    ctrl_mom = [
+        (r, f)
+        for r, f in ctrl_rows
+        if f["flow"] != "gf" and r["kind"] == "tanh_queries"
     ]
-    if blocks:
+    sets = {
+        "heads_gf": [
+            (r, f) for r, f in flat if r["kind"] == "head" and f["flow"] == "gf"
+        ],
+        "blocks_gf": [
+            (r, f) for r, f in flat if r["kind"] == "block" and f["flow"] == "gf"
+        ],
+        "momentum": [
+            (r, f)
+            for r, f in flat
+            if r["kind"] in ("head", "block") and f["flow"] != "gf"
+        ],
+    }
+    metrics.update({f"{k}_mismatches": misses(v) for k, v in sets.items()})
+    metrics.update(
+        control_gf_gap=gap(ctrl_gf),
+        control_momentum_gap=gap(ctrl_mom),
+        beyond_published={
+            f"{r['label']}, {FLOW_NAMES[f['flow']]}": f["count"] - f["known_paper"]
+            for r, f in flat
+            if r["kind"] in ("block_ln", "block_noskip")
+        },
+    )
+    d2 = [r for r in rows if "degree2_gf" in r]
+    d2_miss = sum(
+        [f for f in r["flows_out"] if f["flow"] == "gf"][0]["count"] != r["degree2_gf"]
+        for r in d2
+    )
+    metrics["degree2_mismatches"] = int(d2_miss)
+    gf_control = control(
+        "the same GF counts on heads whose queries are rotated by a position-dependent "
+        "angle or passed through tanh (GL(d_head) of (W_Q, W_K) broken), against the "
+        "published count of the plain head: total |count − published|",
+        metrics["control_gf_gap"],
+    )
+    claims = []
+    for key, what in (
+        ("heads_gf", "GF, attention with 1-4 heads"),
+        ("blocks_gf", "GF, residual block with a softmax head"),
+    ):
+        if sets[key]:
+            claims.append(
+                claim(
+                    f"{what}: counts ≠ the number of independent published laws, or "
+                    f"refused (of {len(sets[key])})",
+                    "Marcotte, Gribonval & Peyré 2025 (completeness: new)",
+                    metrics[f"{key}_mismatches"],
+                    0.0,
+                    basis="count",
+                    control=gf_control,
+                )
+            )
+    if sets["momentum"]:
         claims.append(
             claim(
-                "residual attention block + softmax head: counts ≠ head laws + column "
-                f"sums, or refused (of {len(blocks)})",
-                "Marcotte, Gribonval & Peyré 2025 (completeness: new)",
-                miss_blocks + sum(f["count"] < 0 for _, f in blocks),
+                "ND, heavy ball, NAGF: counts ≠ the number of independent laws of the "
+                "orthogonal part of the published symmetries (2 per translation), or "
+                f"refused (of {len(sets['momentum'])})",
+                "Marcotte, Gribonval & Peyré 2024-2025 (new for attention)",
+                metrics["momentum_mismatches"],
                 0.0,
                 basis="count",
                 control=control(
-                    "the same counts on heads whose queries are rotated by a "
-                    "position-dependent angle, against the published count",
-                    ctrl,
-                    margin=1.5,
+                    "the same momentum counts on a head with tanh on its queries "
+                    "(so(d_head) of (W_Q, W_K) broken), against the plain head's: "
+                    "total |count − known|",
+                    metrics["control_momentum_gap"],
                 ),
             )
         )
-    if gf_rows:
+    if d2:
         claims.append(
             claim(
-                "gradient flow: counts ≠ the number of independent laws of degree ≤ 2 "
-                f"(of {len(gf_rows)})",
+                "GF: counts ≠ the number of functionally independent laws of degree "
+                f"≤ 2 (of {len(d2)})",
                 "degree-2 solve",
-                metrics["degree2_mismatches"],
+                d2_miss,
                 0.0,
                 basis="count",
-                control=control(
-                    "the same counts on heads with rotated queries, against the "
-                    "published count of the unrotated head",
-                    ctrl,
-                    margin=1.5,
-                ),
+                control=gf_control,
             )
         )
     return metrics, arrays, claims
