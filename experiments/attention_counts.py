@@ -18,9 +18,11 @@ flow, and for the smallest ones Newtonian dynamics, heavy ball and NAGF) we comp
   the published laws (the upper triangles of the head matrices, and the column and bias
   sums of a softmax head), and of the charges of every symmetry in the catalogue of
   `lnn.nn.symmetries` (which adds LayerNorm rescalings);
-- under gradient flow, the number of independent polynomial laws of degree ≤ 2, from a
-  linear solve for their coefficients: when it equals the count, the missing laws are
-  quadratic and are listed; when it is smaller, the rest are not polynomials of degree ≤ 2.
+- under gradient flow, on the small configurations and wherever the count exceeds the
+  catalogue's laws, the number of functionally independent conserved polynomials of
+  degree ≤ 2 (a linear solve for their coefficients, then the rank of their Jacobian:
+  products of laws are laws): when it equals the count, the missing laws are quadratic;
+  when it is smaller, the rest are not polynomials of degree ≤ 2.
 
 Under the momentum flows (state $(t, \theta, \dot\theta)$) a symmetry gives a law only
 if it also leaves the kinetic energy invariant: of each head's $GL(d_{head})\times
@@ -31,9 +33,11 @@ u\rangle$ and $\langle\theta, u\rangle + \beta(t)\langle\dot\theta, u\rangle$ wi
 $\beta = -t, 1/\tau, t/2$. The known count is the rank of the Jacobian of those
 functions.
 
-Each claim has a physical control: the same count on a head whose queries are rotated by
-a position-dependent angle (`rotate_queries`, which breaks $GL(d_{head})$ of $(W_Q,
-W_K)$ to the rotation-scalings that commute with it), which must miss the known count.
+Each claim has a physical control, the same count on a head whose $(W_Q, W_K)$
+symmetry is broken, which must miss the plain head's known count: queries rotated by a
+position-dependent angle (`rotate_queries`: of $GL(2)$ only the rotation-scalings that
+commute with the rotations remain, one GF law of three; their skew part keeps the
+momentum-flow law, as it should) and tanh on the queries (no QK law under any flow).
 """
 
 import time
@@ -638,7 +642,7 @@ def draw(folder: Path):
     ax.set_xticks(x)
     ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=6)
     ax.set_ylabel("number of laws")
-    ax.legend(loc="upper left", fontsize=6)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=6)
     _style.caption(
         fig,
         "Certified counts of conservation laws against the number of independent "
