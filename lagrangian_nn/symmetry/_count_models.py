@@ -43,9 +43,9 @@ def model_phi(
     - `softmax_head`: whether the output is logits for a softmax cross-entropy loss
       (default: the model's `softmax_head` attribute, else `False`).
 
-    **Raises:** `ValueError` for a model that is not an `eqx.Module`, has no floating
-    parameters or mixes dtypes, a missing or bad `input_shape`, or a model that does
-    not run on an input of that shape.
+    **Raises:** `ValueError` for a model that is not an `eqx.Module` or has no
+    floating parameters, a missing or bad `input_shape` or `softmax_head`, or a model
+    that does not run on an input of that shape.
     """
     if not isinstance(model, eqx.Module):
         raise ValueError(
