@@ -261,7 +261,10 @@ def _family(names, generators, layout, w, kinds):
     for i, row in enumerate(thetas):
         (cols,) = np.nonzero(row)
         index[i, : len(cols)], values[i, : len(cols)] = cols, row[cols]
-    zeros = [jnp.zeros(x.shape, x.dtype) for x in leaves0]
+    # theta in the parameters' precision at least: the members' values are read off
+    # the gradient with respect to theta, which has theta's dtype (a float32 mask of
+    # a float64 model would round every recorded quantity to float32)
+    zeros = [jnp.zeros(x.shape, jnp.promote_types(x.dtype, dtype)) for x in leaves0]
     return _Family(
         tuple(names),
         treedef,
