@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._noether import Generator
+from .._noether import Generator, invariance_residual, noether_charge
 from .._tree import tree_dot, tree_dtype
 from ._activations import AbstractActivation
 from ._layers import (
@@ -546,6 +546,55 @@ def _forward(model):
 # --- certification ------------------------------------------------------------------
 
 
+class _Combination(eqx.Module):
+    r"""The field $\sum_k c_k\,\xi_k$ of generators stacked by structure: `groups`
+    holds (stacked generators, their indices in `c`)."""
+
+    groups: tuple
+    c: jax.Array
+
+    def __call__(self, t, q):
+        total = jax.tree.map(jnp.zeros_like, q)
+        for stacked, idx in self.groups:
+            xis = eqx.filter_vmap(lambda g: g.xi(t, q), axis_size=len(idx))(stacked)
+            c = self.c[np.asarray(idx)].astype(tree_dtype(q))
+            total = jax.tree.map(lambda a, x: a + jnp.tensordot(c, x, 1), total, xis)
+        return total
+
+
+class _PerName(eqx.Module):
+    r"""name → `make(L, gen_k)(t, q, qdot)` for every generator, where `make` is
+    `lnn.noether_charge` or `lnn.invariance_residual`: both are linear in $\xi$ (for
+    $\tau = 0$), so all of them are the gradient, with respect to $c$, of `make` for
+    the one field $\sum_k c_k\xi_k$. One evaluation of $L$'s derivatives and one
+    vectorised field evaluation per structure of generator, whatever their number."""
+
+    make: Callable = eqx.field(static=True)
+    lagrangian: Callable
+    groups: tuple
+    names: tuple = eqx.field(static=True)
+    reduced: bool = eqx.field(static=True)
+
+    def __call__(self, t, q, qdot):
+        def total(c):
+            gen = Generator(_Combination(self.groups, c))
+            return self.make(self.lagrangian, gen, reduced=self.reduced)(t, q, qdot)
+
+        values = jax.grad(total)(jnp.zeros(len(self.names), tree_dtype(q)))
+        return {k: values[i] for i, k in enumerate(self.names)}
+
+
+def _per_name(make, L, gens: dict, reduced) -> _PerName:
+    if not isinstance(reduced, (bool, np.bool_)):
+        raise ValueError(f"`reduced` must be True or False; got {reduced!r}.")
+    if not callable(L):
+        raise ValueError(f"`L` must be a callable L(t, q, qdot); got {L!r}.")
+    make(L, Generator(lambda t, q: q), reduced=reduced)  # the library's own checks
+    items = [(k, g, None, None) for k, g in gens.items()]
+    groups = tuple((stacked, tuple(idx)) for idx, (stacked, _, _) in _stacked(items))
+    return _PerName(make, L, groups, tuple(gens), bool(reduced))
+
+
 class Symmetries(dict):
     """The result of `lnn.nn.symmetries`: a `dict` name → `lnn.Generator` of the
     certified symmetries, with the evidence as attributes:
@@ -564,6 +613,11 @@ class Symmetries(dict):
       `lnn.symmetry.discover(loss, params, lnn.symmetry.custom_family(...))`).
     - `params`, `static`: `eqx.partition(model, eqx.is_inexact_array)`; the
       generators act on (pytrees like) `params`.
+
+    Methods: `charges(params)` (the gradient-flow charges), `isometries()` (the part
+    that also leaves the kinetic energy invariant: the symmetries of ND, NAGF and
+    the damped flows), `noether_charges(L)` and `invariance_residuals(L)` (every
+    generator's charge and balance rate under a Lagrangian, as one callable).
     """
 
     def __init__(
@@ -578,6 +632,7 @@ class Symmetries(dict):
         unknown,
         params,
         static,
+        terms=None,
     ):
         super().__init__(gens)
         self.candidates = candidates
@@ -588,6 +643,7 @@ class Symmetries(dict):
         self.unknown = unknown
         self.params = params
         self.static = static
+        self._terms = {} if terms is None else terms
 
     def charges(self, params) -> dict:
         r"""name → the charge at `params`: $\langle\theta, \xi(\theta)\rangle$ for
@@ -596,6 +652,114 @@ class Symmetries(dict):
         invariant. Jittable."""
         t = jnp.zeros((), tree_dtype(params))
         return {k: tree_dot(params, g.xi(t, params)) for k, g in self.items()}
+
+    def noether_charges(self, L, *, reduced: bool = False) -> Callable:
+        r"""`Q(t, q, qdot) -> {name: charge}`: `lnn.noether_charge(L, gen)` of every
+        generator, as one callable (map it over a trajectory with
+        `traj.evaluate(...)`). For $L = m(t)\,(\tfrac12|\dot\theta|^2 - c\,
+        \mathrm{loss})$ the charge is $m(t)\langle\dot\theta, \xi(\theta)\rangle$:
+        conserved for the generators of `isometries()`, and for the others it obeys
+        the exact balance $Q(t) - Q(t_0) = \int R\,dt$ with $R$ from
+        `invariance_residuals(L)`. `reduced` as in `lnn.noether_charge`."""
+        return _per_name(noether_charge, L, self, reduced)
+
+    def invariance_residuals(self, L, *, reduced: bool = False) -> Callable:
+        r"""`R(t, q, qdot) -> {name: rate}`: `lnn.invariance_residual(L, gen)` of
+        every generator, as one callable; along solutions $R = dQ/dt$ for the
+        charges of `noether_charges(L)`. For
+        $L = m(t)(\tfrac12|\dot\theta|^2 - c\,\mathrm{loss})$ and a certified
+        symmetry of the loss, $R = m(t)\langle\dot\theta, \partial\xi\cdot
+        \dot\theta\rangle$: zero for an isometry, $m(|\dot W_{in}|^2 -
+        p|\dot W_{out}|^2)$ for a rescaling."""
+        return _per_name(invariance_residual, L, self, reduced)
+
+    def isometries(self) -> "Symmetries":
+        r"""The symmetries that also leave the kinetic energy $\tfrac12|\dot\theta|^2$
+        invariant, i.e. whose field's Jacobian is antisymmetric: symmetries of every
+        Lagrangian $m(t)\,(\tfrac12|\dot\theta|^2 - c(t)\,\mathrm{loss}(\theta))$
+        (ND, NAGF `lnn.dynamics.nesterov`, `damped`, `general`), whose Noether
+        charges $m(t)\langle\dot\theta, \xi(\theta)\rangle$ are conserved along
+        those flows.
+
+        - **translations** of the softmax head (a constant field): the momenta of
+          the head's column sums;
+        - **per-head rotations** (`"<attention>:so_qk[h][i,j]"`, `"...:so_vo[h][i,j]"`,
+          $i < j$): the antisymmetric generators $A = E_{ij} - E_{ji}$ of each
+          head's $GL(d_{head})$ of $(W_Q, W_K)$ and of $(W_V, W_O)$, the orthogonal
+          subgroup $O(d_{head})$. Each is built where both `qk[h][i,j]` and
+          `qk[h][j,i]` are certified; its certificate is their difference,
+          $|r_{ij} - r_{ji}| \le$ `tolerance` $\cdot(s_{ij} + s_{ji})$, stated
+          relative to $s_{ij} + s_{ji}$ in `residuals`.
+
+        The rest of the catalogue (rescalings, normalisation scale invariance,
+        the symmetric part of $GL(d_{head})$) moves the kinetic energy: under the
+        momentum flows their charges are not conserved but obey exact balances
+        (`invariance_residuals`); they are listed in the result's `refused` with
+        the measured rate. The test is $|\langle v, \partial\xi\cdot v\rangle| \le$
+        `tolerance` $\cdot\langle|v|, |\partial\xi\cdot v|\rangle$ at two random
+        velocities $v$ (a linear field's Jacobian is the same everywhere). Along
+        gradient flow a rotation's charge $\langle\theta, A\theta\rangle$ vanishes
+        identically.
+
+        **Returns:** a `Symmetries` (kinds, residuals, `refused` as above).
+        """
+        gens, kinds, residuals = {}, {}, {}
+        for name, gen in self.items():
+            gens[name], kinds[name] = gen, self.kinds[name]
+            residuals[name] = self.residuals[name]
+        for name, gen, r in _rotations(self):
+            gens[name], kinds[name], residuals[name] = gen, "quadratic", r
+        items = [(k, g, kinds[k], "out") for k, g in gens.items()]
+        k, s = _kinetic(items, self.params) if items else ((), ())
+        refused, out = {}, {}
+        for (name, gen, *_), ki, si in zip(items, k, s):
+            bad = np.abs(ki) > self.tolerance * si
+            if np.any(bad):
+                j = int(np.argmax(bad))
+                refused[name] = (
+                    "moves the kinetic energy: |⟨v, ∂ξ·v⟩| / size of its terms = "
+                    f"{abs(ki[j]) / si[j]:.3g} > {self.tolerance:.3g} at a random "
+                    "velocity v"
+                )
+            else:
+                out[name] = gen
+        return Symmetries(
+            out,
+            candidates=gens,
+            kinds={k: kinds[k] for k in out},
+            residuals={k: residuals[k] for k in out},
+            tolerance=self.tolerance,
+            refused=refused,
+            unknown=self.unknown,
+            params=self.params,
+            static=self.static,
+        )
+
+
+def _rotations(S):
+    """(name, generator, certificate) of the antisymmetric generators
+    $E_{ij} - E_{ji}$ of each head's $GL(d_{head})$ whose two parts are certified."""
+    heads = {}
+    for name, gen in S.items():
+        xi = gen.xi
+        if isinstance(xi, _HeadGL):
+            (i,), (j,) = np.nonzero(np.asarray(xi.A))
+            heads[(xi.attention, xi.kind, xi.head, int(i), int(j))] = name
+    out = []
+    for (path, kind, h, i, j), name in heads.items():
+        other = heads.get((path, kind, h, j, i))
+        if i >= j or other is None:
+            continue
+        A = np.asarray(S[name].xi.A) - np.asarray(S[other].xi.A)
+        (r1, s1), (r2, s2) = S._terms[name], S._terms[other]
+        out.append(
+            (
+                f"{_name(path)}:so_{kind}[{h}][{i},{j}]",
+                Generator(_HeadGL(path, kind, h, A)),
+                abs(r1 - r2) / (s1 + s2),
+            )
+        )
+    return out
 
 
 def symmetries(
@@ -682,8 +846,10 @@ def symmetries(
     - `rtol`: the certificate's relative tolerance.
 
     **Returns:** a `Symmetries` dict name → `lnn.Generator`, with `kinds`,
-    `residuals`, `tolerance`, `refused`, `unknown`, `params`, `static` and
-    `charges(params)`.
+    `residuals`, `tolerance`, `refused`, `unknown`, `params`, `static`,
+    `charges(params)` (gradient flow), `isometries()` (the part conserved by the
+    momentum flows ND, NAGF, damped), `noether_charges(L)` and
+    `invariance_residuals(L)`.
 
     **Raises:** `ValueError` for a model in no supported form, missing or
     ill-shaped `x`, non-float parameters, or (with `strict=True`) unknown structure.
@@ -787,7 +953,7 @@ def symmetries(
             raise ValueError(msg)
         warnings.warn(msg, stacklevel=2)
 
-    gens, kinds, residuals = {}, {}, {}
+    gens, kinds, residuals, terms = {}, {}, {}, {}
     if ctx.candidates:
         grads = _gradients(params, static, x, out, loss, ctx.candidates, dtype)
         r, s = _residuals(ctx.candidates, grads, params)
@@ -805,6 +971,7 @@ def symmetries(
                 )
             else:
                 gens[name], kinds[name], residuals[name] = gen, kind, abs(ri) / si
+                terms[name] = (float(ri), float(si))
     return Symmetries(
         gens,
         candidates={name: gen for name, gen, *_ in ctx.candidates},
@@ -815,7 +982,17 @@ def symmetries(
         unknown=tuple(ctx.unknown),
         params=params,
         static=static,
+        terms=terms,
     )
+
+
+def _pairing(g, xi, gen, params):
+    """⟨g, ξ⟩ and the size of its terms ⟨|g|, |ξ|⟩, summed over the generator's
+    support only (ξ vanishes off it)."""
+    abs_ = lambda tree: jax.tree.map(jnp.abs, tree)
+    a = [_get(g, p) for p in gen.xi.support(params)]
+    b = [_get(xi, p) for p in gen.xi.support(params)]
+    return tree_dot(a, b), tree_dot(abs_(a), abs_(b))
 
 
 @eqx.filter_jit
@@ -824,39 +1001,87 @@ def _all_residuals(groups, grads, params):
     size of its terms s = ⟨|g|, |ξ|⟩ for every generator: `groups` holds, per
     generator structure, (stacked generators, probe, count)."""
     t = jnp.zeros((), tree_dtype(params))
-    abs_ = lambda tree: jax.tree.map(jnp.abs, tree)
     out = []
     for stacked, probe, n in groups:
         g = grads[probe]
 
         def one(gen):
-            xi = gen.xi(t, params)
-            # ξ vanishes off its support: sum the terms there only
-            a = [_get(g, p) for p in gen.xi.support(params)]
-            b = [_get(xi, p) for p in gen.xi.support(params)]
-            return tree_dot(a, b), tree_dot(abs_(a), abs_(b))
+            return _pairing(g, gen.xi(t, params), gen, params)
 
         out.append(eqx.filter_vmap(one, axis_size=n)(stacked))
     return out
 
 
-def _residuals(candidates, grads, params):
-    """Residuals of all candidates, in one compiled program."""
+@eqx.filter_jit
+def _all_kinetic(groups, velocities, params):
+    """k = ⟨v, ∂ξ(θ)·v⟩ (the rate at which the field changes ½|v|²) and the size of
+    its terms ⟨|v|, |∂ξ(θ)·v|⟩, for every generator and every probe velocity v."""
+    t = jnp.zeros((), tree_dtype(params))
+    out = []
+    for stacked, _, n in groups:
+
+        def one(gen):
+            def at(v):
+                _, jv = jax.jvp(lambda p: gen.xi(t, p), (params,), (v,))
+                return _pairing(v, jv, gen, params)
+
+            return jax.vmap(at)(velocities)
+
+        out.append(eqx.filter_vmap(one, axis_size=n)(stacked))
+    return out
+
+
+def _stacked(candidates):
+    """The candidates `(name, gen, kind, probe)` grouped by the structure of their
+    generator and their probe: (indices, (stacked generators, probe, count))."""
     groups = {}
     for i, (_, gen, _, probe) in enumerate(candidates):
         key = (jax.tree.structure(gen), probe)
         groups.setdefault(key, []).append(i)
-    stacks = []
+    out = []
     for (_, probe), idx in groups.items():
         gens = [candidates[i][1] for i in idx]
         stacked = jax.tree.map(lambda *a: np.stack(a), *gens)
-        stacks.append((stacked, probe, len(idx)))
-    results = _all_residuals(stacks, grads, params)
-    r = np.zeros(len(candidates))
-    s = np.zeros(len(candidates))
-    for idx, (ri, si) in zip(groups.values(), results):
+        out.append((idx, (stacked, probe, len(idx))))
+    return out
+
+
+def _gather(groups, results, n, shape=()):
+    """Scatters the per-group results (pairs of arrays) back to candidate order."""
+    r = np.zeros((n,) + shape)
+    s = np.zeros((n,) + shape)
+    for (idx, _), (ri, si) in zip(groups, results):
         r[idx], s[idx] = np.asarray(ri), np.asarray(si)
     return r, s
+
+
+def _residuals(candidates, grads, params):
+    """Residuals of all candidates, in one compiled program."""
+    groups = _stacked(candidates)
+    results = _all_residuals([g for _, g in groups], grads, params)
+    return _gather(groups, results, len(candidates))
+
+
+def _kinetic(candidates, params, n_probes=2):
+    """The kinetic residuals ⟨v, ∂ξ·v⟩ and their sizes (arrays of shape
+    `(len(candidates), n_probes)`) at random velocities v of the parameters' sizes,
+    in one compiled program."""
+    groups = _stacked(candidates)
+    rng = np.random.default_rng(3)
+    leaves, treedef = jax.tree.flatten(params)
+    velocities = jax.tree.unflatten(
+        treedef,
+        [
+            jnp.asarray(
+                rng.standard_normal((n_probes,) + a.shape)
+                * (float(jnp.max(jnp.abs(a))) if a.size else 1.0),
+                a.dtype,
+            )
+            for a in leaves
+        ],
+    )
+    results = _all_kinetic([g for _, g in groups], velocities, params)
+    return _gather(groups, results, len(candidates), (n_probes,))
 
 
 @eqx.filter_jit
