@@ -384,19 +384,18 @@ def test_numpy_brackets_agree_with_nested_jvp(acts, flow, masked, bias, depth):
     # size of the terms, at every depth; and a bracket is no field (control).
     from jax.flatten_util import ravel_pytree
 
-    from lagrangian_nn.symmetry import _count, _count_jets
+    from lagrangian_nn.symmetry import _count_brackets, _count_fields, _count_jets
 
     sizes = [2, 3, 2, 2][: len(acts) + 1]
     m = nn.MLP(sizes, acts, bias=bias, key=jax.random.key(0), dtype=jnp.float64)
     flat, unravel = ravel_pytree(m)
     D = flat.shape[0]
     if masked:
-        phi, n_masks = _count._all_patterns_phi(m)
-        kinked = _count._kinked_layers(m)
+        phi, n_masks = _count_fields.patterns_phi(m)
     else:
-        phi, n_masks, kinked = (lambda th, x: th(x)), 0, []
-    X = _count._make_fields(phi, unravel, D, flow, 0.7, jnp.float64)
-    jets = _count_jets.MLPFields(m, flow, 0.7, kinked, D)
+        phi, n_masks = (lambda th, x: th(x)), 0
+    X = _count_fields.make_fields(phi, unravel, D, flow, 0.7, jnp.float64)
+    jets = _count_jets.MLPFields(m, flow, 0.7, masked, D)
     rng = np.random.default_rng(1)
     s0 = rng.standard_normal(D if flow == "gf" else 2 * D + 1)
     if flow != "gf":
@@ -411,7 +410,7 @@ def test_numpy_brackets_agree_with_nested_jvp(acts, flow, masked, bias, depth):
 
     ps = tuple(draw() for _ in range(depth + 1))
     for k in range(depth + 1):
-        ref, ref_scale = _count._bracket_fn(X, k)(
+        ref, ref_scale = _count_brackets.bracket_fn(X, k)(
             jax.tree.map(jnp.asarray, ps[: k + 1]), s0
         )
         val, scale = _count_jets.brackets(jets, ps[: k + 1], s0)
@@ -432,7 +431,7 @@ def test_seed_is_jax_randint_without_compiling(x64):
     # The points are seeded by `jax.random.randint(key, (), 0, 2**31 - 1)`; `_seed`
     # computes the same integer in NumPy (Threefry-2x32), for typed and raw keys, with
     # 64-bit integers or 32 (a different algorithm branch in JAX).
-    from lagrangian_nn.symmetry._count import _seed
+    from lagrangian_nn.symmetry._count_fields import seed_of as _seed
 
     with jax.enable_x64(x64):
         keys = [jax.random.key(k) for k in (0, 1, 3, 2**33 + 7)]

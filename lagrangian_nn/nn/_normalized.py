@@ -10,10 +10,10 @@ import jax.numpy as jnp
 from .._noether import Generator
 from ._activations import AbstractActivation, Identity, ReLU
 from ._generators import _Rescale, _set, _zeros
-from ._mlp import MLP
+from ._mlp import MLP, _DenseNetwork
 
 
-class NormalizedMLP(eqx.Module):
+class NormalizedMLP(_DenseNetwork):
     r"""$f_w(x) = W_K h_{K-1} + b_K$ (logits for a softmax loss) with hidden layers
     $h_l = \sigma(W_l h_{l-1} + b_l)$, except layer `normalized` $= n$, which is
     weight-normalised and has no bias: $h_n = \sigma(W_n h_{n-1} / \|W_n\|_F)$.
@@ -25,7 +25,9 @@ class NormalizedMLP(eqx.Module):
 
     Like `lnn.nn.MLP`, `weights[l-1]` is $W^{(l)}$ of shape $(d_l, d_{l-1})$; `biases`
     holds `None` at the normalised layer; `betas` is all `None`. Its leaves are
-    exactly its trainable arrays, so it can be the parameters of `lnn.optim.run`.
+    exactly its trainable arrays, so it can be the parameters of `lnn.optim.run`. It
+    declares its activation patterns as `lnn.nn.MLP` does (`pattern_layers`,
+    `pre_activations`, `with_patterns`, `flip_incoming`).
 
     **Arguments:**
 
@@ -85,22 +87,12 @@ class NormalizedMLP(eqx.Module):
         self.normalized = normalized
 
     @property
-    def depth(self) -> int:
-        return len(self.weights)
-
-    def __call__(self, x):
-        """Applies the network to inputs `x` of shape `(d0,)` or `(n, d0)`."""
-        h = x
-        for i, (w, b, act) in enumerate(
-            zip(self.weights, self.biases, self.activations)
-        ):
-            if i == self.normalized - 1:
-                w = w / jnp.sqrt(jnp.sum(w**2))
-            h = h @ w.T
-            if b is not None:
-                h = h + b
-            h = act(h)
-        return h
+    def matrices(self) -> list:
+        n = self.normalized - 1
+        return [
+            w / jnp.sqrt(jnp.sum(w**2)) if i == n else w
+            for i, w in enumerate(self.weights)
+        ]
 
 
 def _check(model):

@@ -12,8 +12,8 @@ $Y(s + \varepsilon X(s)) = Y(s) + \varepsilon\,DY(s)\cdot X(s)$, read off as the
 components whose mask holds the new bit. This is the arithmetic `jax.jvp` does, so the
 values agree with the traced brackets to rounding.
 
-The fields are those of `count_laws` for an `lnn.nn.MLP` whose activations are
-Identity, ReLU, LeakyReLU, RePU, Polynomial or Tanh (no trainable parameter in the
+The fields are those of `count_laws` for an `lnn.nn.MLP` whose activations declare
+their derivatives in closed form (`derivatives`; no trainable parameter in the
 activation): the gradient $\nabla_\theta\langle c, \varphi(\theta, x)\rangle$ by the
 backward recursion of the network written out, and for momentum flows the drift
 $(1, \dot\theta, -\tau(t)\dot\theta)$. Other models go through `jax.jvp`.
@@ -21,11 +21,9 @@ $(1, \dot\theta, -\tau(t)\dot\theta)$. Other models go through `jax.jvp`.
 
 import math
 
+import jax
 import numpy as np
 
-from ..nn import Identity, LeakyReLU, Polynomial, ReLU, RePU, Tanh
-
-SUPPORTED = (Identity, ReLU, LeakyReLU, RePU, Polynomial, Tanh)
 # the most array elements one product of jets may hold; columns are evaluated in chunks
 _CHUNK_ELEMENTS = 1 << 23
 
@@ -94,64 +92,25 @@ def _outer(d, h):
 
 def _taylor(derivs, z, shift=0):
     """`f(z)` for a jet `z` (or `f'(z)` with `shift=1`), from `derivs(a, k)`: the
-    derivatives of `f` of orders `0..k` at the plain array `a`. Exact: the part of `z`
-    off its value is nilpotent (its `n + 1`-th power vanishes)."""
+    derivatives of `f` of orders `0..k` at the plain array `a` (a shorter list: the
+    rest vanish). Exact: the part of `z` off its value is nilpotent (its `n + 1`-th
+    power vanishes). A constant comes back as a jet of order 0."""
     n = _order(z)
     ds = [np.asarray(d, z.dtype) for d in derivs(z[0], n + shift)[shift:]]
-    out = np.zeros(z.shape, z.dtype)
-    out[0] = ds[0]
-    if n == 0:
+    if len(ds) <= 1 or n == 0:
+        return (ds[0] if ds else np.zeros(z.shape[1:], z.dtype))[None]
+    if len(ds) == 2:  # an affine piece: f(a) + f'(a)(z - a), one product
+        out = z * ds[1]
+        out[0] = ds[0]
         return out
     dz = z.copy()
     dz[0] = 0
+    out = dz * ds[1]
+    out[0] = ds[0]
     power = dz
-    for j in range(1, n + 1):
+    for j in range(2, min(n, len(ds) - 1) + 1):
+        power = _mul(power, dz)
         out = out + power * (ds[j] / math.factorial(j))
-        if j < n:
-            power = _mul(power, dz)
-    return out
-
-
-def _falling(p, j):
-    out = 1.0
-    for i in range(j):
-        out *= p - i
-    return out
-
-
-def _monomial(p):
-    """The derivatives of $a^p$ (integer p ≥ 0, or a > 0 for other p)."""
-
-    def derivs(a, k):
-        if float(p).is_integer():
-            return [
-                _falling(p, j) * a ** int(p - j) if j <= p else np.zeros_like(a)
-                for j in range(k + 1)
-            ]
-        return [_falling(p, j) * a ** (p - j) for j in range(k + 1)]
-
-    return derivs
-
-
-def _odd_power(p):
-    """The derivatives of $\\mathrm{sign}(a)|a|^p$ at $a \\ne 0$."""
-
-    def derivs(a, k):
-        s, m = np.sign(a), np.abs(a)
-        return [_falling(p, j) * s ** (j + 1) * m ** (p - j) for j in range(k + 1)]
-
-    return derivs
-
-
-def _tanh(a, k):
-    """The derivatives of tanh at `a`: polynomials in $t = \\tanh a$, with
-    $P_{j+1}(t) = P_j'(t)(1 - t^2)$."""
-    t = np.tanh(a)
-    poly = np.polynomial.Polynomial([0.0, 1.0])
-    out = []
-    for _ in range(k + 1):
-        out.append(poly(t))
-        poly = poly.deriv() * np.polynomial.Polynomial([1.0, 0.0, -1.0])
     return out
 
 
@@ -160,47 +119,66 @@ def _reciprocal(a, k):
 
 
 def supported(model) -> bool:
-    """Whether the brackets of `model` (an `lnn.nn.MLP`) can be evaluated here."""
-    return all(type(a) in SUPPORTED for a in model.activations) and all(
+    """Whether the brackets of `model` (an `lnn.nn.MLP`) can be evaluated here: every
+    activation declares its derivatives in closed form, and none has a parameter."""
+    probe = np.ones(1)
+    return all(a.derivatives(probe, 0) is not None for a in model.activations) and all(
         b is None for b in model.betas
     )
 
 
-def _activation(act, z, mask):
-    """`(σ(z), σ'(z))` for a jet `z`; `mask` is the activation pattern (1 active, 0
-    not) when it is drawn as an input (all patterns), else None (read from the value
-    of `z`, as the network does). `σ'` is None for the identity."""
-    if isinstance(act, Identity):
+def _activation(derivatives, z, mask):
+    """`(σ(z), σ'(z))` for a jet `z`, from the activation's declared `derivatives`
+    (`None` for a linear activation: then `σ'` is None); `mask` is the activation
+    pattern (1 active, 0 not) when it is drawn as an input (all patterns), else None
+    (read from the value of `z`, as the network does)."""
+    if derivatives is None:
         return z, None
-    if isinstance(act, ReLU | LeakyReLU):
-        d = (z[:1] > 0).astype(z.dtype) if mask is None else mask
-        f = d if isinstance(act, ReLU) else d + (1 - d) * act.alpha
-        return z * f, f
-    if isinstance(act, RePU):
-        p = float(act.p)
-        if mask is None:
-            d = (z[:1] > 0).astype(z.dtype)
-            safe = np.where(d > 0, z, 1.0)  # a^p at a > 0 only
-            return _taylor(_monomial(p), safe) * d, _taylor(_monomial(p), safe, 1) * d
-        return _taylor(_monomial(p), z) * mask, _taylor(_monomial(p), z, 1) * mask
-    if isinstance(act, Polynomial):
-        p = float(act.p)
-        derivs = _monomial(p) if p.is_integer() else _odd_power(p)
-        return _taylor(derivs, z), _taylor(derivs, z, 1)
-    return _taylor(_tanh, z), _taylor(_tanh, z, 1)
+    active = None if mask is None else mask[0]
+
+    def derivs(a, k):
+        return derivatives(a, k, active)
+
+    return _taylor(derivs, z), _taylor(derivs, z, 1)
+
+
+def leaves_ok(model) -> bool:
+    """Whether the leaves of `model` are its weights, then its biases (the layout of
+    the flat parameters that `MLPFields` reads)."""
+    mine = list(model.weights) + ([] if model.biases is None else list(model.biases))
+    leaves = jax.tree.leaves(model)
+    return len(leaves) == len(mine) and all(a is b for a, b in zip(leaves, mine))
+
+
+def ravel(model) -> np.ndarray:
+    """The flat parameters of `model`, in `ravel_pytree`'s order, in NumPy."""
+    return np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree.leaves(model)])
+
+
+def unravel(model, flat):
+    """`model` with its leaves read from the flat NumPy array `flat`."""
+    leaves, pieces, off = jax.tree.leaves(model), [], 0
+    for x in leaves:
+        pieces.append(np.asarray(flat[off : off + np.size(x)]).reshape(np.shape(x)))
+        off += np.size(x)
+    return jax.tree.unflatten(jax.tree.structure(model), pieces)
 
 
 class MLPFields:
     """The random fields of `count_laws` for an MLP, on jets of the flat state.
 
-    `model` fixes the structure; `kinked` lists the hidden layers whose activation
-    pattern is an input (drawn with `x`, after its first `d0` entries), as in
-    `count_laws`' all-patterns model. `layout` gives the flat parameters' order."""
+    `model` fixes the structure; with `masked`, the activation patterns of its
+    `pattern_layers` are inputs (drawn with `x`, after its first `d0` entries), as in
+    `count_laws`' all-patterns model."""
 
-    def __init__(self, model, flow, damping, kinked, D):
+    def __init__(self, model, flow, damping, masked, D):
         self.flow, self.damping, self.D = flow, float(damping), D
-        self.acts = model.activations
-        self.kinked = set(kinked)
+        # each activation's bound `derivatives`, fetched once (an equinox module
+        # builds a new bound method at every attribute access)
+        self.derivatives = [
+            None if a.linear else a.derivatives for a in model.activations
+        ]
+        self.kinked = set(model.pattern_layers) if masked else set()
         self.d0 = model.sizes[0]
         self.shapes = [tuple(w.shape) for w in model.weights]
         self.bias = model.biases is not None
@@ -235,7 +213,7 @@ class MLPFields:
                 r = self.shapes[i][0]
                 mask = x[None, :, off : off + r]
                 off += r
-            h, dh = _activation(self.acts[i], z, mask)
+            h, dh = _activation(self.derivatives[i], z, mask)
             hs.append(h), dacts.append(dh)
         delta = c[None] if dacts[-1] is None else _mul(c[None], dacts[-1])
         gw, gb = [None] * len(Ws), [None] * len(Ws)

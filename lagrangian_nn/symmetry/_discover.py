@@ -24,21 +24,13 @@ from jax.flatten_util import ravel_pytree
 from .._noether import Generator
 from .._tree import tree_dot
 from .._validate import check_floating_tree
+from . import _gap
 from ._families import Diagonal, Family
-from ._gap import (
-    MIN_GAP as _MIN_GAP,
-    TOL_FACTOR as _TOL_FACTOR,
-    ZERO_MARGIN as _ZERO_MARGIN,
-    check_margins,
-    describe_split,
-    float64_advice,
-    singular_gap,
-)
 
 # Singular values of exact symmetries, in units of the rounding level eps·√samples, were
 # measured at 0.01–0.46 in float32 and float64 on MLPs of 2 to 11 layers and up to 4,600
 # parameters (ReLU, RePU, Swish with biases, linear; rescaling and gl families); the
-# default threshold, `_TOL_FACTOR`·eps·√samples, leaves a factor of ≥ 20 above that.
+# default threshold, `TOL_FACTOR`·eps·√samples, leaves a factor of ≥ 20 above that.
 
 
 class CertificationError(ValueError):
@@ -302,7 +294,9 @@ def _range_and_kernel(G, eps):
     is in the kernel."""
     evals, evecs = np.linalg.eigh(G)
     top = max(float(evals.max()), 1e-300)
-    cut = max((_TOL_FACTOR * eps) ** 2, _TOL_FACTOR * G.shape[0] * np.finfo(float).eps)
+    cut = max(
+        (_gap.TOL_FACTOR * eps) ** 2, _gap.TOL_FACTOR * G.shape[0] * np.finfo(float).eps
+    )
     keep = evals > cut * top
     return evecs[:, keep], evecs[:, ~keep]
 
@@ -328,7 +322,7 @@ def _null_space(M, G, threshold, eps):
 def _refuse(reason, dtype, info):
     raise DiscoveryError(
         f"`discover` cannot separate laws from non-laws in {dtype}: {reason} "
-        f"The count would be a guess, so none is returned. {float64_advice(dtype)}. "
+        f"The count would be a guess, so none is returned. {_gap.float64_advice(dtype)}. "
         "More `samples` may also separate them; or pass `tol` to set the threshold "
         "yourself (it accepts approximate symmetries up to about `tol`).",
         **info,
@@ -343,8 +337,8 @@ def discover(
     key,
     samples: int | None = None,
     tol: float | None = None,
-    min_gap: float = _MIN_GAP,
-    zero_margin: float = _ZERO_MARGIN,
+    min_gap: float = _gap.MIN_GAP,
+    zero_margin: float = _gap.ZERO_MARGIN,
 ) -> Discovery:
     r"""A basis of the generators in `family` that leave `loss` invariant.
 
@@ -406,13 +400,13 @@ def discover(
         raise ValueError(
             f"`tol` must be a positive finite number or None; got {tol!r}."
         )
-    check_margins(min_gap, zero_margin)
+    _gap.check_margins(min_gap, zero_margin)
     leaves = jax.tree.leaves(q)
     eps = max(float(jnp.finfo(jnp.asarray(x).dtype).eps) for x in leaves)
     dtype = str(
         min((jnp.asarray(x).dtype for x in leaves), key=lambda d: jnp.finfo(d).bits)
     )
-    tol_ = _TOL_FACTOR * eps if tol is None else float(tol)
+    tol_ = _gap.TOL_FACTOR * eps if tol is None else float(tol)
     threshold = tol_ * math.sqrt(samples)
     rounding = eps * math.sqrt(samples)
 
@@ -467,26 +461,16 @@ def discover(
 
     B, sv = _null_space(M, G, threshold, eps)
     k = len(B)
-    split = singular_gap(
+    split = _gap.singular_gap(
         sv, threshold, rounding, min_gap=min_gap, zero_margin=zero_margin
     )
     gap, floor, n_kept = split["gap"], split["floor"], split["rank"]
     n_zero = len(sv) - n_kept
     largest_zero, smallest_nonzero = split["largest_zero"], split["smallest_nonzero"]
-    info = dict(
-        dtype=dtype,
-        singular_values=sv,
-        threshold=threshold,
-        largest_zero=largest_zero,
-        smallest_nonzero=smallest_nonzero,
-        rounding_level=rounding,
-        gap=gap,
-        zero_margin=split["zero_margin"],
-        min_gap=min_gap,
-    )
+    info = _gap.split_numbers(split, sv, threshold, rounding, dtype, min_gap)
     if not split["certified"]:
         _refuse(
-            f"{describe_split(split, threshold, min_gap, zero_margin)}; {n_zero} of "
+            f"{_gap.describe_split(split, threshold, min_gap, zero_margin)}; {n_zero} of "
             f"{len(sv)} singular values counted as zero (threshold {_fmt(threshold)}"
             f" = {tol_:.3g}·√samples, rounding level eps·√samples = "
             f"{rounding:.3e}).",
@@ -557,9 +541,9 @@ def discover(
             info,
         )
     approximate = (
-        f"; the zeros reach {_fmt(largest_zero)}, above {_TOL_FACTOR:g}× the rounding "
+        f"; the zeros reach {_fmt(largest_zero)}, above {_gap.TOL_FACTOR:g}× the rounding "
         f"level, so these are symmetries only up to the `tol` = {tol_:.2g} given"
-        if n_zero and largest_zero > _TOL_FACTOR * rounding
+        if n_zero and largest_zero > _gap.TOL_FACTOR * rounding
         else ""
     )
     verdict = (

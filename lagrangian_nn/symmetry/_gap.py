@@ -68,6 +68,23 @@ def singular_gap(
     )
 
 
+def split_numbers(split: dict, sv, threshold, rounding, dtype, min_gap) -> dict:
+    """The numbers a result or a refusal reports about a split (`singular_gap`'s):
+    `dtype`, `singular_values`, `threshold`, `rounding_level`, `largest_zero`,
+    `smallest_nonzero`, `gap`, `zero_margin`, `min_gap`."""
+    return dict(
+        dtype=dtype,
+        singular_values=sv,
+        threshold=threshold,
+        rounding_level=rounding,
+        largest_zero=split["largest_zero"],
+        smallest_nonzero=split["smallest_nonzero"],
+        gap=split["gap"],
+        zero_margin=split["zero_margin"],
+        min_gap=min_gap,
+    )
+
+
 def describe_split(split: dict, threshold: float, min_gap, zero_margin) -> str:
     """One sentence: both sides of the split against the threshold, and which margin
     failed."""

@@ -20,15 +20,9 @@ from .._noether import Generator
 from .._simulate import simulate
 from .._tree import tree_dot
 from .._validate import check_floating_tree
+from . import _gap
+from ._count_result import LawCount
 from ._discover import Discovery, DiscoveryError
-from ._gap import (
-    MIN_GAP,
-    TOL_FACTOR,
-    ZERO_MARGIN,
-    describe_split,
-    float64_advice,
-    singular_gap,
-)
 
 # A field below this many eps of the size of its two terms is zero up to rounding (the
 # symmetric part of a skew generator); normalising it would turn rounding into a law.
@@ -380,7 +374,7 @@ def conservation_table(
         )
     check_floating_tree(q, "q")
     if law_count is not None and (
-        type(law_count).__name__ != "LawCount" or law_count.flow != "gf"
+        not isinstance(law_count, LawCount) or law_count.flow != "gf"
     ):
         raise ValueError(
             "`law_count` must be the result of `lnn.symmetry.count_laws(..., "
@@ -501,23 +495,17 @@ def _independent(fields, eps, dtype) -> int:
     F = np.stack(rows)
     sv = np.linalg.svd(F, compute_uv=False)
     rounding = eps * float(np.sqrt(np.sum(np.square(amps))))
-    threshold = TOL_FACTOR * rounding
-    split = singular_gap(sv, threshold, rounding)
+    threshold = _gap.TOL_FACTOR * rounding
+    split = _gap.singular_gap(sv, threshold, rounding)
     if not split["certified"]:
+        why = _gap.describe_split(split, threshold, _gap.MIN_GAP, _gap.ZERO_MARGIN)
         raise DiscoveryError(
             "`conservation_table` cannot certify the number of independent GF laws "
-            f"among the {len(fields)} discovered generators in {dtype}: "
-            f"{describe_split(split, threshold, MIN_GAP, ZERO_MARGIN)}. The rank "
-            f"would be a guess, so no completeness verdict is given. "
-            f"{float64_advice(dtype)}.",
-            dtype=str(dtype),
-            singular_values=sv,
-            threshold=threshold,
-            rounding_level=rounding,
-            largest_zero=split["largest_zero"],
-            smallest_nonzero=split["smallest_nonzero"],
-            gap=split["gap"],
-            zero_margin=split["zero_margin"],
-            min_gap=MIN_GAP,
+            f"among the {len(fields)} discovered generators in {dtype}: {why}. The "
+            "rank would be a guess, so no completeness verdict is given. "
+            f"{_gap.float64_advice(dtype)}.",
+            **_gap.split_numbers(
+                split, sv, threshold, rounding, str(dtype), _gap.MIN_GAP
+            ),
         )
     return split["rank"]
