@@ -440,3 +440,33 @@ def test_seed_is_jax_randint_without_compiling(x64):
             assert _seed(key) == int(jax.random.randint(key, (), 0, 2**31 - 1))
         # control: another key, another seed
         assert _seed(jax.random.key(0)) != _seed(jax.random.key(1))
+
+
+# --- what a model declares for count_laws: its activation patterns ---
+
+
+@pytest.mark.parametrize("normalized", [False, True])
+def test_models_declare_their_activation_patterns(normalized):
+    key = jax.random.key(3)
+    if normalized:
+        m = nn.NormalizedMLP([3, 4, 4, 2], normalized=1, key=key, dtype=jnp.float64)
+    else:
+        acts = [nn.LeakyReLU(0.1), nn.Tanh(), nn.RePU(2), nn.Identity()]
+        m = nn.MLP([3, 4, 4, 4, 2], acts, bias=True, key=key, dtype=jnp.float64)
+    x = jax.random.normal(jax.random.key(4), (50, 3), jnp.float64)
+    assert m.pattern_layers == ((0, 1) if normalized else (0, 2))
+    pre = m.pre_activations(x)
+    assert [p.shape for p in pre] == [(50, 4), (50, 4)]
+    # the patterns read from the signs give the network itself ...
+    signs = [(p > 0).astype(p.dtype) for p in pre]
+    np.testing.assert_allclose(m.with_patterns(x, signs), m(x), rtol=1e-14)
+    # ... and other patterns another function (control)
+    ones = [jnp.ones_like(p) for p in pre]
+    assert float(jnp.max(jnp.abs(m.with_patterns(x, ones) - m(x)))) > 1e-3
+    with pytest.raises(ValueError, match="one array per pattern layer \\(2\\); got 1"):
+        m.with_patterns(x, signs[:1])
+    # flipping a layer's incoming weights flips the signs of its pre-activations
+    layer = m.pattern_layers[0]
+    flipped = m.flip_incoming(layer, -np.ones(4))
+    np.testing.assert_array_equal(flipped.pre_activations(x)[0], -pre[0])
+    assert flipped.weights[layer].dtype == jnp.float64

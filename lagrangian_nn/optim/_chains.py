@@ -36,7 +36,8 @@ Nesterov trace of the dampened gradient, as written.
 
 Without momentum ($\beta = 0$, $v' = u = \tilde g$) and with coupled decay this is
 $Q' = (1-\eta\lambda)^2 Q + \eta^2\langle g, Ag\rangle$; without decay either,
-the GD law $Q' = Q + \eta^2\langle g, Ag\rangle$ of `gd_quadratic_accounting`.
+the GD law $Q' = Q + \eta^2\langle g, Ag\rangle$ (`sgd_chain(lr)` takes the steps of
+`gd(lr)`).
 """
 
 from typing import Literal

@@ -123,14 +123,18 @@ def count_laws(
     redrawn (up to `max_tries` times) until every hidden neuron is active on some
     sampled inputs and every parameter moves the output for some input (no dead neuron
     or dead path); pre-activations are then nonzero with probability one. In both modes
-    the inputs are sampled too, since the laws must hold for every data set.
+    the inputs are sampled too, since the laws must hold for every data set. The
+    patterns are read through what the MLP declares (`pattern_layers`,
+    `with_patterns`, `pre_activations`, `flip_incoming`, and each activation's
+    `piecewise`, `polynomial_pieces` and `branch`), never from its types.
 
     **Method.** Random fields $X = \nabla_\theta\langle c, \varphi(\theta, x)\rangle$
     (plus a random multiple of the drift for momentum flows) and their right-nested
     brackets $[X_1, [X_2, \ldots]]$ (nested directional derivatives: in NumPy with
-    truncated dual numbers for an `lnn.nn.MLP` whose activations are Identity, ReLU,
-    LeakyReLU, RePU, Polynomial or Tanh, so nothing is compiled; otherwise nested
-    `jax.jvp`, compiled) are sampled at the point depth by depth; a depth is finished when a sampled column adds no direction, and
+    truncated dual numbers for an `lnn.nn.MLP` whose activations declare their
+    `derivatives` (Identity, ReLU, LeakyReLU, RePU, Polynomial, Tanh), so nothing is
+    compiled; otherwise nested `jax.jvp`, compiled) are sampled at the point depth by
+    depth; a depth is finished when a sampled column adds no direction, and
     the algebra is closed when a whole depth adds none (or the rank reaches the
     dimension). Brackets that vanish to rounding (below $10^4\,\epsilon$ of their two
     terms) are dropped; the others are normalised.
