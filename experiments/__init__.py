@@ -1,7 +1,11 @@
 """Reproducible experiments for lagrangian_nn.
 
 Run `python -m experiments list` to see them and `python -m experiments run NAME` (or
-`run all`) to run them. Each experiment is a module with `main(*, seed, quick, out)`.
+`run all`) to run them, or `experiments.run(NAME, quick=True)` from Python. Each
+experiment is a module holding its computation, claims and figure (`NAME`,
+`config_for`, `compute`, `draw`); one runner (`_common.run_module`) builds its
+configuration, computes, saves and draws. A module may still define its own
+`main(*, seed, quick, out)`, which the runner then calls.
 """
 
 import importlib
@@ -42,3 +46,14 @@ def get(name: str):
             f"Unknown experiment {name!r}; available: {', '.join(EXPERIMENTS)}."
         )
     return importlib.import_module(f"experiments.{name}")
+
+
+def run(name: str, *, seed: int = 0, quick: bool = False, out=None, **options) -> dict:
+    """Runs the experiment `name` (`quick`: small, fast settings) into the folder
+    `out` (default `outputs`) and returns its results. `options` (`data=`,
+    `data_dir=`) go to the experiments that use the network datasets."""
+    from . import _common
+
+    if out is None:
+        out = _common.DEFAULT_OUT
+    return _common.run_module(get(name), seed=seed, quick=quick, out=out, **options)

@@ -264,7 +264,7 @@ def _run(args, parser, interrupts: _Interrupts) -> int:
                     "official kmnist-*.npz files)."
                 )
             kwargs.update(data=args.data, data_dir=args.data_dir)
-        results = module.main(**kwargs)
+        results = _common.run_module(module, **kwargs)
         interrupts.current = None  # written
         print(f"   done in {time.perf_counter() - start:.1f} s -> {args.out}/{name}")
         _print_claims(results)

@@ -270,6 +270,43 @@ def run_experiment(
     return results
 
 
+def run_module(module, *, seed=0, quick=False, out=DEFAULT_OUT, **options) -> dict:
+    """Runs the experiment `module` and returns its results (see `run_experiment`).
+
+    A module holds its computation, its claims and its figure: `NAME`,
+    `config_for(quick, seed, **options) -> dict`, `compute(config) -> (metrics,
+    arrays, claims)` and `draw(folder)`. The runner does the rest: it builds the
+    configuration, computes, saves and draws (`run_experiment`). A module may define
+    its own `main(*, seed, quick, out, **options)` instead; the runner then calls it.
+    `options` (`data=`, `data_dir=` for the modules with `USES_DATA = True`) go to
+    `config_for` (or `main`) unchanged. A module's optional `report(results)` prints
+    what the run adds to its claims (a table, say) once the run is saved.
+    """
+    main = getattr(module, "main", None)
+    if main is not None:
+        return main(seed=seed, quick=quick, out=out, **options)
+    missing = [
+        f for f in ("NAME", "config_for", "compute", "draw") if not hasattr(module, f)
+    ]
+    if missing:
+        raise TypeError(
+            f"experiment module {module.__name__!r} defines neither `main` nor "
+            f"{', '.join(f'`{f}`' for f in missing)}."
+        )
+    results = run_experiment(
+        module.NAME,
+        config=module.config_for(quick, seed, **options),
+        compute=module.compute,
+        draw=module.draw,
+        out=out,
+        quick=quick,
+    )
+    report = getattr(module, "report", None)
+    if report is not None:
+        report(results)
+    return results
+
+
 SAVED = ("results.json", "arrays.npz")
 
 
@@ -312,6 +349,16 @@ def load(folder: Path) -> tuple[dict, dict]:
     return results, arrays
 
 
+def figure(folder: Path):
+    """What a `draw` starts with: `(st, plt, results, arrays)`, the figure style
+    module `experiments._style`, pyplot set up in that style, and the run's saved
+    `results.json` and `arrays.npz` (`load`)."""
+    from . import _style as st
+
+    plt = st.use()
+    return (st, plt, *load(folder))
+
+
 def stage(label: str, run: Callable):
     """`run()`, as a named stage of an experiment, waited for. In a log (standard error
     not a terminal) each solve of `simulate(progress=True)` inside it ends with one
@@ -319,7 +366,7 @@ def stage(label: str, run: Callable):
     shows instead."""
     import jax
 
-    from lagrangian_nn._progress import stage as named
+    from lagrangian_nn.progress import stage as named
 
     with named(label):
         return jax.block_until_ready(run())
@@ -328,7 +375,7 @@ def stage(label: str, run: Callable):
 def log(text: str):
     """Writes `text` as one plain line on standard error in a log (not on a
     terminal, where the progress bars show): the end of a stage that runs no solve."""
-    from lagrangian_nn._progress import log_line
+    from lagrangian_nn.progress import log_line
 
     log_line(text)
 
@@ -336,7 +383,7 @@ def log(text: str):
 def progress(iterable, desc: str, total: int | None = None):
     """`iterable`, with a bar counting its items (`desc: 2/5`) when standard error is a
     terminal; in a log (a file, a pipe) just `iterable`, so logs get no bars."""
-    from lagrangian_nn._progress import stderr_is_interactive
+    from lagrangian_nn.progress import stderr_is_interactive
 
     if not stderr_is_interactive():
         return iterable

@@ -83,33 +83,15 @@ def flows(
 
     tol = dict(rtol=rtol, atol=atol, max_steps=200_000, progress=True)
     rest = jax.tree.map(jnp.zeros_like, model)
+
+    def solve(system, *y0, t0, t1):
+        ts = jnp.linspace(t0, t1, n_save)
+        return lambda: lnn.simulate(system, *y0, t0=t0, t1=t1, ts=ts, **tol)
+
     runs = {
-        "gf": lambda: lnn.simulate(
-            dynamics.gradient_flow(loss),
-            model,
-            t0=0.0,
-            t1=t_gf,
-            ts=jnp.linspace(0.0, t_gf, n_save),
-            **tol,
-        ),
-        "nd": lambda: lnn.simulate(
-            dynamics.newtonian(loss),
-            model,
-            rest,
-            t0=0.0,
-            t1=t_nd,
-            ts=jnp.linspace(0.0, t_nd, n_save),
-            **tol,
-        ),
-        "nagf": lambda: lnn.simulate(
-            dynamics.nesterov(loss),
-            model,
-            rest,
-            t0=nagf_t0,
-            t1=t_nd,
-            ts=jnp.linspace(nagf_t0, t_nd, n_save),
-            **tol,
-        ),
+        "gf": solve(dynamics.gradient_flow(loss), model, t0=0.0, t1=t_gf),
+        "nd": solve(dynamics.newtonian(loss), model, rest, t0=0.0, t1=t_nd),
+        "nagf": solve(dynamics.nesterov(loss), model, rest, t0=nagf_t0, t1=t_nd),
     }
     return {
         k: stage(f"{label}{k.upper()}", run) for k, run in runs.items() if k in which

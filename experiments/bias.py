@@ -13,15 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from . import _networks as N
-from ._common import (
-    DEFAULT_OUT,
-    claim,
-    control,
-    enable_float64,
-    load,
-    run_experiment,
-)
-from ._homogeneous import run_gf_and_gd
+from ._common import claim, control, enable_float64, figure
+from ._homogeneous import gd_identity, run_gf_and_gd
 from ._networks import data_config
 
 NAME = "bias"
@@ -117,22 +110,13 @@ def compute(cfg):
         )
     )
     claims.append(
-        claim(
-            "GD: corrected layer-1 quantity drift / |Δ‖W1‖²|",
-            "exact GD accounting (ours)",
-            metrics["gd_C1_corrected_drift"] / metrics["gf_W1_norm_change"],
-            1e-10,
-            basis="identity",
-        )
+        gd_identity(1, metrics["gd_C1_corrected_drift"], metrics["gf_W1_norm_change"])
     )
     return metrics, arrays, claims
 
 
 def draw(folder: Path):
-    from . import _style as st
-
-    plt = st.use()
-    res, a = load(folder)
+    st, plt, res, a = figure(folder)
     K = len(res["config"]["hidden"]) + 1
     fig, axes = plt.subplots(1, 2, figsize=(st.DOUBLE, 2.5))
     ts = a["gf_ts"]
@@ -205,14 +189,3 @@ def draw(folder: Path):
         "rescaling symmetry) in place of ReLU.",
     )
     st.save(fig, folder, "bias")
-
-
-def main(*, seed=0, quick=False, out=DEFAULT_OUT, data="digits", data_dir=None):
-    return run_experiment(
-        NAME,
-        config=config_for(quick, seed, data, data_dir),
-        compute=compute,
-        draw=draw,
-        out=out,
-        quick=quick,
-    )

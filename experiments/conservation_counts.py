@@ -38,15 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _networks as N, _style
-from ._common import (
-    DEFAULT_OUT,
-    claim,
-    control,
-    enable_float64,
-    load,
-    progress,
-    run_experiment,
-)
+from ._common import claim, control, enable_float64, load, progress
 
 NAME = "conservation_counts"
 MOMENTUM = ("nd", "heavy_ball", "nagf")
@@ -285,6 +277,23 @@ def compute(cfg):
             refused.append({"section": section, "sizes": sizes, "error": str(e)})
             return None
 
+    def count_momentum(section, sizes, model, k):
+        """The counts of the momentum flows on `model` (keyed by flow), and their mean
+        time."""
+        t0 = time.perf_counter()
+        counts = {
+            f: count(
+                f"{section}_{f}",
+                sizes,
+                model=model,
+                flow=f,
+                key=key(k),
+                damping=cfg["damping"],
+            )
+            for f in MOMENTUM
+        }
+        return counts, (time.perf_counter() - t0) / len(MOMENTUM)
+
     def misses(counts, expected):
         """Counts that differ from the prediction, refusals included."""
         return int(sum(c is None or c != e for c, e in zip(counts, expected)))
@@ -380,19 +389,10 @@ def compute(cfg):
     for k in progress(range(cfg["n_momentum_relu"]), desc="momentum ReLU"):
         sizes = _arch(rng, cfg["momentum_relu_depths"], cfg["momentum_relu_widths"])
         m = _net(sizes, nn.ReLU(), seed=200 + k)
-        t0 = time.perf_counter()
+        counts, seconds = count_momentum("momentum_relu", sizes, m, 200 + k)
         for f in MOMENTUM:
-            mr[f].append(
-                count(
-                    f"momentum_relu_{f}",
-                    sizes,
-                    model=m,
-                    flow=f,
-                    key=key(200 + k),
-                    damping=cfg["damping"],
-                )
-            )
-        mr_time.append((time.perf_counter() - t0) / len(MOMENTUM))
+            mr[f].append(counts[f])
+        mr_time.append(seconds)
         mr_sizes.append(sizes)
         if not mr_control:  # control: the same architecture, linear: so(d_h) laws
             ml = _net(sizes, nn.Identity(), seed=200 + k)
@@ -423,19 +423,10 @@ def compute(cfg):
     for k in progress(range(cfg["n_momentum_linear"]), desc="momentum linear"):
         sizes = _arch(rng, cfg["momentum_linear_depths"], cfg["momentum_linear_widths"])
         m = _net(sizes, nn.Identity(), seed=300 + k)
-        t0 = time.perf_counter()
+        counts, seconds = count_momentum("momentum_linear", sizes, m, 300 + k)
         for f in MOMENTUM:
-            ml_count[f].append(
-                count(
-                    f"momentum_linear_{f}",
-                    sizes,
-                    model=m,
-                    flow=f,
-                    key=key(300 + k),
-                    damping=cfg["damping"],
-                )
-            )
-        ml_time.append((time.perf_counter() - t0) / len(MOMENTUM))
+            ml_count[f].append(counts[f])
+        ml_time.append(seconds)
         dist = ctrl_dist = 0.0
         for f in MOMENTUM:
             null, _, _ = quadratic_laws(m, f, damping=cfg["damping"], seed=k)
@@ -615,41 +606,31 @@ def draw(folder: Path):
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(_style.DOUBLE, 2.8))
     lim = max(a["relu_expected"].max(), a["linear_known"].max()) + 2
     ax0.plot([0, lim], [0, lim], **_style.PREDICTED, label="count = prediction")
-    ax0.plot(
-        a["relu_expected"],
-        a["relu_count"],
-        "o",
-        color=_style.color("GF"),
-        label="GF, ReLU (no bias)",
-        ms=4,
-    )
-    ax0.plot(
-        a["relu_expected"],
-        a["relu_count_bias"],
-        "x",
-        color=_style.color("GD"),
-        label="GF, ReLU (bias)",
-        ms=4,
-    )
-    ax0.plot(
-        a["linear_known"],
-        a["linear_count"],
-        "s",
-        mfc="none",
-        color=_style.CYCLE[3],
-        label="GF, linear",
-        ms=4,
-    )
-    for f, mk in zip(MOMENTUM, ("^", "v", "d")):
-        ax0.plot(
-            a["momentum_linear_quadratic_" + f],
-            a["momentum_linear_" + f],
+    # (predicted, counted, marker, colour, label); hollow markers but for ReLU's
+    points = [
+        ("relu_expected", "relu_count", "o", _style.color("GF"), "GF, ReLU (no bias)"),
+        (
+            "relu_expected",
+            "relu_count_bias",
+            "x",
+            _style.color("GD"),
+            "GF, ReLU (bias)",
+        ),
+        ("linear_known", "linear_count", "s", _style.CYCLE[3], "GF, linear"),
+    ]
+    points += [
+        (
+            f"momentum_linear_quadratic_{f}",
+            f"momentum_linear_{f}",
             mk,
-            color=_style.color("ND" if f != "nagf" else "NAGF"),
-            mfc="none",
-            ms=4,
-            label=f"{_FLOW_NAMES[f]}, linear",
+            _style.color("ND" if f != "nagf" else "NAGF"),
+            f"{_FLOW_NAMES[f]}, linear",
         )
+        for f, mk in zip(MOMENTUM, ("^", "v", "d"))
+    ]
+    for x, y, mk, color, label in points:
+        hollow = {} if mk in ("o", "x") else {"mfc": "none"}
+        ax0.plot(a[x], a[y], mk, color=color, label=label, ms=4, **hollow)
     ax0.set_xlabel("predicted count (Σ widths, known-law rank, degree-2 laws)")
     ax0.set_ylabel("certified count of laws")
     ax0.legend(loc="upper left", fontsize=6)
@@ -714,14 +695,5 @@ def table_markdown(res) -> str:
     return "\n".join(rows)
 
 
-def main(*, seed=0, quick=False, out=DEFAULT_OUT):
-    results = run_experiment(
-        NAME,
-        config=config_for(quick, seed),
-        compute=compute,
-        draw=draw,
-        out=out,
-        quick=quick,
-    )
+def report(results):
     print(table_markdown(results))
-    return results

@@ -23,14 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _networks as N
-from ._common import (
-    DEFAULT_OUT,
-    claim,
-    control,
-    enable_float64,
-    load,
-    run_experiment,
-)
+from ._common import claim, control, enable_float64, figure
 
 NAME = "data_symmetry"
 
@@ -240,10 +233,7 @@ def compute(cfg):
 
 
 def draw(folder: Path):
-    from . import _style as st
-
-    plt = st.use()
-    res, a = load(folder)
+    st, plt, res, a = figure(folder)
     cfg, m = res["config"], res["metrics"]
     fig, axes = plt.subplots(1, 4, figsize=(st.DOUBLE, 2.3))
     ax = axes[0]
@@ -311,14 +301,3 @@ def draw(folder: Path):
         "along ND, NAGF and GF; (d) is rounding noise; dotted: the same flows on the control data.",
     )
     st.save(fig, folder, "data_symmetry")
-
-
-def main(*, seed=0, quick=False, out=DEFAULT_OUT):
-    return run_experiment(
-        NAME,
-        config=config_for(quick, seed),
-        compute=compute,
-        draw=draw,
-        out=out,
-        quick=quick,
-    )

@@ -1,7 +1,7 @@
 r"""The discrete optimisers against their flows, and their exact discrete laws.
 
 - **GD.** The GF law $C = \|W_1\|^2 - \|W_2\|^2$ (ReLU, eq. 31) is not conserved by GD:
-  each step changes it by exactly $\eta^2 C(g)$ (`lnn.optim.gd_quadratic_accounting`),
+  each step changes it by exactly $\eta^2 C(g)$ (`lnn.optim.charge_law`),
   so over a fixed time $T$ the drift is $O(\eta)$: we fit the slope on log-log axes. The
   corrected quantity $C(w_k) - \sum_j \eta^2 C(g_j)$ is flat to rounding for every $\eta$.
 - **ND (eq. 21).** A variational integrator: on rotation-invariant data (as in
@@ -27,15 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from . import _networks as N
-from ._common import (
-    DEFAULT_OUT,
-    claim,
-    control,
-    enable_float64,
-    load,
-    progress,
-    run_experiment,
-)
+from ._common import claim, control, enable_float64, figure, progress
+from ._homogeneous import corrected_charge, gd_laws
 
 NAME = "discrete_vs_continuous"
 
@@ -81,21 +74,15 @@ def compute(cfg):
     acts_c[0] = N.softplus()
     model_c = N.build([x.shape[1], *cfg["hidden"], 10], acts_c, seed=cfg["seed"])
     loss = nn.make_loss(x, y)
-    # ‖W1‖² − ‖W2‖² (p = 1, ReLU's degree), the same formula for both networks
-    C = lambda q: nn.rescale_quantity(q, 1, p=1)
 
     def gd_drift(m0, lr):
         """max_k |C(w_k) − C(w_0)| under GD, and the corrected quantity's drift."""
         steps = int(round(cfg["T_gd"] / lr))
-        r = optim.run(
-            optim.gd(lr),
-            loss,
-            m0,
-            steps,
-            track={"acc": optim.gd_quadratic_accounting(C, lr)},
-        )
-        raw, cor = optim.corrected_quantity(r.tracked["acc"], C(m0))
-        drift = lambda v: float(jnp.max(jnp.abs(v - v[0])))
+        # ‖W1‖² − ‖W2‖² (p = 1, ReLU's degree), the same charge for both networks
+        gd, laws = gd_laws(lr, {"acc": nn.rescale(m0, 1, p=1)})
+        r = optim.run(gd, loss, m0, steps, track=laws)
+        raw, cor, _ = corrected_charge(laws["acc"], r.tracked["acc"], m0)
+        drift = lambda v: float(np.max(np.abs(v - v[0])))
         return drift(raw), drift(cor), raw, cor
 
     raw_d, cor_d, ctrl_d = [], [], []
@@ -244,10 +231,7 @@ def compute(cfg):
 
 
 def draw(folder: Path):
-    from . import _style as st
-
-    plt = st.use()
-    res, a = load(folder)
+    st, plt, res, a = figure(folder)
     m = res["metrics"]
     fig, axes = plt.subplots(1, 2, figsize=(st.DOUBLE, 2.7))
     ax = axes[0]
@@ -328,14 +312,3 @@ def draw(folder: Path):
         "eq. 21's undamped runs.",
     )
     st.save(fig, folder, "discrete_vs_continuous")
-
-
-def main(*, seed=0, quick=False, out=DEFAULT_OUT):
-    return run_experiment(
-        NAME,
-        config=config_for(quick, seed),
-        compute=compute,
-        draw=draw,
-        out=out,
-        quick=quick,
-    )

@@ -25,14 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _networks as N
-from ._common import (
-    DEFAULT_OUT,
-    claim,
-    control,
-    enable_float64,
-    load,
-    run_experiment,
-)
+from ._common import claim, control, enable_float64, figure
 
 NAME = "linear_balance"
 USES_DATA = True
@@ -172,10 +165,7 @@ def compute(cfg):
 
 
 def draw(folder: Path):
-    from . import _style as st
-
-    plt = st.use()
-    res, a = load(folder)
+    st, plt, res, a = figure(folder)
     m = res["metrics"]
     fig, axes = plt.subplots(1, 3, figsize=(st.DOUBLE, 2.5))
     ts = a["gf_ts"]
@@ -241,14 +231,3 @@ def draw(folder: Path):
         "conservation implies, a consequence.",
     )
     st.save(fig, folder, "linear_balance")
-
-
-def main(*, seed=0, quick=False, out=DEFAULT_OUT, data="digits", data_dir=None):
-    return run_experiment(
-        NAME,
-        config=config_for(quick, seed, data, data_dir),
-        compute=compute,
-        draw=draw,
-        out=out,
-        quick=quick,
-    )

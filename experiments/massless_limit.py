@@ -22,15 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import (
-    DEFAULT_OUT,
-    claim,
-    control,
-    enable_float64,
-    load,
-    progress,
-    run_experiment,
-)
+from ._common import claim, control, enable_float64, figure, progress
 
 NAME = "massless_limit"
 
@@ -198,10 +190,7 @@ def compute(cfg: dict):
 
 
 def draw(folder: Path):
-    from . import _style as st
-
-    plt = st.use()
-    res, a = load(folder)
+    st, plt, res, a = figure(folder)
     m, cfg = res["metrics"], res["config"]
     kappas = a["kappas"]
     c = cfg["control_loss_scale"]
@@ -306,14 +295,3 @@ def _low_starts(a, losses) -> str:
             f"{gj:.2g} against {g0:.2g} at the paper's w0"
         )
     return text
-
-
-def main(*, seed: int = 0, quick: bool = False, out=DEFAULT_OUT) -> dict:
-    return run_experiment(
-        NAME,
-        config=config_for(quick, seed),
-        compute=compute,
-        draw=draw,
-        out=out,
-        quick=quick,
-    )

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _networks as N
-from ._common import DEFAULT_OUT, claim, control, enable_float64, load, run_experiment
+from ._common import claim, control, enable_float64, load
 
 NAME = "neural_mechanics"
 USES_DATA = True
@@ -496,14 +496,3 @@ def draw(folder: Path):
         "translation charge to rounding.",
     )
     st.save(fig, folder, "adam")
-
-
-def main(*, seed=0, quick=False, out=DEFAULT_OUT, data="digits", data_dir=None):
-    return run_experiment(
-        NAME,
-        config=config_for(quick, seed, data, data_dir),
-        compute=compute,
-        draw=draw,
-        out=out,
-        quick=quick,
-    )

@@ -34,15 +34,15 @@ from pathlib import Path
 import numpy as np
 
 from . import _networks as N
-from ._common import (
-    DEFAULT_OUT,
-    claim,
-    control,
-    enable_float64,
-    load,
-    run_experiment,
+from ._common import claim, control, enable_float64, figure
+from ._homogeneous import (
+    corrected_charge,
+    gd_identity,
+    gd_laws,
+    saved_steps,
+    stall_config,
+    train_until_stall,
 )
-from ._homogeneous import saved_steps, stall_config, train_until_stall
 
 NAME = "relu_balance"
 USES_DATA = True
@@ -210,6 +210,7 @@ def compute(cfg):
     # η = lr until the training loss stalls (`_homogeneous.STALL_RULE`); the arrays keep
     # every step up to 4,000 saved points (evenly strided, the last step included)
     C = lambda q: nn.rescale_quantity(q, h)
+    gd_opt, laws = gd_laws(lr, {"acc": nn.rescale(model, h)})
     track = {"norms": lambda s: norms(0, s.q, None)}
     n0 = np.asarray(norms(0, model, None))[None]
 
@@ -219,7 +220,7 @@ def compute(cfg):
         return 0.5 * N.tree_dot(d, d) / lr
 
     discrete = (
-        ("gd", "GD", optim.gd(lr), {"acc": optim.gd_quadratic_accounting(C, lr)}),
+        ("gd", "GD", gd_opt, laws),
         ("dnd", "eq. 21", optim.newtonian(lr), {"kin": kinetic}),
         ("dnagd", "NAGD", optim.nesterov(lr), {}),
     )
@@ -247,8 +248,7 @@ def compute(cfg):
             )
             arrays["dnd_energy"] = np.concatenate([[L0], Ek])[keep]
         if name == "gd":
-            raw, corrected = optim.corrected_quantity(ps["acc"], C(model))
-            raw, corrected = np.asarray(raw), np.asarray(corrected)
+            raw, corrected, _ = corrected_charge(laws["acc"], ps["acc"], model)
             metrics["gd_difference_drift"] = float(np.max(np.abs(raw - raw[0])))
             metrics["gd_corrected_drift"] = float(
                 np.max(np.abs(corrected - corrected[0]))
@@ -273,12 +273,11 @@ def compute(cfg):
                 metrics["control_gf_relative_drift"],
             ),
         ),
-        claim(
-            f"GD: corrected quantity drift / |Δ‖W{h}‖²|",
-            "exact GD accounting (ours)",
-            metrics["gd_corrected_drift"] / metrics["gd_norm_change"],
-            1e-10,
-            basis="identity",
+        gd_identity(
+            h,
+            metrics["gd_corrected_drift"],
+            metrics["gd_norm_change"],
+            name=f"GD: corrected quantity drift / |Δ‖W{h}‖²|",
         ),
         claim(
             f"ND: Δ(‖W{h}‖² − ‖W{h + 1}‖²) vs 2∫∫(‖Ẇ{h}‖² − ‖Ẇ{h + 1}‖²), relative error",
@@ -339,10 +338,7 @@ def compute(cfg):
 
 
 def draw(folder: Path):
-    from . import _style as st
-
-    plt = st.use()
-    res, a = load(folder)
+    st, plt, res, a = figure(folder)
     m = res["metrics"]
     h = res["config"]["layer"]
     w2, w3 = f"$\\|W_{h}\\|^2$", f"$\\|W_{h + 1}\\|^2$"
@@ -590,14 +586,3 @@ def _draw_bottom_row(st, axes, a, m, T, diff):
     for ax in axes:
         ax.set_xlabel("time $t$")
     axes[0].set_ylabel(diff)
-
-
-def main(*, seed=0, quick=False, out=DEFAULT_OUT, data="digits", data_dir=None):
-    return run_experiment(
-        NAME,
-        config=config_for(quick, seed, data, data_dir),
-        compute=compute,
-        draw=draw,
-        out=out,
-        quick=quick,
-    )

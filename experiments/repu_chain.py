@@ -11,15 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import (
-    DEFAULT_OUT,
-    claim,
-    control,
-    enable_float64,
-    load,
-    run_experiment,
-)
-from ._homogeneous import gf_flow, run_gf_and_gd, stall_config
+from ._common import claim, control, enable_float64, figure
+from ._homogeneous import gd_identity, gf_flow, run_gf_and_gd, stall_config
 from ._networks import data_config
 
 NAME = "repu_chain"
@@ -91,22 +84,13 @@ def compute(cfg):
             1e-3,
             basis="consequence",
         ),
-        claim(
-            "GD: corrected layer-2 quantity drift / |Δ‖W2‖²|",
-            "exact GD accounting (ours)",
-            metrics["gd_C2_corrected_drift"] / metrics["gd_W2_norm_change"],
-            1e-10,
-            basis="identity",
-        ),
+        gd_identity(2, metrics["gd_C2_corrected_drift"], metrics["gd_W2_norm_change"]),
     ]
     return metrics, arrays, claims
 
 
 def draw(folder: Path):
-    from . import _style as st
-
-    plt = st.use()
-    res, a = load(folder)
+    st, plt, res, a = figure(folder)
     m, cfg = res["metrics"], res["config"]
     lr, T, tr = cfg["lr"], m["flow_horizon"], m["gd_training"]
     fig, axes = plt.subplots(2, 2, figsize=(st.DOUBLE, 4.8))
@@ -235,14 +219,3 @@ def draw(folder: Path):
         f"conserved to {m['gd_C2_corrected_drift']:.0e} over the whole run.",
     )
     st.save(fig, folder, "figure2")
-
-
-def main(*, seed=0, quick=False, out=DEFAULT_OUT, data="digits", data_dir=None):
-    return run_experiment(
-        NAME,
-        config=config_for(quick, seed, data, data_dir),
-        compute=compute,
-        draw=draw,
-        out=out,
-        quick=quick,
-    )

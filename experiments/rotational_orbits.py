@@ -28,14 +28,7 @@ from typing import Any
 import equinox as eqx
 import numpy as np
 
-from ._common import (
-    DEFAULT_OUT,
-    claim,
-    control,
-    enable_float64,
-    load,
-    run_experiment,
-)
+from ._common import claim, control, enable_float64, load
 
 NAME = "rotational_orbits"
 
@@ -196,7 +189,8 @@ def compute(cfg: dict):
 
     def path_gap(ts_c, q_c, ts_d, q_d, w_start):
         # compare the discrete iterates with the flow at matched times
-        ts_d = np.concatenate([[ts_d[0] - (ts_d[1] - ts_d[0])], np.asarray(ts_d)])
+        ts_c, q_c, ts_d = np.asarray(ts_c), np.asarray(q_c), np.asarray(ts_d)
+        ts_d = np.concatenate([[ts_d[0] - (ts_d[1] - ts_d[0])], ts_d])
         q_d = np.concatenate([np.asarray(w_start)[None], np.asarray(q_d)])
         interp = np.stack([np.interp(ts_d, ts_c, q_c[:, i]) for i in range(3)], -1)
         mask = ts_d <= ts_c[-1]
@@ -269,27 +263,11 @@ def compute(cfg: dict):
             )
             / jnp.linalg.norm(ts_dag[0] ** 3 * dag.tracked["ang"][0])
         ),
-        "gd_vs_gf_max_gap": path_gap(
-            np.asarray(ts_gf),
-            np.asarray(gf.q),
-            np.asarray(gd.ts),
-            np.asarray(gd.tracked["w"]),
-            w0_gf,
-        ),
+        "gd_vs_gf_max_gap": path_gap(ts_gf, gf.q, gd.ts, gd.tracked["w"], w0_gf),
         "discrete_nd_vs_nd_max_gap": path_gap(
-            np.asarray(ts_nd),
-            np.asarray(nd.q),
-            np.asarray(dnd.ts),
-            np.asarray(dnd.tracked["w"]),
-            w0,
+            ts_nd, nd.q, dnd.ts, dnd.tracked["w"], w0
         ),
-        "nagd_vs_nagf_max_gap": path_gap(
-            np.asarray(ts_ag),
-            np.asarray(ag.q),
-            np.asarray(ts_dag),
-            np.asarray(dag.tracked["w"]),
-            w0,
-        ),
+        "nagd_vs_nagf_max_gap": path_gap(ts_ag, ag.q, ts_dag, dag.tracked["w"], w0),
         "gd_steps": gd_steps,
         "nd_steps": nd_steps,
         "nagd_steps": ag_steps,
@@ -683,14 +661,3 @@ def draw(folder: Path):
         "leaves invariant. Values below 1e-15 are rounding.",
     )
     st.save(fig, folder, "angular_momentum")
-
-
-def main(*, seed: int = 0, quick: bool = False, out=DEFAULT_OUT) -> dict:
-    return run_experiment(
-        NAME,
-        config=config_for(quick, seed),
-        compute=compute,
-        draw=draw,
-        out=out,
-        quick=quick,
-    )

@@ -14,14 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _networks as N
-from ._common import (
-    DEFAULT_OUT,
-    claim,
-    control,
-    enable_float64,
-    load,
-    run_experiment,
-)
+from ._common import claim, control, enable_float64, figure
 from ._homogeneous import run_gf_and_gd
 from ._networks import data_config
 
@@ -103,10 +96,7 @@ def compute(cfg):
 
 
 def draw(folder: Path):
-    from . import _style as st
-
-    plt = st.use()
-    res, a = load(folder)
+    st, plt, res, a = figure(folder)
     fig, axes = plt.subplots(1, 2, figsize=(st.DOUBLE, 2.4), sharey=True)
     for ax, tag, letter in zip(axes, ("nobias", "bias"), "ab"):
         ts = a[f"{tag}_gf_ts"]
@@ -159,14 +149,3 @@ def draw(folder: Path):
         "shifted, x·sigmoid(β(x + 1)), which has no rescaling symmetry.",
     )
     st.save(fig, folder, "swish")
-
-
-def main(*, seed=0, quick=False, out=DEFAULT_OUT, data="digits", data_dir=None):
-    return run_experiment(
-        NAME,
-        config=config_for(quick, seed, data, data_dir),
-        compute=compute,
-        draw=draw,
-        out=out,
-        quick=quick,
-    )

@@ -29,16 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _networks as N
-from ._common import (
-    DEFAULT_OUT,
-    claim,
-    control,
-    enable_float64,
-    load,
-    log,
-    progress,
-    run_experiment,
-)
+from ._common import claim, control, enable_float64, load, log, progress
 
 NAME = "symmetry_discovery"
 
@@ -375,15 +366,6 @@ def draw(folder: Path):
     )
 
 
-def main(*, seed=0, quick=False, out=DEFAULT_OUT):
-    results = run_experiment(
-        NAME,
-        config=config_for(quick, seed),
-        compute=compute,
-        draw=draw,
-        out=out,
-        quick=quick,
-    )
+def report(results):
     for name, text in results["metrics"]["tables_text"].items():
         print(f"\n{name}\n{text}")
-    return results

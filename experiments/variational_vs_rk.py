@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import DEFAULT_OUT, claim, control, enable_float64, load, run_experiment
+from ._common import claim, control, enable_float64, load
 
 NAME = "variational_vs_rk"
 USES_DATA = False
@@ -53,8 +53,28 @@ def config_for(quick, seed):
     }
 
 
-def _kepler(cfg):
+def _rk_alongside(L, q0, v0, vi, dt, k, n_steps):
+    """Tsit5 at the fixed step `k`·`dt` from the same start as the variational run
+    `vi` of `n_steps` steps of `dt`, saved at its saved times."""
     import diffrax
+    import jax.numpy as jnp
+
+    import lagrangian_nn as lnn
+
+    return lnn.simulate(
+        L,
+        q0,
+        v0,
+        t0=0.0,
+        t1=float(vi.ts[-1]),  # the saved times end exactly here
+        dt0=k * dt,
+        stepsize_controller=diffrax.ConstantStepSize(),
+        ts=jnp.asarray(vi.ts),
+        max_steps=n_steps // k + 10,
+    )
+
+
+def _kepler(cfg):
     import jax.numpy as jnp
 
     import lagrangian_nn as lnn
@@ -72,18 +92,7 @@ def _kepler(cfg):
     )
     rot = lnn.Generator(lambda t, q: jnp.array([-q[1], q[0]]))
     out = {}
-    k = cfg["rk_step_factor"]
-    rk = lnn.simulate(
-        L,
-        q0,
-        v0,
-        t0=0.0,
-        t1=float(vi.ts[-1]),  # the saved times end exactly here
-        dt0=k * dt,
-        stepsize_controller=diffrax.ConstantStepSize(),
-        ts=jnp.asarray(vi.ts),
-        max_steps=per * n // k + 10,
-    )
+    rk = _rk_alongside(L, q0, v0, vi, dt, cfg["rk_step_factor"], per * n)
     for tag, tr in (("vi", vi), ("rk", rk)):
         E = np.asarray(tr.evaluate(lnn.energy(L)))
         J = np.asarray(tr.evaluate(lnn.noether_charge(L, rot)))
@@ -101,7 +110,6 @@ def _pendulum_L(t, q, v):
 
 
 def _pendulum(cfg):
-    import diffrax
     import jax.numpy as jnp
 
     import lagrangian_nn as lnn
@@ -113,18 +121,7 @@ def _pendulum(cfg):
     vi = V.integrate(
         V.Midpoint(_pendulum_L), q0, v0, t0=0.0, dt=dt, n_steps=n, save_every=save
     )
-    k = cfg["pendulum_rk_step_factor"]
-    rk = lnn.simulate(
-        _pendulum_L,
-        q0,
-        v0,
-        t0=0.0,
-        t1=float(vi.ts[-1]),  # the saved times end exactly here
-        dt0=k * dt,
-        stepsize_controller=diffrax.ConstantStepSize(),
-        ts=jnp.asarray(vi.ts),
-        max_steps=n // k + 10,
-    )
+    rk = _rk_alongside(_pendulum_L, q0, v0, vi, dt, cfg["pendulum_rk_step_factor"], n)
     out = {"pendulum_ts": np.asarray(vi.ts)}
     for tag, tr in (("vi", vi), ("rk", rk)):
         E = np.asarray(tr.evaluate(lnn.energy(_pendulum_L)))
@@ -430,14 +427,3 @@ def draw(folder: Path):
         "discrete residual.",
     )
     st.save(fig, folder, "charges")
-
-
-def main(*, seed=0, quick=False, out=DEFAULT_OUT):
-    return run_experiment(
-        NAME,
-        config=config_for(quick, seed),
-        compute=compute,
-        draw=draw,
-        out=out,
-        quick=quick,
-    )

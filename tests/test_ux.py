@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from experiments import __main__ as cli
-from lagrangian_nn import _precision, _progress
+from lagrangian_nn import _precision, progress
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,7 +125,7 @@ def _flow():
 def test_a_logged_stage_ends_with_one_plain_line(capfd):
     solve = _flow()
     # capfd: standard error is a file, not a terminal
-    with _progress.stage("GF"):
+    with progress.stage("GF"):
         traj = jax.block_until_ready(solve())
     out, err = capfd.readouterr()
     assert out == ""
@@ -143,24 +143,24 @@ def test_a_stage_on_a_terminal_writes_no_line(monkeypatch):
     solve = _flow()
     term = _Terminal()
     monkeypatch.setattr(sys, "stderr", term)
-    with _progress.stage("GF"):
+    with progress.stage("GF"):
         jax.block_until_ready(solve())
     assert not re.search(_LINE, term.getvalue())
 
 
 def test_log_line_only_in_a_log(capfd, monkeypatch):
-    _progress.log_line("GD: 7000 steps")
+    progress.log_line("GD: 7000 steps")
     assert capfd.readouterr().err == "GD: 7000 steps\n"
     term = _Terminal()
     monkeypatch.setattr(sys, "stderr", term)
-    _progress.log_line("GD: 7000 steps")
+    progress.log_line("GD: 7000 steps")
     assert term.getvalue() == ""
 
 
 @pytest.mark.parametrize("label", ["", "  ", None, 3])
 def test_stage_needs_a_name(label):
     with pytest.raises(ValueError, match="`label` must be a non-empty string"):
-        with _progress.stage(label):
+        with progress.stage(label):
             pass
 
 
