@@ -17,7 +17,6 @@ from collections.abc import Callable
 
 import equinox as eqx
 import jax
-import numpy as np
 
 from .._validate import check_floating_tree
 
@@ -92,8 +91,3 @@ def model_phi(
             f"`model` could not be called on one input of shape {input_shape}: {e}"
         ) from e
     return phi, params, inputs
-
-
-def parameter_count(params) -> int:
-    """The number of floating parameters in `params` (the dimension of θ)."""
-    return int(sum(np.size(x) for x in jax.tree.leaves(params)))
