@@ -2,10 +2,8 @@
 runner that tracks quantities at every step, and their exact discrete conservation laws."""
 
 from ._accounting import (
-    corrected_quantity as corrected_quantity,
     discrete_noether_charge as discrete_noether_charge,
     discrete_rotation_matrix as discrete_rotation_matrix,
-    gd_quadratic_accounting as gd_quadratic_accounting,
     newtonian_charge as newtonian_charge,
 )
 from ._chains import (
