@@ -231,8 +231,12 @@ def _cycles(root, modules, scans) -> dict[frozenset, str]:
 # Violations still in the tree, each with what fixing it needs. Strike an entry off
 # when it is fixed: the test fails on a stale entry as on a new violation.
 KNOWN_SIDE_DOORS: dict[tuple[str, str], str] = {
-    # the experiments' stage lines read the progress meter's private module
-    ("experiments._common", "lagrangian_nn._progress"): "needs a public progress API",
+    # attention_counts builds its count_laws model with `model_phi`, which is not
+    # exported yet: needs `lnn.symmetry.model_phi` and an API reference for it
+    (
+        "experiments.attention_counts",
+        "lagrangian_nn.symmetry._count_models",
+    ): "needs a public lnn.symmetry.model_phi",
 }
 KNOWN_CYCLES: dict[frozenset, str] = {}
 
