@@ -148,27 +148,28 @@ def _leaf(tree, where):
     return where(tree)
 
 
+def _rescale_channel(m, c, lam):
+    """Channel c of the first convolution, through its activation and average
+    pooling into the second: incoming weights and bias × λ, outgoing × 1/λ."""
+    W0 = m.layers.layers[0].weight.at[c].multiply(lam)
+    b0 = m.layers.layers[0].bias.at[c].multiply(lam)
+    W1 = m.layers.layers[3].weight.at[:, c].multiply(1 / lam)
+    return eqx.tree_at(
+        lambda n: (
+            n.layers.layers[0].weight,
+            n.layers.layers[0].bias,
+            n.layers.layers[3].weight,
+        ),
+        m,
+        (W0, b0, W1),
+    )
+
+
 def test_rescale_conv_channel_closed_form(convnet):
     model, S = convnet
     name = next(k for k in S if k.startswith("layers.layers[0]:rescale"))
     c = int(name.split("[")[-1][:-1])
-
-    def transform(p, e):
-        # channel c of conv 1 through ReLU and average pooling into conv 2
-        lam = jnp.exp(e)
-        W0 = p.layers.layers[0].weight.at[c].multiply(lam)
-        b0 = p.layers.layers[0].bias.at[c].multiply(lam)
-        W1 = p.layers.layers[3].weight.at[:, c].multiply(1 / lam)
-        return eqx.tree_at(
-            lambda m: (
-                m.layers.layers[0].weight,
-                m.layers.layers[0].bias,
-                m.layers.layers[3].weight,
-            ),
-            p,
-            (W0, b0, W1),
-        )
-
+    transform = lambda p, e: _rescale_channel(p, c, jnp.exp(e))
     _jvp_matches(S, name, transform)
     x = _x(model)
     new = eqx.combine(transform(S.params, 0.9), S.static)
@@ -285,22 +286,7 @@ def test_non_homogeneous_activation_has_no_rescale(act):
     assert _count(S)["rescale"] == 0
     assert "not positively homogeneous" in S.refused["layers.layers[0]:rescale"]
     # the closed-form rescaling really changes the output (while ReLU's does not)
-    c, lam = 0, 1.7
-
-    def rescaled(m):
-        W0 = m.layers.layers[0].weight.at[c].multiply(lam)
-        b0 = m.layers.layers[0].bias.at[c].multiply(lam)
-        W1 = m.layers.layers[3].weight.at[:, c].multiply(1 / lam)
-        return eqx.tree_at(
-            lambda n: (
-                n.layers.layers[0].weight,
-                n.layers.layers[0].bias,
-                n.layers.layers[3].weight,
-            ),
-            m,
-            (W0, b0, W1),
-        )
-
+    rescaled = lambda m: _rescale_channel(m, 0, 1.7)
     x = _x(model)
     assert _rel_change(model, rescaled(model), x) > 1e-3
     relu = _tiny_convnet()
@@ -593,3 +579,126 @@ def test_convnet_charges_along_gradient_flow(convnet):
     assert first and min(first) > 1e4 * max(drift.values())
     rest = [bd[k] for k in bd if not k.startswith("layers.layers[0]:")]
     assert max(rest) <= 1e-8
+
+
+# --- laws along the momentum flows (ND, NAGF) ----------------------------------------
+# Under L = m(t)(½|θ̇|² − loss) a generator's charge is Q = m⟨θ̇, ξ(θ)⟩ and, for a
+# symmetry of the loss, dQ/dt = R = m⟨θ̇, ∂ξ·θ̇⟩: zero for the isometries (head
+# rotations, translations), not for the rest of the catalogue, whose charges obey
+# the exact balance Q(t) − Q(t0) = ∫R dt instead.
+
+_SYSTEMS = {
+    "ND": (lnn.dynamics.newtonian, 0.0, 1.0, lambda t: jnp.ones_like(t)),
+    "NAGF": (lnn.dynamics.nesterov, 1.0, 2.0, lambda t: t**3),
+}
+_RTOL = 1e-10  # the integration's tolerance
+_N_SAVE = 129  # odd, (n − 1) divisible by 4: Simpson's rule at steps h and 2h
+
+
+class _ChargesAndRates(eqx.Module):
+    charges: object
+    rates: object
+
+    def __call__(self, t, q, v):
+        return self.charges(t, q, v), self.rates(t, q, v)
+
+
+def _head(p):
+    return p.layers.layers[-1].weight
+
+
+def _norms(tree):
+    return jnp.sqrt(sum(jnp.sum(a**2, axis=tuple(range(1, a.ndim))) for a in tree))
+
+
+def _simpson(R, ts, every=1):
+    """∫R from ts[0] to ts[-1], Simpson's rule on every `every`-th saved time."""
+    R, h = R[::every], float(ts[every] - ts[0])
+    return h / 3 * (R[0] + 4 * jnp.sum(R[1:-1:2]) + 2 * jnp.sum(R[2:-1:2]) + R[-1])
+
+
+def _momentum_laws(S, model, system):
+    """Every charge of the catalogue and of its isometries along the flow, relative
+    to the size of the system's terms: its drift max|Q − Q0|, its balance
+    |Q(t1) − Q(t0) − ∫R| (Simpson) and Simpson's error estimate |S_h − S_2h|."""
+    make, t0, t1, weight = _SYSTEMS[system]
+    x, y = _x(model, n=8), jnp.arange(8) % 3
+    L = make(_Loss(S.static, x, y, jnp.asarray(0.0), _head))
+    rng = np.random.default_rng(5)
+    v0 = jax.tree.map(lambda p: jnp.asarray(rng.standard_normal(p.shape)), S.params)
+    ts = jnp.linspace(t0, t1, _N_SAVE)
+    traj = lnn.simulate(
+        L, S.params, v0, t0=t0, t1=t1, ts=ts, rtol=_RTOL, atol=_RTOL / 100
+    )
+    iso = S.isometries()
+    both = nn.Symmetries(
+        {**S, **iso},
+        candidates={},
+        kinds={**S.kinds, **iso.kinds},
+        residuals={**S.residuals, **iso.residuals},
+        tolerance=S.tolerance,
+        refused={},
+        unknown=(),
+        params=S.params,
+        static=S.static,
+    )
+    Q, R = traj.evaluate(
+        _ChargesAndRates(both.noether_charges(L), both.invariance_residuals(L))
+    )
+    # |Q| <= m|θ̇||ξ| and |R| <= m|θ̇|² |∂ξ| with |ξ| <= |θ| + √n (rows of a column)
+    m, speed = weight(traj.ts), _norms(jax.tree.leaves(traj.qdot))
+    size = _norms(jax.tree.leaves(traj.q)) + 1.0
+    scale = float(jnp.max(m * speed * size) + (t1 - t0) * jnp.max(m * speed**2))
+    out = {}
+    for k in both:
+        integral = _simpson(R[k], ts)
+        out[k] = dict(
+            drift=float(jnp.max(jnp.abs(Q[k] - Q[k][0]))) / scale,
+            balance=abs(float(Q[k][-1] - Q[k][0] - integral)) / scale,
+            quadrature=abs(float(integral - _simpson(R[k], ts, 2))) / scale,
+        )
+    return iso, out
+
+
+def _check_momentum_laws(S, iso, laws, isometries, control):
+    assert set(iso) == isometries
+    # the isometries' charges are conserved to the integration's accuracy
+    conserved = max(laws[k]["drift"] for k in iso)
+    assert conserved <= 100 * _RTOL, conserved
+    # every other charge obeys its balance, to the integration's accuracy plus the
+    # quadrature's own error estimate (R has kinks where a ReLU unit switches)
+    for k in S:
+        if k not in iso:
+            bound = 100 * _RTOL + 4 * laws[k]["quadrature"]
+            assert laws[k]["balance"] <= bound, (k, laws[k])
+    # control: the symmetries of the loss that move the kinetic energy, measured
+    # as if conserved, drift by orders of magnitude more
+    drifts = [laws[k]["drift"] for k in S if control(k)]
+    assert drifts and min(drifts) > 1e4 * max(conserved, 100 * _RTOL)
+
+
+@pytest.mark.parametrize("system", ["ND", "NAGF"])
+def test_transformer_charges_along_momentum_flows(transformer, system):
+    model, S = transformer
+    iso, laws = _momentum_laws(S, model, system)
+    base = "layers.layers[2].branch.layers[1].attention"
+    rotations = {f"{base}:so_{kind}[{h}][0,1]" for kind in ("qk", "vo") for h in (0, 1)}
+    translations = {k for k in S if _family(k) == "translate"}
+    # per-head GL(d_head): the non-orthogonal generators E_ij
+    _check_momentum_laws(
+        S, iso, laws, rotations | translations, lambda k: _family(k) in ("qk", "vo")
+    )
+    # the rotations' charges: the head's angular momentum in (W_Q, W_K), moved
+    rot = f"{base}:so_qk[1][0,1]"
+    assert laws[rot]["drift"] <= 100 * _RTOL
+
+
+@pytest.mark.parametrize("system", ["ND", "NAGF"])
+def test_convnet_charges_along_momentum_flows(convnet, system):
+    model, S = convnet
+    iso, laws = _momentum_laws(S, model, system)
+    translations = {k for k in S if _family(k) == "translate"}
+    # the channel rescalings move the kinetic energy
+    _check_momentum_laws(
+        S, iso, laws, translations, lambda k: k.startswith("layers.layers[0]:rescale")
+    )
