@@ -517,6 +517,11 @@ def compute(cfg):
         name: sum(r["section"].startswith(name) for r in refused)
         for name in ("relu", "linear", "momentum_relu", "momentum_linear")
     }
+    relu_control = control(
+        f"the same for the first {nrc} architectures with tanh in place of ReLU (no "
+        "rescaling symmetry: no law, a miss by Σ hidden widths)",
+        ctrl,
+    )
     claims += [
         claim(
             f"GF ReLU nets, no biases: counts ≠ Σ hidden widths or refused (of "
@@ -525,11 +530,7 @@ def compute(cfg):
             mism,
             0.0,
             basis="count",
-            control=control(
-                f"the same for the first {nrc} architectures with tanh in place of "
-                "ReLU (no rescaling symmetry: no law, a miss by Σ hidden widths)",
-                ctrl,
-            ),
+            control=relu_control,
         ),
         claim(
             f"GF ReLU nets with biases: counts ≠ Σ hidden widths or refused (of "
@@ -538,11 +539,7 @@ def compute(cfg):
             mism_b,
             0.0,
             basis="count",
-            control=control(
-                f"the same for the first {nrc} architectures with tanh in place of "
-                "ReLU (no rescaling symmetry: no law, a miss by Σ hidden widths)",
-                ctrl,
-            ),
+            control=relu_control,
         ),
         claim(
             f"GF linear nets: counts ≠ rank of ∇(W_hW_hᵀ − W_{{h+1}}ᵀW_{{h+1}}) or "

@@ -81,7 +81,9 @@ def test_rotational_orbits(tmp_path):
 
 
 def test_massless_limit(tmp_path):
-    results = experiments.get("massless_limit").main(quick=True, out=tmp_path)
+    # the registry's runner, from Python (the module defines no `main` of its own)
+    assert not hasattr(experiments.get("massless_limit"), "main")
+    results = experiments.run("massless_limit", quick=True, out=tmp_path)
     res = _check_outputs(
         tmp_path / "massless_limit", ["deviation_vs_kappa", "trajectories"]
     )
@@ -120,6 +122,39 @@ def test_interrupted_run_leaves_nothing_that_looks_complete(tmp_path):
     assert json.loads((tmp_path / "demo" / "results.json").read_text())["config"] == {
         "v": 2
     }
+
+
+def test_runner_runs_a_module_by_its_parts(tmp_path):
+    import types
+
+    mod = types.ModuleType("experiments.demo")
+    mod.NAME = "demo"
+    mod.config_for = lambda quick, seed, scale=1.0: {
+        "seed": seed,
+        "n": 2 if quick else 5,
+        "scale": scale,
+    }
+    mod.compute = lambda cfg: (
+        {"sum": cfg["n"] * cfg["scale"]},
+        {"a": np.arange(cfg["n"])},
+        [],
+    )
+    drawn, reported = [], []
+    mod.draw = lambda folder: drawn.append(_common.load(folder)[1]["a"].size)
+    mod.report = lambda results: reported.append(results["metrics"]["sum"])
+    res = _common.run_module(mod, seed=3, quick=True, out=tmp_path, scale=2.0)
+    assert res["config"] == {"seed": 3, "n": 2, "scale": 2.0} and res["quick"] is True
+    assert drawn == [2] and reported == [4.0]
+    assert _common.load(tmp_path / "demo")[0] == json.loads(json.dumps(res))
+    # a module's own `main` is called instead, with the same arguments
+    mod.main = lambda **kwargs: kwargs
+    got = _common.run_module(mod, seed=1, out=tmp_path, data="digits")
+    assert got == {"seed": 1, "quick": False, "out": tmp_path, "data": "digits"}
+    bare = types.ModuleType("experiments.bare")
+    bare.NAME = "bare"
+    with pytest.raises(TypeError, match="neither `main` nor `config_for`"):
+        _common.run_module(bare, out=tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["demo"]
 
 
 def test_unknown_experiment():
@@ -362,16 +397,27 @@ def test_data_symmetry(tmp_path):
 def test_ntk_width(tmp_path):
     m = _run("ntk_width", tmp_path, ["ntk_width"])
     _evidence_and_consequences(
-        tmp_path, "ntk_width", ["mean |ẇ_i| / √(2L(w0)/m), worst width"]
+        tmp_path,
+        "ntk_width",
+        [
+            "mean |ẇ_i| / √(2L(w0)/m), worst width",
+            "mean |w_i(T) − w_i(0)| / (T √(2L(w0)/m)), worst width",
+        ],
     )
-    assert abs(m["mean_speed_slope"] + 0.5) <= 0.05
-    # the control, the same fit along GF from the same starts (speed ‖∇L‖, bounded by
-    # no energy): its mean speed stops falling, and at the widest width it is faster
-    # than ND's
-    assert abs(m["control_gf_mean_speed_slope"] + 0.5) > 0.2
+    # at every width ND's kinetic energy stays within the budget L(w0) it starts
+    # with, and comes close to it (the check could fail)
+    assert 0.5 < max(m["kinetic_ratio"]) <= 1
+    # the control, GF from the same starts (speed ‖∇L‖, bounded by no energy): the same
+    # ratio grows with the width and misses the bound by > 100x at the widest
+    assert np.all(np.diff(m["gf_kinetic_ratio"]) > 0)
+    assert m["gf_kinetic_ratio"][-1] > 100
     assert m["gf_mean_speed"][-1] > m["mean_speed"][-1]
     assert m["control_gf_energy_drift_smallest_width"] > 1e-2
-    assert m["max_speed_over_bound"] <= 1
+    assert m["max_speed_over_bound"] <= 1 and m["max_mean_disp_over_bound"] <= 1
+    # reported, not claimed: the fitted slopes (eq. 49's m^-1/2 for the mean speed;
+    # GF's mean speed falls more slowly)
+    assert abs(m["mean_speed_slope"] + 0.5) <= 0.05
+    assert m["control_gf_mean_speed_slope"] > m["mean_speed_slope"] + 0.2
     assert m["max_disp_slope"] < 0
 
 
