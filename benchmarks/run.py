@@ -23,7 +23,9 @@ Rows (see each module's docstring):
 - (k) `optim.run` over 1,000 steps with charge laws tracked vs a plain optax scan
   (`bench_optim.py`);
 - (l) the charge tracker in a user's own jitted optax loop vs the bare loop
-  (`bench_tracker.py`).
+  (`bench_tracker.py`);
+- (m) `simulate` on a transformer of at least 1M parameters vs a hand-written diffrax
+  loop on the same vector field (`bench_arch.py`).
 
 "ratio" is ours / baseline, a ratio of medians (in brackets: the same ratio of the
 fastest runs); for (d) it is the log-log slope of memory against the number of
@@ -37,7 +39,7 @@ its cores). Every row records the device, JAX version and matmul precision. Writ
 A part that raises is reported as a failed row, the other parts still run, and the
 exit status is 1.
 
-Usage: python benchmarks/run.py [--quick] [--rows abcdefghijkl]
+Usage: python benchmarks/run.py [--quick] [--rows abcdefghijklm]
 """
 
 import argparse
@@ -75,6 +77,7 @@ PARTS = {
     "j": "bench_discover:rows_j",
     "k": "bench_optim:rows_k",
     "l": "bench_tracker:rows_l",
+    "m": "bench_arch:rows_m",
 }
 
 
