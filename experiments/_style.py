@@ -20,6 +20,7 @@ negative control is dotted (`CONTROL`, in grey unless it belongs to one algorith
 Series that are not algorithms (layers, matrix entries, masses) use `shades`.
 """
 
+import functools
 import re
 import textwrap
 from pathlib import Path
@@ -119,7 +120,37 @@ def use():
     from cycler import cycler
 
     plt.rcParams.update({**RC, "axes.prop_cycle": cycler(color=CYCLE)})
+    _share_mathtext_parses()
     return plt
+
+
+def _share_mathtext_parses(size: int = 4096):
+    """Parses each piece of maths once per resolution, not once per renderer. Every
+    tick label is maths here (`axes.formatter.use_mathtext`); matplotlib remembers a
+    parse per parser, and each renderer makes a parser of its own (a PDF is drawn by
+    two), remembering at most 50 of them: a figure's labels were parsed again on
+    nearly every pass (layout, tight box, drawing). Parsing is a pure function of the
+    text, resolution, font and output kind, so sharing the parses changes no pixel."""
+    from matplotlib.mathtext import MathTextParser
+
+    cached = MathTextParser.__dict__.get("_parse_cached")
+    parse = getattr(cached, "__wrapped__", None)
+    if parse is None or getattr(cached, "_shared", False):
+        return  # another matplotlib, or done already
+    parsers = {"vector": MathTextParser("path"), "raster": MathTextParser("agg")}
+
+    @functools.lru_cache(size)
+    def shared(output_type, s, dpi, prop, antialiased, load_glyph_flags):
+        return parse(parsers[output_type], s, dpi, prop, antialiased, load_glyph_flags)
+
+    def _parse_cached(self, s, dpi, prop, antialiased, load_glyph_flags):
+        if self._output_type not in parsers:
+            return parse(self, s, dpi, prop, antialiased, load_glyph_flags)
+        return shared(self._output_type, s, dpi, prop, antialiased, load_glyph_flags)
+
+    _parse_cached._shared = True
+    _parse_cached.cache_info = shared.cache_info
+    MathTextParser._parse_cached = _parse_cached
 
 
 def color(algorithm: str) -> str:
@@ -180,10 +211,12 @@ def caption(fig, text: str, *, width: int | None = None):
     for token, math in maths.items():
         wrapped = wrapped.replace(token, math)
     # below everything already drawn (a legend under the axes included); the layout is
-    # settled first (3-D axes change their extent on the first draw) and then frozen,
-    # so that saving does not move the axes over the caption
-    fig.canvas.draw()
-    fig.canvas.draw()
+    # settled first (3-D axes change their extent on the first draw, and a second
+    # pass settles the constrained layout of flat ones) and then frozen, so that
+    # saving does not move the axes over the caption. Settling needs the sizes of the
+    # texts, not their pixels: nothing is rendered.
+    fig.draw_without_rendering()
+    fig.draw_without_rendering()
     fig.set_layout_engine("none")
     renderer = fig.canvas.get_renderer()
     for legend in fig.legends:  # pin figure legends where they are now: saving with
