@@ -407,7 +407,7 @@ def compute(cfg):
     import jax
 
     from lagrangian_nn import symmetry as sy
-    from lagrangian_nn.symmetry._count_models import model_phi
+    from lagrangian_nn.symmetry import model_phi
 
     rng = np.random.default_rng(cfg["seed"])
     n = cfg["n_tokens"]

@@ -9,7 +9,7 @@ import pytest
 
 from experiments import attention_counts as ac
 from lagrangian_nn import nn, symmetry as sy
-from lagrangian_nn.symmetry._count_models import model_phi
+from lagrangian_nn.symmetry import model_phi
 
 N_TOKENS = 3
 

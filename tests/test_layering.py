@@ -230,14 +230,7 @@ def _cycles(root, modules, scans) -> dict[frozenset, str]:
 
 # Violations still in the tree, each with what fixing it needs. Strike an entry off
 # when it is fixed: the test fails on a stale entry as on a new violation.
-KNOWN_SIDE_DOORS: dict[tuple[str, str], str] = {
-    # attention_counts builds its count_laws model with `model_phi`, which is not
-    # exported yet: needs `lnn.symmetry.model_phi` and an API reference for it
-    (
-        "experiments.attention_counts",
-        "lagrangian_nn.symmetry._count_models",
-    ): "needs a public lnn.symmetry.model_phi",
-}
+KNOWN_SIDE_DOORS: dict[tuple[str, str], str] = {}
 KNOWN_CYCLES: dict[frozenset, str] = {}
 
 

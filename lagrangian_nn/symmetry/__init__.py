@@ -5,6 +5,7 @@ from ._count import (
     LawCountError as LawCountError,
     count_laws as count_laws,
 )
+from ._count_models import model_phi as model_phi
 from ._discover import (
     CertificationError as CertificationError,
     Discovery as Discovery,
