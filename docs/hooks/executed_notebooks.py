@@ -17,6 +17,16 @@ concurrently, one kernel per core.
 The cache lives in `$XDG_CACHE_HOME/lagrangian_nn/docs-notebooks` (by default
 `~/.cache/...`), one folder per tutorial, holding only its newest entry. Delete it to
 execute everything again.
+
+A tutorial that is executed again mostly compiles the programs it compiled last time
+(a change to the library leaves most of them as they were), so each tutorial's kernel
+keeps JAX's persistent compilation cache in `.../lagrangian_nn/docs-jax-cache/<name>`:
+an entry is found by the hash of the compiled program, the compiler options and the
+JAX version, so a changed program is compiled afresh and only the compiling is saved,
+never the executing. A folder over `_JAX_CACHE_BYTES` is emptied before its tutorial
+runs, and an execution that fails or is interrupted empties it (a half-written entry
+would make JAX warn in the notebook). A `JAX_COMPILATION_CACHE_DIR` that is already set
+is left as it is.
 """
 
 import asyncio
@@ -41,12 +51,33 @@ log = get_plugin_logger(__name__)
 _PACKAGE = Path(__file__).resolve().parents[2] / "lagrangian_nn"
 _PATTERN = "tutorials/*.ipynb"  # as mkdocs-jupyter's `include`
 _CELL_TIMEOUT = 1800  # seconds for one cell
+_JAX_CACHE_BYTES = 256 * 2**20  # one tutorial's compiled programs (a few MB in use)
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the colours of a traceback
 
 
 def _cache_root():
     base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
     return Path(base) / "lagrangian_nn" / "docs-notebooks"
+
+
+def _jax_cache(source: Path):
+    """The JAX compilation cache folder of one tutorial, emptied when over its size."""
+    folder = _cache_root().parent / "docs-jax-cache" / source.stem
+    if folder.is_dir():
+        used = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        if used > _JAX_CACHE_BYTES:
+            shutil.rmtree(folder, ignore_errors=True)
+    return folder
+
+
+def _kernel_env(jax_cache: Path):
+    env = dict(os.environ)
+    if "JAX_COMPILATION_CACHE_DIR" not in env:
+        env["JAX_COMPILATION_CACHE_DIR"] = str(jax_cache)
+        # every program, however quickly compiled (the tests' fast compile settings
+        # are inherited)
+        env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    return env
 
 
 def _environment_digest():
@@ -78,11 +109,17 @@ async def _execute(source: Path, target: Path, limit: asyncio.Semaphore):
         )
         start = time.perf_counter()
         log.info(f"executing {source.name}")
+        jax_cache = _jax_cache(source)
         try:
-            await client.async_execute()
-        except CellExecutionError as err:
-            text = _ANSI.sub("", str(err))
-            raise PluginError(f"{source.name} failed when executed:\n{text}") from err
+            await client.async_execute(env=_kernel_env(jax_cache))
+        except BaseException as err:
+            shutil.rmtree(jax_cache, ignore_errors=True)
+            if isinstance(err, CellExecutionError):
+                text = _ANSI.sub("", str(err))
+                raise PluginError(
+                    f"{source.name} failed when executed:\n{text}"
+                ) from err
+            raise
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(
             "w", dir=target.parent, suffix=".tmp", delete=False, encoding="utf-8"
