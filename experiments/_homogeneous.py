@@ -151,7 +151,7 @@ def corrected_charge(law, tracked, start):
 
 
 def gd_identity(layer, corrected_drift, norm_change, name=None):
-    """The claim that GD's corrected quantity (`corrected_charge`) is conserved: its
+    r"""The claim that GD's corrected quantity (`corrected_charge`) is conserved: its
     drift relative to the change of $\|W_h\|^2$, at most 1e-10. An identity of the
     update, reported but not counted as evidence."""
     from ._common import claim
