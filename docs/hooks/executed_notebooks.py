@@ -161,6 +161,10 @@ def on_files(files, config):
             jobs.append((source, target))
         entries.append((file, target))
     if jobs:
+        # on a machine without matplotlib's font cache, the first import builds it
+        # and says so on standard error: build it here, not inside a tutorial's output
+        import matplotlib.font_manager  # noqa: F401
+
         asyncio.run(_execute_all(jobs))
     for file, target in entries:
         file.abs_src_path = str(target)
