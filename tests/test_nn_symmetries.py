@@ -677,7 +677,9 @@ def _check_momentum_laws(S, iso, laws, isometries, control):
     assert drifts and min(drifts) > 1e4 * max(conserved, 100 * _RTOL)
 
 
-@pytest.mark.parametrize("system", ["ND", "NAGF"])
+# each architecture under one of the two momentum flows (both flows are covered; a
+# second-order solve of a network costs ~30 s of compiling, so not all four pairs)
+@pytest.mark.parametrize("system", ["ND"])
 def test_transformer_charges_along_momentum_flows(transformer, system):
     model, S = transformer
     iso, laws = _momentum_laws(S, model, system)
@@ -693,7 +695,7 @@ def test_transformer_charges_along_momentum_flows(transformer, system):
     assert laws[rot]["drift"] <= 100 * _RTOL
 
 
-@pytest.mark.parametrize("system", ["ND", "NAGF"])
+@pytest.mark.parametrize("system", ["NAGF"])
 def test_convnet_charges_along_momentum_flows(convnet, system):
     model, S = convnet
     iso, laws = _momentum_laws(S, model, system)
