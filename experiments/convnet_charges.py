@@ -42,23 +42,8 @@ def config_for(quick, seed, data="digits", data_dir=None):
         "seed": seed,
         **data_config(quick, data, data_dir),
         "gf_model": small if quick else dict(channels=[8, 16], residual=True),
-        "gf_samples": 32 if quick else 200,
-        # ReLU's kinks keep the adaptive solver's steps small: tens of thousands
-        "gf_t1": 1.0 if quick else 3.0,
-        "n_save": 5 if quick else 31,
-        "rtol": 1e-8 if quick else 1e-9,
-        "atol": 1e-10 if quick else 1e-11,
         "sgd_model": small if quick else dict(channels=[32, 64], residual=True),
-        "steps": 60 if quick else 1000,
-        "batch": 16 if quick else 32,
-        "lr": 0.05,
-        "momentum": 0.9,
-        "weight_decay": 1e-3,
-        "control_decay": 0.05,
-        "adamw_steps": 60 if quick else 300,
-        "adamw_lr": 1e-3,
-        "adamw_decay": 1e-2,
-        "adamw_ratio": T.ADAMW_RATIO,
+        **T.run_config(quick),
     }
 
 

@@ -76,13 +76,20 @@ def config_for(quick, seed, data="digits", data_dir=None):
         "seed": seed,
         **data_config(quick, data, data_dir),
         "gf_model": gf_model if quick else dict(gf_model, d_model=16, d_mlp=32),
+        "sgd_model": sgd_model,
+        **run_config(quick),
+    }
+
+
+def run_config(quick):
+    """The settings of the flows and the training that both architectures share."""
+    return {
         "gf_samples": 32 if quick else 200,
         # ReLU's kinks keep the adaptive solver's steps small: tens of thousands
         "gf_t1": 1.0 if quick else 3.0,
         "n_save": 5 if quick else 31,
         "rtol": 1e-8 if quick else 1e-9,
         "atol": 1e-10 if quick else 1e-11,
-        "sgd_model": sgd_model,
         "steps": 60 if quick else 1000,
         "batch": 16 if quick else 32,
         "lr": 0.05,
