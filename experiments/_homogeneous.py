@@ -7,6 +7,21 @@ from . import _networks as N
 from ._common import log
 
 
+def gf_gd_config(quick, seed, data, data_dir, *, hidden, lr):
+    """The configuration of a comparison of GF and GD at `lr` (`run_gf_and_gd`) on a
+    network with the hidden widths `hidden`."""
+    return {
+        "seed": seed,
+        **N.data_config(quick, data, data_dir),
+        "hidden": hidden,
+        "lr": lr,
+        "gd_steps": 150 if quick else 1000,
+        "n_save": 25 if quick else 60,
+        "rtol": 1e-6,
+        "atol": 1e-9,
+    }
+
+
 def gf_flow(loss, model, cfg, t_gf, label=""):
     """Gradient flow of `loss` from `model` to `t_gf`, at the tolerances and number of
     saved points of `cfg` (in a log, one line `{label}GF: ...` when it ends)."""

@@ -14,24 +14,15 @@ import numpy as np
 
 from . import _networks as N
 from ._common import claim, control, enable_float64, figure
-from ._homogeneous import gd_identity, run_gf_and_gd
-from ._networks import data_config
+from ._homogeneous import gd_identity, gf_gd_config, run_gf_and_gd
 
 NAME = "bias"
 USES_DATA = True
 
 
 def config_for(quick, seed, data="digits", data_dir=None):
-    return {
-        "seed": seed,
-        **data_config(quick, data, data_dir),
-        "hidden": [24, 24, 24] if quick else [200, 200, 200],
-        "lr": 0.01,
-        "gd_steps": 150 if quick else 1000,
-        "n_save": 25 if quick else 60,
-        "rtol": 1e-6,
-        "atol": 1e-9,
-    }
+    hidden = [24, 24, 24] if quick else [200, 200, 200]
+    return gf_gd_config(quick, seed, data, data_dir, hidden=hidden, lr=0.01)
 
 
 def compute(cfg):

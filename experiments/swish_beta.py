@@ -15,24 +15,15 @@ import numpy as np
 
 from . import _networks as N
 from ._common import claim, control, enable_float64, figure
-from ._homogeneous import run_gf_and_gd
-from ._networks import data_config
+from ._homogeneous import gf_gd_config, run_gf_and_gd
 
 NAME = "swish_beta"
 USES_DATA = True
 
 
 def config_for(quick, seed, data="digits", data_dir=None):
-    return {
-        "seed": seed,
-        **data_config(quick, data, data_dir),
-        "hidden": [24, 24] if quick else [100, 100],
-        "lr": 0.05,
-        "gd_steps": 150 if quick else 1000,
-        "n_save": 25 if quick else 60,
-        "rtol": 1e-6,
-        "atol": 1e-9,
-    }
+    hidden = [24, 24] if quick else [100, 100]
+    return gf_gd_config(quick, seed, data, data_dir, hidden=hidden, lr=0.05)
 
 
 def compute(cfg):
