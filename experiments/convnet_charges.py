@@ -29,7 +29,6 @@ whose charges change by exactly $\eta^2\langle g_k, Ag_k\rangle$ per step.
 from pathlib import Path
 
 from . import _networks as N, transformer_charges as T
-from ._common import DEFAULT_OUT, run_experiment
 from ._networks import data_config
 
 NAME = "convnet_charges"
@@ -97,14 +96,3 @@ def compute(cfg):
 
 def draw(folder: Path):
     T.draw_figure(folder, "convolution layer", ("rescale",))
-
-
-def main(*, seed=0, quick=False, out=DEFAULT_OUT, data="digits", data_dir=None):
-    return run_experiment(
-        NAME,
-        config=config_for(quick, seed, data, data_dir),
-        compute=compute,
-        draw=draw,
-        out=out,
-        quick=quick,
-    )

@@ -38,13 +38,11 @@ import numpy as np
 
 from . import _networks as N
 from ._common import (
-    DEFAULT_OUT,
     claim,
     control,
     enable_float64,
     load,
     log,
-    run_experiment,
     stage,
 )
 from ._networks import data_config
@@ -738,14 +736,3 @@ def draw_figure(folder: Path, model_word: str, focus: tuple):
 
 def draw(folder: Path):
     draw_figure(folder, "attention head and layer", ("qk", "vo"))
-
-
-def main(*, seed=0, quick=False, out=DEFAULT_OUT, data="digits", data_dir=None):
-    return run_experiment(
-        NAME,
-        config=config_for(quick, seed, data, data_dir),
-        compute=compute,
-        draw=draw,
-        out=out,
-        quick=quick,
-    )

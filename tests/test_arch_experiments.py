@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pytest
 
+import experiments
 from experiments import _common, convnet_charges, transformer_charges
 
 # their quick runs take minutes each on a 2-core CPU (compiling the catalogue, six
@@ -37,7 +38,7 @@ def _check(module, folder):
 
 @pytest.mark.parametrize("module", [transformer_charges, convnet_charges])
 def test_arch_experiment_claims_hold(module, tmp_path):
-    res = module.main(quick=True, out=tmp_path)
+    res = experiments.run(module.NAME, quick=True, out=tmp_path)
     saved = _check(module, tmp_path / module.NAME)
     assert saved["claims"] == _common._jsonable(res["claims"])
     m = res["metrics"]
