@@ -177,3 +177,117 @@ def test_convnet_shapes_and_bad_input():
         nn.ConvNet(channels=(), key=key)
     with pytest.raises(ValueError, match="`x` must have shape \\(1, 8, 8\\)"):
         model(jnp.ones((2, 3, 8, 8)))
+
+
+# --- the catalogue on a pre-norm residual stream, and on lone layers ----------------
+
+
+def _stream(eps, dtype):
+    """Tokenwise(Linear) → Residual(LayerNorm(eps) → Linear) → LayerNorm(eps=0) →
+    mean → Linear, and the leaves that write into the residual stream."""
+    k = jax.random.split(jax.random.key(0), 3)
+    d = 4
+    norm = lambda e: nn.Tokenwise(  # noqa: E731
+        eqx.nn.LayerNorm(d, eps=e, use_weight=False, use_bias=False)
+    )
+    model = [
+        nn.Tokenwise(eqx.nn.Linear(3, d, key=k[0], dtype=dtype)),
+        nn.Residual(
+            [norm(eps), nn.Tokenwise(eqx.nn.Linear(d, d, key=k[1], dtype=dtype))]
+        ),
+        norm(0.0),
+        nn.TokenMean(),
+        eqx.nn.Linear(d, 2, key=k[2], dtype=dtype),
+    ]
+    writers = lambda m: (  # noqa: E731
+        m[0].layer.weight,
+        m[0].layer.bias,
+        m[1].branch.layers[1].layer.weight,
+        m[1].branch.layers[1].layer.bias,
+    )
+    return model, writers
+
+
+def _stream_change(model, writers, x, c):
+    """max |f_c(x) − f(x)| / max |f(x)| with the stream's writers scaled by c."""
+    scaled = eqx.tree_at(writers, model, tuple(c * w for w in writers(model)))
+    f = lambda m: jax.vmap(nn.sequential(m))(x)  # noqa: E731
+    return float(jnp.max(jnp.abs(f(scaled) - f(model))) / jnp.max(jnp.abs(f(model))))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_branch_norm_eps_breaks_the_stream_scale(dtype):
+    # Scaling everything that writes into a pre-norm residual stream scales the
+    # stream; every reader normalises it, so the logits do not change -- exactly when
+    # each norm has eps = 0. With eqx.nn.LayerNorm's default eps = 1e-5 in the branch,
+    # the change is O(eps/variance) ≈ 1e-6 here: below what a float32 certificate
+    # resolves (rtol = 2^8 eps32 ≈ 3e-5), so the structure must refuse it.
+    x = jnp.asarray(_rng(2).standard_normal((8, 5, 3)), dtype)
+    x64 = jnp.asarray(x, jnp.float64)
+    eps = float(jnp.finfo(dtype).eps)
+    broken, writers = _stream(1e-5, dtype)
+    S = nn.symmetries(broken, x)
+    assert not [k for k in S if k.endswith(":scale")], sorted(S)
+    why = S.refused["[1].branch.layers[0]:scale"]
+    assert "eps = 1e-05 > 0" in why and "residual stream" in why
+    # the refusal is right: in float64 the scaling moves the logits by far more
+    # than rounding (the float64 certificate would refuse it too)
+    change = _stream_change(_stream(1e-5, jnp.float64)[0], writers, x64, 3.0)
+    assert change > 1e6 * EPS64
+    # control: with eps = 0 in the branch the stream scale is certified in both
+    # dtypes, and scaling the writers leaves the logits unchanged to rounding
+    exact, _ = _stream(0.0, dtype)
+    S0 = nn.symmetries(exact, x)
+    assert "[2]:scale" in S0 and S0.residuals["[2]:scale"] <= S0.tolerance
+    assert not [k for k in S0.refused if k.endswith(":scale")]
+    assert _stream_change(exact, writers, x, 3.0) <= 64 * eps
+    assert change > 1e4 * _stream_change(
+        _stream(0.0, jnp.float64)[0], writers, x64, 3.0
+    )
+
+
+def test_lone_layers_are_walked_like_a_sequence_of_one():
+    # a lone SelfAttention gets the per-head GL(d_head) of the same layer inside
+    # `sequential([...])`, with no unknown structure reported
+    H, d = 2, 2
+    mha = eqx.nn.MultiheadAttention(
+        H, 4, qk_size=d, vo_size=d, key=jax.random.key(1), dtype=jnp.float64
+    )
+    x = jnp.asarray(_rng(3).standard_normal((6, 5, 4)))
+    S = nn.symmetries(nn.SelfAttention(mha), x, strict=True)
+    Sq = nn.symmetries(nn.sequential([nn.SelfAttention(mha)]), x, strict=True)
+    assert S.unknown == Sq.unknown == ()
+    assert set(S) == {k.removeprefix("layers[0].") for k in Sq}
+    assert len(S) == 2 * H * d * d and "attention:qk[1][0,1]" in S
+    assert all(r <= S.tolerance for r in S.residuals.values())
+    # the lone generator is the sequence's, on the layer's own parameters
+    t = jnp.zeros(())
+    xi = S["attention:vo[0][1,0]"].xi(t, S.params)
+    xq = Sq["layers[0].attention:vo[0][1,0]"].xi(t, Sq.params)
+    for a, b in zip(jax.tree.leaves(xi), jax.tree.leaves(xq)):
+        np.testing.assert_array_equal(a, b)
+    # a lone Residual and a lone Linear with a softmax head are known layers too
+    k1, k2 = jax.random.split(jax.random.key(4))
+    block = nn.Residual(
+        [
+            eqx.nn.Linear(3, 4, key=k1, dtype=jnp.float64),
+            jax.nn.relu,
+            eqx.nn.Linear(4, 3, key=k2, dtype=jnp.float64),
+        ]
+    )
+    v = jnp.asarray(_rng(5).standard_normal((16, 3)))
+    R = nn.symmetries(block, v, strict=True)
+    assert sorted(R) == [f"branch.layers[0]:rescale[{c}]" for c in range(4)]
+    head = nn.symmetries(
+        eqx.nn.Linear(3, 2, key=k1, dtype=jnp.float64), v, softmax_head=True
+    )
+    assert sorted(head) == [
+        "model:translate[0]",
+        "model:translate[1]",
+        "model:translate[2]",
+        "model:translate[bias]",
+    ]
+    # control: a module the catalogue does not know is still reported, not guessed
+    mlp = eqx.nn.MLP(3, 2, 4, 1, key=k2, dtype=jnp.float64)
+    with pytest.raises(ValueError, match="not in the catalogue.*MLP"):
+        nn.symmetries(mlp, v, strict=True)

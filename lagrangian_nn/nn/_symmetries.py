@@ -493,7 +493,19 @@ def _walk(layer, path, st: _State, ctx: _Context) -> _State:  # noqa: C901
         first, _ = _unwrap(branch[0], ()) if branch else (None, ())
         group = None
         if st.group is not None and sub.group is not None and isinstance(first, _NORMS):
-            group = st.group + sub.group
+            if first.eps != 0:
+                # the branch reads the stream through this norm only: with eps ≠ 0
+                # the norm is not exactly scale invariant, so scaling the stream
+                # changes the branch's output (by O(eps/variance), which a float32
+                # certificate cannot see): no stream scale through this block
+                norm = _name(path + (("a", "branch"), ("a", "layers"), ("i", 0)))
+                ctx.refused[f"{norm}:scale"] = (
+                    f"the normalisation's eps = {first.eps} > 0 breaks scale "
+                    f"invariance (by O(eps/variance)) of the residual stream that "
+                    f"{where} reads through it; build it with eps=0"
+                )
+            else:
+                group = st.group + sub.group
         return _State(None, group, None)
     # not in the catalogue: report it, keep the self-contained attention symmetries
     ctx.unknown.append(where)
@@ -792,7 +804,10 @@ def symmetries(
     - **scale** (`"<norm>:scale"`): every parameter whose joint scaling scales the
       input of a `LayerNorm`, `RMSNorm` or `GroupNorm` that is its only reader: the
       weight layer before it, or, in a pre-norm residual stream, everything that
-      writes into the stream. Needs the norm's `eps = 0` (refused otherwise).
+      writes into the stream. Needs the norm's `eps = 0`, and in a residual stream
+      that of every norm through which a block reads the stream (refused otherwise:
+      with `eps > 0` the breaking is $O(\text{eps}/\text{variance})$, below what a
+      float32 certificate resolves).
     - **translation** (`"<head>:translate[j]"`, `"<head>:translate[bias]"`): adding
       the same number to column $j$ of the last `Linear`'s weight (to every entry of
       its bias) shifts all logits equally; a symmetry of a softmax cross-entropy loss.
@@ -807,7 +822,8 @@ def symmetries(
 
     **Supported forms of `model`.** The structure is read, never guessed:
 
-    - an `eqx.nn.Sequential` or a list/tuple of layers (applied in order);
+    - an `eqx.nn.Sequential` or a list/tuple of layers (applied in order), or one
+      of the layers below on its own (e.g. a lone `lnn.nn.SelfAttention`);
     - `lnn.nn.ConvNet`, `lnn.nn.Transformer`;
     - a user's `eqx.Module` with a `layers` field (list, tuple or
       `eqx.nn.Sequential`): accepted once `model(x)` is checked to equal applying
@@ -902,10 +918,14 @@ def symmetries(
             f"one example per call, mapped over the leading axis): {e}"
         ) from e
 
+    # a sequence, or one layer of the catalogue on its own (a lone
+    # `lnn.nn.SelfAttention`, `Residual`, `eqx.nn.Linear`, ...); the walk reports the
+    # root itself as unknown ("model") when it is neither
     ctx = _Context()
-    if isinstance(model, _KNOWN_ROOTS):
-        st = _walk(model, (), _State(), ctx)
-    else:
+    st = _walk(model, (), _State(), ctx)
+    if not isinstance(model, _KNOWN_ROOTS) and _name(()) in ctx.unknown:
+        # a user's module: the composition of its `layers` field, or unknown
+        ctx = _Context()
         found = _sequence_field(model)
         agrees = False
         if found is not None:
