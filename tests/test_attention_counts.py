@@ -5,9 +5,10 @@ queries breaks it, a softmax head adds its column sums, and bad models are refus
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
-from experiments import attention_counts as ac
+from experiments import _attention_laws as al, attention_counts as ac
 from lagrangian_nn import nn, symmetry as sy
 from lagrangian_nn.symmetry import model_phi
 
@@ -15,7 +16,7 @@ N_TOKENS = 3
 
 
 def _count(c, flow="gf", seed=0):
-    model, softmax = ac.build(c, N_TOKENS, seed=seed)
+    model, softmax = al.build(c, N_TOKENS, seed=seed)
     phi, params, inputs = model_phi(
         model, (N_TOKENS, c["d_model"]), softmax_head=softmax
     )
@@ -31,9 +32,7 @@ def test_single_head_count_is_its_published_laws():
     k = 2
     r, model, params = _count(ac._cfg("head", 2, k, 1, ["gf"]))
     assert r.dimension == 4 * 2 * k
-    known = ac.gf_known(
-        ac._paper_laws(model, False), params, ac.np.random.default_rng(0)
-    )
+    known = al.gf_known(al.paper_laws(model, False), params, np.random.default_rng(0))
     assert known == k * (k + 1)
     assert r.count == known
     assert r.gap > 1e6
@@ -66,7 +65,7 @@ def test_softmax_head_adds_its_column_sums():
 
 
 def test_model_phi_refuses_bad_models():
-    att = ac.build(ac._cfg("head", 2, 2, 1, ["gf"]), N_TOKENS)[0]
+    att = al.build(ac._cfg("head", 2, 2, 1, ["gf"]), N_TOKENS)[0]
     with pytest.raises(ValueError, match="`model` must be an `eqx.Module`"):
         model_phi(lambda x: x, (3, 2))
     with pytest.raises(ValueError, match="`input_shape` is required"):
