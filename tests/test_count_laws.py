@@ -3,6 +3,7 @@ completeness verdict, every bad input, and the experiment's --quick run."""
 
 import json
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -111,6 +112,52 @@ def test_user_model():
         **P1,
     )
     assert r.count == 1 and r.dimension == 5
+
+
+def _compiles_during(fn):
+    """The number of XLA compilations while `fn()` runs, and its result."""
+    n = [0]
+
+    def listen(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            n[0] += 1
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        out = fn()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    return n[0], out
+
+
+def test_callable_model_compiles_once():
+    # A second count of the same φ (same θ layout, a new key) compiles nothing: the
+    # bracket programs and the input sampler are kept per φ and `inputs`. Control:
+    # the counter sees the first count of a new φ.
+    def phi(theta, x):  # a rank-one factorisation: one law ‖u‖² − ‖v‖²
+        return jnp.dot(theta["u"], x) * theta["v"]
+
+    params = {"u": jnp.ones(2), "v": jnp.ones(3)}
+    inputs = lambda k: jax.random.normal(k, (2,), jnp.float64)  # noqa: E731
+    count = lambda f, p, i, k: (
+        sy.count_laws(  # noqa: E731
+            f, p, key=jax.random.key(k), inputs=i, **P1
+        ).count
+    )
+    first, c1 = _compiles_during(lambda: count(phi, params, inputs, 0))
+    again, c2 = _compiles_during(lambda: count(phi, params, inputs, 1))
+    assert first > 0 and again == 0 and c1 == c2 == 1
+    # `model_phi` of two models of the same structure: equal φ, shared programs
+    lin = lambda k, n: eqx.nn.Linear(  # noqa: E731
+        3, n, use_bias=False, key=jax.random.key(k), dtype=jnp.float64
+    )
+    runs = [sy.model_phi(lin(k, 2), (3,)) for k in (0, 1)]
+    counts = [count(f, p, i, 2) for f, p, i in runs[:1]]
+    shared, c = _compiles_during(lambda: count(*runs[1], 3))
+    assert shared == 0 and counts == [c] == [0]  # φ = Wx: no law
+    # control: another structure (3 outputs) compiles its own programs
+    other, c = _compiles_during(lambda: count(*sy.model_phi(lin(2, 3), (3,)), 4))
+    assert other > 0 and c == 0
 
 
 def test_completeness_verdict():

@@ -31,8 +31,8 @@ they show a clear gap; see `count_laws`.
 For an `lnn.nn.MLP` whose activations declare their derivatives the brackets are
 evaluated in NumPy with truncated dual numbers (`_count_jets`): nothing is traced or
 compiled, so a new architecture costs what its arithmetic costs. Other models go
-through nested `jax.jvp`, compiled once per depth and batch size (and cached per MLP
-structure).
+through nested `jax.jvp`, compiled once per depth and batch size, and kept across calls
+per MLP structure or per callable φ (with the flow and θ's layout).
 
 The parts: the result and its error (`_count_result`), the fields of each flow and
 their sampling (`_count_fields`), the closure under brackets and its cache
@@ -55,7 +55,7 @@ from jax.flatten_util import ravel_pytree
 from .._validate import check_floating_tree
 from ..nn import MLP
 from . import _count_jets, _gap
-from ._count_brackets import Brackets, JetBrackets, cached_brackets, grow_span
+from ._count_brackets import JetBrackets, cache_key, cached_brackets, grow_span
 from ._count_fields import (
     FLOWS,
     Inputs,
@@ -133,8 +133,11 @@ def count_laws(
     brackets $[X_1, [X_2, \ldots]]$ (nested directional derivatives: in NumPy with
     truncated dual numbers for an `lnn.nn.MLP` whose activations declare their
     `derivatives` (Identity, ReLU, LeakyReLU, RePU, Polynomial, Tanh), so nothing is
-    compiled; otherwise nested `jax.jvp`, compiled) are sampled at the point depth by
-    depth; a depth is finished when a sampled column adds no direction, and
+    compiled; otherwise nested `jax.jvp`, compiled once and kept for the next count
+    with the same flow and layout of `params` of an MLP of the same structure, or of
+    an equal callable: the same function object, whose closure is read when it is
+    first traced, as with `jax.jit`, or an equal `model_phi`) are sampled at the
+    point depth by depth; a depth is finished when a sampled column adds no direction, and
     the algebra is closed when a whole depth adds none (or the rank reaches the
     dimension). Brackets that vanish to rounding (below $10^4\,\epsilon$ of their two
     terms) are dropped; the others are normalised.
@@ -311,13 +314,18 @@ def count_laws(
     if jets:
         jet_fields = _count_jets.MLPFields(model, flow, damping, masked, D)
         fns = JetBrackets(jet_fields)
-    elif is_mlp:  # the bracket functions depend only on the structure: compile once
-        X = make_fields(phi, unravel, D, flow, damping, dtype)
-        ck = (flow, float(damping), masked, jax.tree.structure(params), str(dtype), D)
-        ck += tuple(np.shape(x) for x in jax.tree.leaves(params))
-        fns = cached_brackets(ck, X)
     else:
-        fns = Brackets(make_fields(phi, unravel, D, flow, damping, dtype))
+        # The bracket functions depend only on φ (for an MLP: its structure), the flow
+        # and the layout of θ: compile once, and reuse them on the next count of the
+        # same φ. A callable φ is keyed by equality (`cache_key`: the same function
+        # object, or an equal module of static fields such as `model_phi`'s), so, as
+        # with `jax.jit`, what it closes over is read when it is first traced.
+        X = make_fields(phi, unravel, D, flow, damping, dtype)
+        ck = ("mlp", masked) if is_mlp else ("phi", cache_key(phi))
+        ck += (flow, float(damping) if flow == "heavy_ball" else None)
+        ck += (jax.tree.structure(params), str(dtype), D)
+        ck += tuple((np.shape(x), str(x.dtype)) for x in jax.tree.leaves(params))
+        fns = cached_brackets(ck, X)
     xp = np if jets else jnp
     counts, results = [], []
     for point in range(n_points):

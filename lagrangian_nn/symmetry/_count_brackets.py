@@ -46,16 +46,49 @@ class JetBrackets:
         return lambda ps, s: _count_jets.brackets(self.X, ps, np.asarray(s))
 
 
+class _ById:
+    """A cache key for an unhashable object: the object itself, compared by identity
+    (held, so its id cannot be reused while the key lives)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __hash__(self):
+        return id(self.obj)
+
+    def __eq__(self, other):
+        return isinstance(other, _ById) and other.obj is self.obj
+
+
+def cache_key(obj):
+    """`obj` as a cache key: itself if hashable (a function compares by identity, an
+    equinox module of static fields by value), else wrapped to compare by identity."""
+    try:
+        hash(obj)
+    except Exception:
+        return _ById(obj)
+    return obj
+
+
+def lru(cache: dict, key, make, size: int = CACHE_SIZE):
+    """`cache[key]`, made by `make()` if missing; the last `size` keys are kept."""
+    value = cache.pop(key, None)
+    if value is None:
+        value = make()
+    cache[key] = value
+    while len(cache) > size:
+        cache.pop(next(iter(cache)))
+    return value
+
+
 def cached_brackets(structure, X) -> Brackets:
     """The bracket functions of the fields `X`, shared by every count of the same
-    `structure` (a hashable key: flow, damping, tree structure, shapes, dtype): the
-    bracket functions depend only on it, so a new point or key compiles nothing. The
-    last `CACHE_SIZE` structures are kept."""
-    fns = CACHE.pop(structure, None) or Brackets(X)
-    CACHE[structure] = fns
-    while len(CACHE) > CACHE_SIZE:
-        CACHE.pop(next(iter(CACHE)))
-    return fns
+    `structure` (a hashable key: the model or `phi`, flow, damping, tree structure,
+    shapes, dtypes): the bracket functions depend only on it, so a new point or key
+    compiles nothing. The last `CACHE_SIZE` structures are kept."""
+    return lru(CACHE, structure, lambda: Brackets(X))
 
 
 def bracket_fn(X, depth):

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._count_brackets import cache_key, lru
+
 FLOWS = ("gf", "nd", "heavy_ball", "nagf")
 
 
@@ -59,14 +61,21 @@ def scales(params) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0)
 
 
+# the vmapped, jitted input samplers of the last few `inputs` given (most recent last)
+SAMPLERS: dict = {}
+
+
 class Inputs:
     """Draws `m` inputs at once: NumPy standard normal for an MLP (no compilation),
     else the user's `inputs(key)`, vmapped and jitted (batch sizes are powers of two,
-    so it compiles a few times at most)."""
+    so it compiles a few times at most), once per `inputs` (kept across calls)."""
 
     def __init__(self, inputs, shape, dtype, rng, as_numpy=False):
         self.inputs, self.shape, self.dtype, self.rng = inputs, shape, dtype, rng
-        self.fn = None if inputs is None else jax.jit(jax.vmap(inputs))
+        self.fn = None
+        if inputs is not None:
+            make = lambda: jax.jit(jax.vmap(inputs))  # noqa: E731
+            self.fn = lru(SAMPLERS, cache_key(inputs), make)
         self.xp = np if as_numpy and inputs is None else jnp
 
     def __call__(self, m):

@@ -21,6 +21,29 @@ import jax
 from .._validate import check_floating_tree
 
 
+class _ModelPhi(eqx.Module):
+    """`phi(theta, x) = eqx.combine(theta, static)(x)` (its softmax for a softmax
+    head). A module of the model's static part only: two of the same structure are
+    equal, so `count_laws` reuses the programs it compiled for either."""
+
+    static: object
+    softmax_head: bool = eqx.field(static=True)
+
+    def __call__(self, theta, x):
+        y = eqx.combine(theta, self.static)(x)
+        return jax.nn.softmax(y, axis=-1) if self.softmax_head else y
+
+
+class _NormalInputs(eqx.Module):
+    """`inputs(key)`: one standard normal input of `shape` and `dtype`."""
+
+    shape: tuple = eqx.field(static=True)
+    dtype: object = eqx.field(static=True)
+
+    def __call__(self, key):
+        return jax.random.normal(key, self.shape, self.dtype)
+
+
 def model_phi(
     model, input_shape=None, *, softmax_head: bool | None = None
 ) -> tuple[Callable, object, Callable]:
@@ -28,7 +51,9 @@ def model_phi(
     an equinox model that takes one example.
 
     - `phi(theta, x)`: `eqx.combine(theta, static)(x)`, or its `softmax` over the last
-      axis for a softmax head.
+      axis for a softmax head. It holds only the model's structure (`static`), so
+      the `phi` of two models of the same structure compare equal and `count_laws`
+      compiles its programs once for both.
     - `params`: `eqx.partition(model, eqx.is_inexact_array)[0]` (the floating leaves,
       `None` elsewhere).
     - `inputs(key)`: one standard normal input of shape `input_shape`, in the
@@ -77,13 +102,8 @@ def model_phi(
     check_floating_tree(params, "model's parameters")
     dtype = jax.tree.leaves(params)[0].dtype
 
-    def phi(theta, x):
-        y = eqx.combine(theta, static)(x)
-        return jax.nn.softmax(y, axis=-1) if softmax_head else y
-
-    def inputs(key):
-        return jax.random.normal(key, input_shape, dtype)
-
+    phi = _ModelPhi(static, softmax_head)
+    inputs = _NormalInputs(input_shape, dtype)
     try:
         jax.eval_shape(phi, params, jax.ShapeDtypeStruct(input_shape, dtype))
     except Exception as e:
