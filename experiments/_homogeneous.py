@@ -65,11 +65,6 @@ def run_gf_and_gd(
     lr = cfg["lr"]
     t_gf = cfg.get("t_flow", cfg.get("gd_steps", 0) * lr)
     gf = gf_flow(loss, model, cfg, t_gf, label=label)
-    arrays = {"gf_ts": np.asarray(gf.ts)}
-    metrics = {
-        "n_params": int(sum(int(w.size) for w in __import__("jax").tree.leaves(model))),
-        "initial_loss": float(loss(model)),
-    }
     fns = {
         "W": lambda q: jnp.stack([jnp.sum(w**2) for w in q.weights]),
         "b": (lambda q: jnp.stack([jnp.sum(b**2) for b in q.biases])) if bias else None,
@@ -82,8 +77,16 @@ def run_gf_and_gd(
     fns = {k: v for k, v in fns.items() if v is not None}
     for layer in layers:
         fns[f"C{layer}"] = lambda q, layer=layer: nn.rescale_quantity(q, layer, p=p)
-    for k, fn in fns.items():
-        arrays[f"gf_{k}"] = N.along(gf, lambda t, q, v, fn=fn: fn(q))
+    # every quantity, and the loss, at the start and at GF's saved states: one
+    # compiled evaluation (a function per quantity would compile once each)
+    start, along_gf = _start_and_along(gf, model, {**fns, "loss": loss})
+    arrays = {"gf_ts": np.asarray(gf.ts)}
+    metrics = {
+        "n_params": int(sum(int(w.size) for w in __import__("jax").tree.leaves(model))),
+        "initial_loss": float(start["loss"]),
+    }
+    for k in fns:
+        arrays[f"gf_{k}"] = along_gf[k]
     if not gd:
         for layer in layers:
             C, Wn = arrays[f"gf_C{layer}"], arrays["gf_W"][:, layer - 1]
@@ -113,8 +116,8 @@ def run_gf_and_gd(
     arrays["gd_k"] = keep
     arrays["gd_ts"] = np.concatenate([[0.0], ts])[keep]
     gd_full = {}
-    for k, fn in fns.items():
-        gd_full[k] = np.concatenate([np.asarray(fn(model))[None], tracked[k]])
+    for k in fns:
+        gd_full[k] = np.concatenate([start[k][None], tracked[k]])
         arrays[f"gd_{k}"] = gd_full[k][keep]
     for layer, law in laws.items():
         raw, corrected, step = corrected_charge(law, tracked[f"acc{layer}"], model)
@@ -135,8 +138,26 @@ def run_gf_and_gd(
         Wn = gd_full["W"][:, layer - 1]
         metrics[f"gd_W{layer}_norm_change"] = float(np.max(np.abs(Wn - Wn[0])))
     metrics["flow_horizon"] = float(gf.ts[-1])
-    metrics["final_loss_gf"] = float(N.along(gf, lambda t, q, v: loss(q))[-1])
+    metrics["final_loss_gf"] = float(along_gf["loss"][-1])
     return model, loss, arrays, metrics
+
+
+def _start_and_along(traj, q0, fns: dict):
+    """`{name: fn(q)}` for the functions `fns` at `q0` and at every saved state of
+    `traj`, in one compiled evaluation: `(at_q0, along)`, dicts of NumPy arrays (the
+    second with a leading time axis)."""
+    import jax
+    import jax.numpy as jnp
+
+    from lagrangian_nn import Trajectory
+
+    both = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), q0, traj.q)
+    ts = jnp.concatenate([traj.ts[:1], traj.ts])
+    values = Trajectory(ts, both, both).evaluate(
+        lambda t, q, v: {k: fn(q) for k, fn in fns.items()}
+    )
+    values = {k: np.asarray(v) for k, v in values.items()}
+    return {k: v[0] for k, v in values.items()}, {k: v[1:] for k, v in values.items()}
 
 
 def gd_laws(lr, generators: dict):
@@ -338,3 +359,29 @@ def saved_steps(steps, at_most=4000):
     stride = max(1, -(-steps // at_most))
     idx = np.arange(0, steps + 1, stride)
     return idx if idx[-1] == steps else np.append(idx, steps)
+
+
+_ROTATION_CHARGE = []
+
+
+def rotation_charge(h):
+    """A tracker for `optim.run` of the input-rotation charge of eq. 21 at the time
+    step `h`: entry [0, 1] of `optim.discrete_rotation_matrix(step, h)`. `h` is held as
+    an array (an `eqx.Module` field), so one compiled run serves every step size,
+    where a closure over `h` would compile once per value."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    from lagrangian_nn import optim
+
+    if not _ROTATION_CHARGE:
+
+        class RotationCharge(eqx.Module):
+            h: jax.Array
+
+            def __call__(self, step):
+                return optim.discrete_rotation_matrix(step, self.h)[0, 1]
+
+        _ROTATION_CHARGE.append(RotationCharge)
+    return _ROTATION_CHARGE[0](jnp.asarray(h))

@@ -28,7 +28,7 @@ import numpy as np
 
 from . import _networks as N
 from ._common import claim, control, enable_float64, figure, progress
-from ._homogeneous import corrected_charge, gd_laws
+from ._homogeneous import corrected_charge, gd_laws, rotation_charge
 
 NAME = "discrete_vs_continuous"
 
@@ -75,22 +75,28 @@ def compute(cfg):
     model_c = N.build([x.shape[1], *cfg["hidden"], 10], acts_c, seed=cfg["seed"])
     loss = nn.make_loss(x, y)
 
-    def gd_drift(m0, lr):
-        """max_k |C(w_k) − C(w_0)| under GD, and the corrected quantity's drift."""
-        steps = int(round(cfg["T_gd"] / lr))
+    # One compiled run serves every step size: the optimisers hold η as a traced array
+    # and each run takes the largest sweep's number of steps, of which the first
+    # round(T/η) are kept (a step does not depend on the later ones).
+    gd_steps = [int(round(cfg["T_gd"] / lr)) for lr in cfg["gd_lrs"]]
+
+    def gd_drift(m0, lr, steps):
+        """max_k |C(w_k) − C(w_0)| under GD over `steps` steps, and the corrected
+        quantity's drift."""
         # ‖W1‖² − ‖W2‖² (p = 1, ReLU's degree), the same charge for both networks
         gd, laws = gd_laws(lr, {"acc": nn.rescale(m0, 1, p=1)})
-        r = optim.run(gd, loss, m0, steps, track=laws)
+        r = optim.run(gd, loss, m0, max(gd_steps), track=laws)
         raw, cor, _ = corrected_charge(laws["acc"], r.tracked["acc"], m0)
+        raw, cor = raw[: steps + 1], cor[: steps + 1]
         drift = lambda v: float(np.max(np.abs(v - v[0])))
         return drift(raw), drift(cor), raw, cor
 
     raw_d, cor_d, ctrl_d = [], [], []
-    for lr in progress(cfg["gd_lrs"], desc="GD step sizes"):
-        d_raw, d_cor, raw, cor = gd_drift(model, lr)
+    for lr, steps in progress(list(zip(cfg["gd_lrs"], gd_steps)), desc="GD step sizes"):
+        d_raw, d_cor, raw, cor = gd_drift(model, lr, steps)
         raw_d.append(d_raw)
         cor_d.append(d_cor)
-        ctrl_d.append(gd_drift(model_c, lr)[0])  # control: softplus network
+        ctrl_d.append(gd_drift(model_c, lr, steps)[0])  # control: softplus network
         arrays[f"gd_{lr:g}_raw"], arrays[f"gd_{lr:g}_corrected"] = raw, cor
     lrs = np.asarray(cfg["gd_lrs"])
     arrays["gd_lrs"], arrays["gd_raw_drift"], arrays["gd_corrected_drift"] = (
@@ -143,19 +149,21 @@ def compute(cfg):
     rloss_c = nn.make_loss(jnp.asarray(xc), jnp.asarray(yc))
     nd_d, nagd_d, ndc_d, nagdc_d = [], [], [], []
     t3_drift = lambda tJ: float(np.max(np.abs(tJ - tJ[0])) / abs(tJ[0]))
-    for lr in progress(cfg["rot_lrs"], desc="ND/NAGD step sizes"):
-        h = float(np.sqrt(lr))
-        track = {"J": lambda s, h=h: optim.discrete_rotation_matrix(s, h)[0, 1]}
+    # as for GD: one compiled run of eq. 21 (both data sets) and one of NAGD for every
+    # η, each the largest sweep's number of steps, of which the first are kept
+    hs = [float(np.sqrt(lr)) for lr in cfg["rot_lrs"]]
+    rot_steps = [int(round(cfg["T_rot"] / h)) for h in hs]
+    n_run = max(rot_steps)
+    for lr, h, steps in progress(
+        list(zip(cfg["rot_lrs"], hs, rot_steps)), desc="ND/NAGD step sizes"
+    ):
+        track = {"J": rotation_charge(h)}
 
-        def eq21_charge_drift(loss, lr=lr, h=h, track=track):
+        def eq21_charge_drift(loss, lr=lr, steps=steps, track=track):
             r = optim.run(
-                optim.newtonian(lr, velocity=v0),
-                loss,
-                rmodel,
-                int(round(cfg["T_rot"] / h)),
-                track=track,
+                optim.newtonian(lr, velocity=v0), loss, rmodel, n_run, track=track
             )
-            J = np.asarray(r.tracked["J"])
+            J = np.asarray(r.tracked["J"])[:steps]
             return float(np.max(np.abs(J - J[0])) / abs(J[0])), J
 
         drift, J = eq21_charge_drift(rloss)
@@ -166,11 +174,11 @@ def compute(cfg):
             optim.nesterov(lr, start_step=k0, velocity=v0),
             rloss,
             rmodel,
-            int(round(cfg["T_rot"] / h)),
+            n_run,
             track=track,
         )
-        t = np.asarray(r.ts) + (k0 - 1) * h
-        tJ = t**3 * np.asarray(r.tracked["J"])
+        t = np.asarray(r.ts)[:steps] + (k0 - 1) * h
+        tJ = t**3 * np.asarray(r.tracked["J"])[:steps]
         nagd_d.append(t3_drift(tJ))
         # control, the wrong dynamics: the same t³-weighted charge on the same step
         # grid along eq. 21's run above (undamped: it keeps the charge itself, so
