@@ -28,7 +28,7 @@ whose charges change by exactly $\eta^2\langle g_k, Ag_k\rangle$ per step.
 
 from pathlib import Path
 
-from . import _networks as N, transformer_charges as T
+from . import _arch_charges as A, _networks as N
 from ._networks import data_config
 
 NAME = "convnet_charges"
@@ -42,7 +42,7 @@ def config_for(quick, seed, data="digits", data_dir=None):
         **data_config(quick, data, data_dir),
         "gf_model": small if quick else dict(channels=[8, 16], residual=True),
         "sgd_model": small if quick else dict(channels=[32, 64], residual=True),
-        **T.run_config(quick),
+        **A.run_config(quick),
     }
 
 
@@ -69,7 +69,7 @@ def _one_factor(p):
     return [head.weight, head.bias]
 
 
-ARCH = T.Architecture(
+ARCH = A.Architecture(
     _convnet,
     lambda x: x.reshape(-1, 1, 8, 8),
     _one_factor,
@@ -91,8 +91,8 @@ ARCH = T.Architecture(
 
 
 def compute(cfg):
-    return T.run(cfg, ARCH)
+    return A.run(cfg, ARCH)
 
 
 def draw(folder: Path):
-    T.draw_figure(folder, "convolution layer", ("rescale",))
+    A.draw_figure(folder, "convolution layer", ("rescale",))
