@@ -292,3 +292,29 @@ def charge_coefficients(quad, lin, params, pairs, rng):
         u = np.asarray(field(g)(jnp.asarray(theta)))
         rows.append(np.concatenate([np.zeros(len(iu)), u]))
     return np.array(rows)
+
+
+def degree2_row(phi, params, shape, kp, quad, lin, rng, extra_rows):
+    """The degree-2 solve of one configuration (`phi`, `params` on inputs of `shape`;
+    `kp` the parameters of its known laws, `quad`, `lin` the catalogue's generators):
+    the number of conserved polynomials of degree ≤ 2, how many of them are
+    functionally independent, the singular values around the cut, and how far the
+    catalogue's charges lie off them."""
+    null, sv, pairs = quadratic_gf_laws(phi, params, shape, rng, extra_rows)
+    # products of laws are laws: the polynomials of degree ≤ 2 span
+    # `degree2_polynomials` dimensions, of which `degree2_gf` are
+    # functionally independent (the rank of their Jacobian at a random point)
+    row = {"degree2_polynomials": int(len(null))}
+    row["degree2_gf"] = degree2_rank(null, pairs, random_params(kp, rng)[0])
+    cut = len(sv) - len(null)
+    row["degree2_smallest_nonzero"] = float(sv[cut - 1]) if cut else np.nan
+    row["degree2_largest_zero"] = float(sv[cut]) if len(null) else np.nan
+    # the catalogue's charges as coefficient vectors, and how far they lie
+    # off the degree-2 laws (relative residual; 0 when all are inside)
+    V = charge_coefficients(quad, lin, kp, pairs, rng)
+    Qn, _ = np.linalg.qr(null.T)
+    res = V.T - Qn @ (Qn.T @ V.T)
+    row["catalogue_off_degree2"] = float(
+        np.max(np.linalg.norm(res, axis=0) / np.linalg.norm(V.T, axis=0))
+    )
+    return row

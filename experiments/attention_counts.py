@@ -50,14 +50,11 @@ from ._attention_laws import (
     CONTROLS,
     build,
     catalogue,
-    charge_coefficients,
-    degree2_rank,
+    degree2_row,
     gf_known,
     momentum_known,
     paper_laws,
     published,
-    quadratic_gf_laws,
-    random_params,
 )
 from ._common import (
     DEFAULT_OUT,
@@ -85,6 +82,13 @@ def _cfg(kind, d, k, h, flows, n_classes=0):
     }
 
 
+def momentum_predicted(c, softmax) -> int:
+    r"""The predicted momentum-flow count: $k(k-1)$ laws per head (its $O(k)\times
+    O(k)$) and two per translation of a softmax head ($d$ column sums and the bias)."""
+    k = c["d_head"]
+    return c["heads"] * k * (k - 1) + (2 * (c["d_model"] + 1) if softmax else 0)
+
+
 def config_for(quick, seed):
     gf = ("gf",)
     if quick:
@@ -93,6 +97,7 @@ def config_for(quick, seed):
             _cfg("rotated", 2, 2, 1, gf),
             _cfg("head", 2, 2, 1, ("nd",)),
             _cfg("tanh_queries", 2, 2, 1, ("nd",)),
+            _cfg("head", 2, 1, 2, ("nd",)),
         ]
     else:
         configs = [
@@ -107,6 +112,12 @@ def config_for(quick, seed):
             _cfg("block", 2, 2, 1, ("nd",), 3),
             _cfg("rotated", 2, 2, 1, ("gf", "nd")),
             _cfg("tanh_queries", 2, 2, 1, ("gf", "nd")),
+            # the momentum flows on several heads and on a block with LayerNorm
+            # (appended: the rows above keep their seeds)
+            _cfg("head", 2, 1, 2, ("nd",)),
+            _cfg("head", 2, 2, 2, MOMENTUM),
+            _cfg("head", 4, 2, 2, ("nd",)),
+            _cfg("block_ln", 3, 2, 1, ("nd",), 4),
         ]
     return {
         "seed": seed,
@@ -159,6 +170,8 @@ def compute(cfg):
         row = {"label": label(c), **c, "parameters": D, "catalogue": names}
         row["known_gf_paper"] = gf_known(paper, kp, rng)
         row["known_gf_catalogue"] = gf_known(charges, kp, rng)
+        if c["kind"] not in CONTROLS:
+            row["momentum_predicted"] = momentum_predicted(c, softmax)
         for flow in c["flows"]:
             key = jax.random.key(cfg["seed"] * 1000 + i)
             cpu0, t0 = time.process_time(), time.perf_counter()
@@ -216,24 +229,8 @@ def compute(cfg):
                 or gf[0]["count"] != row["known_gf_catalogue"]
             )
         ):
-            null, sv, pairs = quadratic_gf_laws(
-                phi, params, shape, rng, cfg["extra_rows"]
-            )
-            # products of laws are laws: the polynomials of degree ≤ 2 span
-            # `degree2_polynomials` dimensions, of which `degree2_gf` are
-            # functionally independent (the rank of their Jacobian at a random point)
-            row["degree2_polynomials"] = int(len(null))
-            row["degree2_gf"] = degree2_rank(null, pairs, random_params(kp, rng)[0])
-            cut = len(sv) - len(null)
-            row["degree2_smallest_nonzero"] = float(sv[cut - 1]) if cut else np.nan
-            row["degree2_largest_zero"] = float(sv[cut]) if len(null) else np.nan
-            # the catalogue's charges as coefficient vectors, and how far they lie
-            # off the degree-2 laws (relative residual; 0 when all are inside)
-            V = charge_coefficients(quad, lin, kp, pairs, rng)
-            Qn, _ = np.linalg.qr(null.T)
-            res = V.T - Qn @ (Qn.T @ V.T)
-            row["catalogue_off_degree2"] = float(
-                np.max(np.linalg.norm(res, axis=0) / np.linalg.norm(V.T, axis=0))
+            row.update(
+                degree2_row(phi, params, shape, kp, quad, lin, rng, cfg["extra_rows"])
             )
         rows.append(row)
 
@@ -278,10 +275,14 @@ def compute(cfg):
         "momentum": [
             (r, f)
             for r, f in flat
-            if r["kind"] in ("head", "block") and f["flow"] != "gf"
+            if r["kind"] in ("head", "block", "block_ln") and f["flow"] != "gf"
         ],
     }
     metrics.update({f"{k}_mismatches": misses(v) for k, v in sets.items()})
+    # the formula H k(k − 1) + 2 (d + 1) against the count, refusals included
+    metrics["momentum_prediction_mismatches"] = int(
+        sum(f["count"] != r["momentum_predicted"] for r, f in sets["momentum"])
+    )
     metrics.update(
         control_gf_gap=gap(ctrl_gf),
         control_momentum_gap=gap(ctrl_mom),
@@ -353,10 +354,15 @@ def compute(cfg):
     return metrics, arrays, claims
 
 
+def _ordered(rows):
+    """The rows with the controls last."""
+    return sorted(rows, key=lambda r: r["kind"] in CONTROLS)
+
+
 def draw(folder: Path):
     res, a = load(folder)
     plt = _style.use()
-    rows = res["metrics"]["rows"]
+    rows = _ordered(res["metrics"]["rows"])
     fig, ax = plt.subplots(figsize=(_style.DOUBLE, 3.0))
     labels, counts, paper, cat = [], [], [], []
     for r in rows:
@@ -390,7 +396,7 @@ def table_markdown(res) -> str:
         "complete? | seconds |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for r in res["metrics"]["rows"]:
+    for r in _ordered(res["metrics"]["rows"]):
         for f in r["flows_out"]:
             d2 = r.get("degree2_gf", "–") if f["flow"] == "gf" else "–"
             done = "yes" if f["count"] == f["known_paper"] else "no"
