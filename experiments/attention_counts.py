@@ -11,7 +11,8 @@ generic point, certified by a gap in the singular values.
 
 For each configuration (single and multi-head attention, a residual block with a
 softmax head, with and without LayerNorm, and without the skip) and each flow (gradient
-flow, and for the smallest ones Newtonian dynamics, heavy ball and NAGF) we compare:
+flow, and on heads of width 1 and 2, one or two of them, and on the blocks of width 2
+and 3, the second with LayerNorm, Newtonian dynamics, heavy ball and NAGF) we compare:
 
 - the certified count;
 - the number of independent known laws: the rank, at a random point, of the Jacobian of
@@ -30,8 +31,9 @@ GL(d_{head})$ only the orthogonal part survives, $d_{head}(d_{head}-1)$ laws
 $m(t)\langle\dot\theta, S\theta\rangle$ per head ($S$ skew, $m = 1, e^{\tau t}, t^3$), and
 each translation of the softmax head gives two, its momentum $m(t)\langle\dot\theta,
 u\rangle$ and $\langle\theta, u\rangle + \beta(t)\langle\dot\theta, u\rangle$ with
-$\beta = -t, 1/\tau, t/2$. The known count is the rank of the Jacobian of those
-functions.
+$\beta = -t, 1/\tau, t/2$; a LayerNorm's rescalings give none. The known count is the
+rank of the Jacobian of those functions, and the prediction $Hk(k-1) + 2(d+1)$ ($H$
+heads of width $k$, a softmax head on a stream of width $d$).
 
 Each claim has a physical control, the same count on a head whose $(W_Q, W_K)$
 symmetry is broken, which must miss the plain head's known count: queries rotated by a

@@ -46,6 +46,28 @@ def test_rotated_queries_break_the_query_key_laws():
     assert r.count == 1 + 3
 
 
+# ~10 s (k = 1) and ~25 s (k = 2) of CPU time each: not in the default run; the
+# experiment's full run (docs/attention_counts.md) counts these and larger cases
+@pytest.mark.slow
+@pytest.mark.parametrize("k", [1, 2])
+def test_two_heads_momentum_laws_are_their_orthogonal_parts(k):
+    # ND on the state (t, θ, θ̇): of each head's GL(k) × GL(k) only the orthogonal
+    # part O(k) × O(k) leaves the kinetic energy invariant, k(k − 1) laws per head,
+    # and nothing couples the heads; with k = 1 there is no law at all (under GF two
+    # heads have 2 k(k + 1))
+    c = ac._cfg("head", 2, k, 2, ["nd"])
+    r, model, params = _count(c, flow="nd")
+    assert r.dimension == 2 * (2 * 4 * 2 * k) + 1  # 2 heads × 4 matrices of 2 × k
+    assert ac.momentum_predicted(c, False) == 2 * k * (k - 1)
+    probe = jax.random.normal(jax.random.key(7), (8, N_TOKENS, 2))
+    quad, lin = al.catalogue(model, False, probe)[1:3]
+    rng = np.random.default_rng(0)
+    known, skew = al.momentum_known(quad, lin, params, "nd", 1.0, rng)
+    assert known == skew == 2 * k * (k - 1) and len(quad) == 2 * 2 * k * k
+    assert r.count == known
+    assert r.gap > 1e6
+
+
 def test_softmax_head_adds_its_column_sums():
     # softmax(W mean(x) + b): adding the same number to column j of W (or to every
     # entry of b) changes no probability, so the d column sums and the bias sum are
