@@ -20,6 +20,7 @@ negative control is dotted (`CONTROL`, in grey unless it belongs to one algorith
 Series that are not algorithms (layers, matrix entries, masses) use `shades`.
 """
 
+import contextlib
 import functools
 import re
 import textwrap
@@ -210,20 +211,11 @@ def caption(fig, text: str, *, width: int | None = None):
     )
     for token, math in maths.items():
         wrapped = wrapped.replace(token, math)
-    # below everything already drawn (a legend under the axes included); the layout is
-    # settled first (3-D axes change their extent on the first draw, and a second
-    # pass settles the constrained layout of flat ones) and then frozen, so that
-    # saving does not move the axes over the caption. Settling needs the sizes of the
-    # texts, not their pixels: nothing is rendered.
-    fig.draw_without_rendering()
-    fig.draw_without_rendering()
-    fig.set_layout_engine("none")
+    # below everything already drawn (a legend under the axes included), once the
+    # layout is settled and frozen (`settle`), so that saving does not move the axes
+    # over the caption
+    settle(fig)
     renderer = fig.canvas.get_renderer()
-    for legend in fig.legends:  # pin figure legends where they are now: saving with
-        # a tight box would otherwise move them to the bottom of the enlarged box
-        ext = legend.get_window_extent(renderer).transformed(fig.transFigure.inverted())
-        legend.set_loc("center")
-        legend.set_bbox_to_anchor(ext, transform=fig.transFigure)
     box = fig.get_tightbbox(renderer)
     fig.text(
         max(box.x0, 0.0) / w_in,
@@ -234,6 +226,28 @@ def caption(fig, text: str, *, width: int | None = None):
         fontsize=7.5,
         color="0.15",
     )
+
+
+def settle(fig):
+    """Settles the layout of `fig` and freezes it: what `caption` and `save` do first
+    (once; later calls do nothing). 3-D axes change their extent on their first draw,
+    and constrained layout needs a second pass once the axes have moved; settling needs
+    the sizes of the texts, not their pixels, so nothing is rendered. Figure legends
+    are then pinned where they are: saving with a tight box would otherwise move them
+    to the bottom of the enlarged box."""
+    if getattr(fig, "_style_settled", False):
+        return
+    fig.draw_without_rendering()  # the layout, then the 3-D axes' extents
+    engine = fig.get_layout_engine()
+    if engine is not None:
+        engine.execute(fig)  # its second pass, once the axes have moved
+    fig.set_layout_engine("none")
+    renderer = fig.canvas.get_renderer()
+    for legend in fig.legends:
+        ext = legend.get_window_extent(renderer).transformed(fig.transFigure.inverted())
+        legend.set_loc("center")
+        legend.set_bbox_to_anchor(ext, transform=fig.transFigure)
+    fig._style_settled = True
 
 
 def note(ax, text: str, *, loc: str = "lower right"):
@@ -265,10 +279,48 @@ def panel_labels(axes, *, start="a"):
 
 
 def save(fig, folder, stem: str):
-    """Writes `stem.png` and `stem.pdf` into `folder` and closes the figure."""
+    """Writes `stem.png` and `stem.pdf` into `folder` and closes the figure.
+
+    Both files show the figure's tight bounding box, measured once at the PNG's
+    resolution (the layout settled and frozen first, see `settle`), so neither save
+    lays out or measures the figure again. The PNG has `savefig.dpi` (220), or
+    `DRAFT_DPI` inside `draft()`."""
     import matplotlib.pyplot as plt
 
     folder = Path(folder)
-    fig.savefig(folder / f"{stem}.png")
-    fig.savefig(folder / f"{stem}.pdf")
+    settle(fig)
+    dpi = _draft_dpi or plt.rcParams["savefig.dpi"]
+    shown = fig.dpi
+    fig.dpi = dpi  # text is measured at the resolution it is drawn at
+    try:
+        box = fig.get_tightbbox(fig.canvas.get_renderer())
+    finally:
+        fig.dpi = shown
+    box = box.padded(plt.rcParams["savefig.pad_inches"])
+    # without a layout engine (not even the frozen placeholder `settle` leaves),
+    # savefig draws the figure once per file, not twice; within the rc context, for
+    # savefig puts back the figure's engine after each file
+    layout = {"figure.autolayout": False, "figure.constrained_layout.use": False}
+    with plt.rc_context(layout):
+        if not any(ax.get_axes_locator() for ax in fig.axes):
+            fig.set_layout_engine(None)
+        fig.savefig(folder / f"{stem}.png", dpi=dpi, bbox_inches=box)
+        fig.savefig(folder / f"{stem}.pdf", bbox_inches=box)
     plt.close(fig)
+
+
+DRAFT_DPI = 110  # PNG resolution of quick runs (`draft`): half of `savefig.dpi`
+_draft_dpi = None
+
+
+@contextlib.contextmanager
+def draft(on: bool = True):
+    """Within it, `save` writes PNGs at `DRAFT_DPI` instead of `savefig.dpi` (when
+    `on`): the runner draws quick runs so. The PDFs are unchanged."""
+    global _draft_dpi
+    previous = _draft_dpi
+    _draft_dpi = DRAFT_DPI if on else previous
+    try:
+        yield
+    finally:
+        _draft_dpi = previous
