@@ -96,8 +96,21 @@ def make_problem(cfg):
     return x, y, loss, model, v0
 
 
+def _saved_quantities(loss, residual, t, q, v):
+    """At a saved state: the (0, 1) entry of the charge S, the loss and the rotation
+    symmetry's residual."""
+    from lagrangian_nn import nn
+
+    return {
+        "S": nn.rotation_quantity(q, v)[0, 1],
+        "loss": loss(q),
+        "residual": residual(q),
+    }
+
+
 def compute(cfg):
     enable_float64()
+    import equinox as eqx
     import jax
     import jax.numpy as jnp
 
@@ -156,17 +169,20 @@ def compute(cfg):
         ts=jnp.linspace(0, cfg["t_gf"], n),
         **tol,
     )
-    S = lambda t, q, v: nn.rotation_quantity(q, v)[0, 1]
     arrays = {"x": x, "y": y, "control_x": xc}
-    r = lnn.symmetry_residual(loss, gen)
     for name, tr in runs.items():
         lf = loss_c if name.startswith("control_") else loss
+        # S, the loss and the symmetry residual at the saved states: the loss is an
+        # argument (its data traced), so one compiled evaluation serves every run
+        values = tr.evaluate(
+            eqx.Partial(_saved_quantities, lf, lnn.symmetry_residual(lf, gen))
+        )
         arrays[f"{name}_ts"] = np.asarray(tr.ts)
-        arrays[f"{name}_S"] = N.along(tr, S)
-        arrays[f"{name}_loss"] = N.along(tr, lambda t, q, v, lf=lf: lf(q))
+        arrays[f"{name}_S"] = np.asarray(values["S"])
+        arrays[f"{name}_loss"] = np.asarray(values["loss"])
         if not name.startswith("control_"):
             metrics[f"{name}_max_symmetry_residual_along_path"] = float(
-                jnp.max(jnp.abs(jax.vmap(r)(tr.q)))
+                np.max(np.abs(values["residual"]))
             )
 
     def rel_drift(c):

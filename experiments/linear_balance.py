@@ -79,13 +79,20 @@ def compute(cfg):
     gf, nd = runs["gf"], runs["nd"]
     arrays, metrics, claims = {}, {"initial_loss": float(loss(model))}, []
     arrays["gf_ts"], arrays["nd_ts"] = np.asarray(gf.ts), np.asarray(nd.ts)
+    # every layer's law and W_hW_hᵀ along each GF run in one compiled evaluation
+    gf_values = {
+        tag: runs[tag + "gf"].evaluate(
+            lambda t, q, v: {
+                h: (nn.linear_quantity(q, h), q.weights[h - 1] @ q.weights[h - 1].T)
+                for h in range(1, K)
+            },
+        )
+        for tag in ("", "control_")
+    }
     for h in range(1, K):
         for tag in ("", "control_"):
-            C = N.along(runs[tag + "gf"], lambda t, q, v, h=h: nn.linear_quantity(q, h))
-            WW = N.along(
-                runs[tag + "gf"],
-                lambda t, q, v, h=h: q.weights[h - 1] @ q.weights[h - 1].T,
-            )
+            C, WW = gf_values[tag][h]
+            C, WW = np.asarray(C), np.asarray(WW)
             drift = float(np.max(np.abs(C - C[0])))
             change = float(np.max(np.abs(WW - WW[0])))
             metrics[f"{tag}gf_C{h}_max_entry_drift"] = drift
@@ -122,10 +129,11 @@ def compute(cfg):
     )
     ts = arrays["nd_ts"]
     for tag in ("control_", ""):  # the main run last: its C is used below
-        run = runs[tag + "nd"]
-        Cnd = N.along(run, lambda t, q, v: nn.linear_quantity(q, h))
-        kin = N.along(run, kinetic)
-        Cd0 = N.along(run[:1], Cdot)[0]
+        # the law, its drive and its rate along the run, in one compiled evaluation
+        Cnd, kin, Cdt = runs[tag + "nd"].evaluate(
+            lambda t, q, v: (nn.linear_quantity(q, h), kinetic(t, q, v), Cdot(t, q, v))
+        )
+        Cnd, kin, Cd0 = np.asarray(Cnd), np.asarray(kin), np.asarray(Cdt[0])
         lhs = Cnd - Cnd[0]
         rhs = N.nd_balance(ts, Cd0, kin)
         metrics[f"{tag}nd_balance_rel_error"] = N.balance_error(lhs, rhs)
