@@ -241,7 +241,8 @@ def run_experiment(
     """Runs `compute(config) -> (metrics, arrays, claims)`, saves, then draws.
 
     `quick` is recorded in `results.json` (quick runs use small settings; the claims
-    table marks them).
+    table marks them); a quick run's PNGs are drawn at the draft resolution
+    (`_style.DRAFT_DPI`, half the published one), its PDFs as usual.
 
     Returns the results dictionary (also saved as `results.json`).
     """
@@ -262,12 +263,20 @@ def run_experiment(
         }
         np.savez(tmp / "arrays.npz", **{k: np.asarray(v) for k, v in arrays.items()})
         (tmp / "results.json").write_text(json.dumps(results, indent=2))
-        draw(tmp)
+        _draw(draw, tmp, quick)
         _commit(tmp, out / name)
     except BaseException:
         _discard(tmp)
         raise
     return results
+
+
+def _draw(draw: Callable[[Path], None], folder: Path, quick: bool):
+    """`draw(folder)`; a quick run's PNGs at the draft resolution (`_style.draft`)."""
+    from . import _style
+
+    with _style.draft(quick):
+        draw(folder)
 
 
 def run_module(module, *, seed=0, quick=False, out=DEFAULT_OUT, **options) -> dict:
@@ -316,7 +325,8 @@ def redraw(
     """Draws the figures of the finished run `out/NAME` again, from its saved
     `results.json` and `arrays.npz` alone (no recomputation). The new folder holds
     those two files and what `draw` writes, and replaces the old one only once `draw`
-    has finished, so figures that `draw` no longer makes do not linger.
+    has finished, so figures that `draw` no longer makes do not linger. A quick run's
+    PNGs are drawn at the draft resolution again.
 
     Returns the run's folder.
     """
@@ -332,7 +342,8 @@ def redraw(
     try:
         for f in SAVED:
             shutil.copyfile(final / f, tmp / f)
-        draw(tmp)
+        quick = json.loads((tmp / "results.json").read_text()).get("quick", False)
+        _draw(draw, tmp, bool(quick))
         _commit(tmp, final)
     except BaseException:
         _discard(tmp)
