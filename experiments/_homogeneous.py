@@ -119,8 +119,10 @@ def run_gf_and_gd(
     for k in fns:
         gd_full[k] = np.concatenate([start[k][None], tracked[k]])
         arrays[f"gd_{k}"] = gd_full[k][keep]
-    for layer, law in laws.items():
-        raw, corrected, step = corrected_charge(law, tracked[f"acc{layer}"], model)
+    charges = corrected_charges(
+        laws, {layer: tracked[f"acc{layer}"] for layer in laws}, model
+    )
+    for layer, (raw, corrected, step) in charges.items():
         arrays[f"gd_C{layer}_corrected"] = corrected[keep]
         # the second-order term of each GD step, |ΔC| / η² = |C(g)| (exactly)
         arrays[f"gd_C{layer}_step"] = np.abs(step)[keep[1:] - 1]
@@ -146,18 +148,25 @@ def _start_and_along(traj, q0, fns: dict):
     """`{name: fn(q)}` for the functions `fns` at `q0` and at every saved state of
     `traj`, in one compiled evaluation: `(at_q0, along)`, dicts of NumPy arrays (the
     second with a leading time axis)."""
+    global _start_and_along_jit
+    if _start_and_along_jit is None:
+        import equinox as eqx
+
+        _start_and_along_jit = eqx.filter_jit(_start_and_along_impl)
+    values = _start_and_along_jit(fns, q0, traj.q)
+    values = {k: np.asarray(v) for k, v in values.items()}
+    return {k: v[0] for k, v in values.items()}, {k: v[1:] for k, v in values.items()}
+
+
+def _start_and_along_impl(fns, q0, q):
     import jax
     import jax.numpy as jnp
 
-    from lagrangian_nn import Trajectory
+    both = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), q0, q)
+    return jax.vmap(lambda x: {k: fn(x) for k, fn in fns.items()})(both)
 
-    both = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), q0, traj.q)
-    ts = jnp.concatenate([traj.ts[:1], traj.ts])
-    values = Trajectory(ts, both, both).evaluate(
-        lambda t, q, v: {k: fn(q) for k, fn in fns.items()}
-    )
-    values = {k: np.asarray(v) for k, v in values.items()}
-    return {k: v[0] for k, v in values.items()}, {k: v[1:] for k, v in values.items()}
+
+_start_and_along_jit = None
 
 
 def gd_laws(lr, generators: dict):
@@ -178,12 +187,44 @@ def corrected_charge(law, tracked, start):
     $C(w_k)$, the corrected charge $C(w_k) - \sum_{j<k}\eta^2 C(g_j)$ (conserved to
     rounding) and the per-step $C(g_k)$, as NumPy arrays (the first two with an entry
     for $k = 0$). $C(w_0)$ is evaluated as the law evaluates the later charges."""
+    return corrected_charges({0: law}, {0: tracked}, start)[0]
+
+
+def corrected_charges(laws: dict, tracked: dict, start):
+    """`corrected_charge` for each law of `laws` (its tracked output in `tracked` under
+    the same key), in one compiled function (the laws' numbers and the arrays traced,
+    so it serves every run of the same network and length). Returns `{key: (charge,
+    corrected, per_step)}`."""
+    global _corrected_jit
+    if _corrected_jit is None:
+        import equinox as eqx
+
+        _corrected_jit = eqx.filter_jit(_corrected_impl)
+    out = {}
+    for k, (measured, predicted, initial) in _corrected_jit(
+        laws, {k: tracked[k] for k in laws}, start
+    ).items():
+        measured, predicted = np.asarray(measured), np.asarray(predicted)
+        out[k] = (
+            measured,
+            measured - predicted + float(initial),
+            np.asarray(tracked[k]["uAu"]),
+        )
+    return out
+
+
+def _corrected_impl(laws, tracked, start):
     from lagrangian_nn import optim
 
-    initial = optim.charge(law.generator, law.kind, start)
-    measured, predicted = law.predict(tracked, initial)
-    measured, predicted = np.asarray(measured), np.asarray(predicted)
-    return measured, measured - predicted + float(initial), np.asarray(tracked["uAu"])
+    out = {}
+    for k, law in laws.items():
+        initial = optim.charge(law.generator, law.kind, start)
+        measured, predicted = law.predict(tracked[k], initial)
+        out[k] = (measured, predicted, initial)
+    return out
+
+
+_corrected_jit = None
 
 
 def gd_identity(layer, corrected_drift, norm_change, name=None):
