@@ -37,18 +37,21 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _networks as N, _style
+from . import _style
 from ._common import claim, control, enable_float64, load, progress
+from ._counts_laws import (  # noqa: F401 (the independent laws, re-exported)
+    charge_coefficients,
+    known_linear_rank,
+    momentum_laws,
+    quadratic_laws,
+    rescaling_rank,
+    subspace_distance,
+)
+from ._counts_sweeps import MOMENTUM, Counter, _arch, _net, scaling
+from ._counts_table import PUBLISHED, table_markdown
 
 NAME = "conservation_counts"
-MOMENTUM = ("nd", "heavy_ball", "nagf")
 _FLOW_NAMES = {"nd": "ND", "heavy_ball": "heavy ball", "nagf": "NAGF"}
-# the published times (Marcotte et al.'s notebooks, 64 cores), in seconds
-PUBLISHED = {
-    "gf_relu_50": (34 * 60, 113 * 60),
-    "momentum_linear_20": 139,
-    "momentum_relu_20": 63,
-}
 
 
 def config_for(quick, seed):
@@ -78,185 +81,6 @@ def config_for(quick, seed):
     }
 
 
-def _arch(rng, depths, widths):
-    depth = int(rng.integers(depths[0], depths[1] + 1))
-    return [int(w) for w in rng.integers(widths[0], widths[1] + 1, size=depth + 1)]
-
-
-def _net(sizes, act, *, bias=False, seed=0, first=None):
-    from lagrangian_nn import nn
-
-    acts = [act] * (len(sizes) - 2) + [nn.Identity()]
-    if first is not None:
-        acts[0] = first
-    return N.build(sizes, acts, bias=bias, seed=seed)
-
-
-def known_linear_rank(model) -> int:
-    """The rank at `model` of the gradients of the entries of
-    $W_hW_h^\top - W_{h+1}^\top W_{h+1}$ (the known GF laws of a deep linear net)."""
-    import jax
-    import jax.numpy as jnp
-    from jax.flatten_util import ravel_pytree
-
-    from lagrangian_nn import nn
-
-    flat, unravel = ravel_pytree(model)
-
-    def known(th):
-        q = unravel(th)
-        out = []
-        for h in range(1, q.depth):
-            C = nn.linear_quantity(q, h)
-            out.append(C[jnp.triu_indices(C.shape[0])])
-        return jnp.concatenate(out)
-
-    J = np.asarray(jax.jacfwd(known)(flat))
-    return _rank(J)
-
-
-def rescaling_rank(model) -> int:
-    """The same rank for the diagonals only (the rescaling laws): the control."""
-    import jax
-    import jax.numpy as jnp
-    from jax.flatten_util import ravel_pytree
-
-    from lagrangian_nn import nn
-
-    flat, unravel = ravel_pytree(model)
-
-    def known(th):
-        q = unravel(th)
-        return jnp.concatenate(
-            [jnp.diag(nn.linear_quantity(q, h)) for h in range(1, q.depth)]
-        )
-
-    return _rank(np.asarray(jax.jacfwd(known)(flat)))
-
-
-def _rank(M, factor=1e3):
-    M = M / np.maximum(np.linalg.norm(M, axis=1, keepdims=True), 1e-300)
-    sv = np.linalg.svd(M, compute_uv=False)
-    return int(np.sum(sv > factor * np.finfo(float).eps * np.sqrt(M.shape[0])))
-
-
-def _tau(flow, t, damping):
-    return {"nd": 0.0, "heavy_ball": damping, "nagf": 3.0 / t}[flow]
-
-
-def quadratic_laws(model, flow, *, damping=1.0, seed=0):
-    r"""An orthonormal basis (rows) of the coefficient vectors of the polynomials $Q$ of
-    degree ≤ 2 in $z = (\theta, \dot\theta)$, without constant term, such that
-    $m(t)Q$ is conserved along every field of `flow` ($m'/m = \tau$), and the singular
-    values. Coefficients: $Q = \sum_{i\le j} p_{ij}z_iz_j + \sum_i b_iz_i$."""
-    import jax
-    import jax.numpy as jnp
-    from jax.flatten_util import ravel_pytree
-
-    flat, unravel = ravel_pytree(model)
-    D = flat.shape[0]
-    n = 2 * D
-    iu, ju = np.triu_indices(n)
-    K = len(iu) + n
-    rng = np.random.default_rng(seed)
-    scale = float(np.sqrt(np.mean(np.asarray(flat) ** 2)))
-    m = K + 20
-    d_out = model.sizes[-1]
-
-    def grad(th, x, c):
-        return jax.grad(lambda t: jnp.sum(c * unravel(t)(x)))(th)
-
-    th = scale * rng.standard_normal((m, D))
-    xs = rng.standard_normal((m, model.sizes[0]))
-    cs = rng.standard_normal((m, d_out))
-    g = np.asarray(jax.jit(jax.vmap(grad))(jnp.asarray(th), xs, cs))
-    z = np.concatenate([th, scale * rng.standard_normal((m, D))], axis=1)
-    gt = np.concatenate([np.zeros((m, D)), g], axis=1)
-    rows_y = np.concatenate(
-        [z[:, ju] * gt[:, iu] + z[:, iu] * gt[:, ju], gt], axis=1
-    )  # ∇_v Q · g = 0
-    t = rng.uniform(0.5, 2.0, m)
-    z2 = np.concatenate(
-        [scale * rng.standard_normal((m, D)), scale * rng.standard_normal((m, D))], 1
-    )
-    tau = np.array([_tau(flow, ti, damping) for ti in t])[:, None]
-    u = np.concatenate([z2[:, D:], -tau * z2[:, D:]], axis=1)
-    rows_z = np.concatenate(
-        [
-            tau * z2[:, iu] * z2[:, ju] + z2[:, ju] * u[:, iu] + z2[:, iu] * u[:, ju],
-            tau * z2 + u,
-        ],
-        axis=1,
-    )  # τ Q + ∇Q · (v, −τ v) = 0
-    A = np.concatenate([rows_y, rows_z])
-    A = A / np.maximum(np.linalg.norm(A, axis=1, keepdims=True), 1e-300)
-    _, S, Vt = np.linalg.svd(A, full_matrices=True)
-    sv = np.zeros(K)
-    sv[: len(S)] = S
-    null = sv <= 1e3 * np.finfo(float).eps * np.sqrt(A.shape[0])
-    assert A.shape[0] >= K
-    return Vt[null], sv, K
-
-
-def charge_coefficients(model, flow, *, skew=True, damping=1.0, seed=0):
-    """Coefficient vectors (as in `quadratic_laws`) of $Q = e^{-s(t)}\\times$ the Noether
-    charge of each generator $A$ of each hidden layer's $GL(d_h)$, from
-    `lnn.noether_charge` with the flow's Lagrangian: the skew basis $E_{ab} - E_{ba}$
-    (`skew=True`) or the symmetric one $E_{ab} + E_{ba}$ (the control)."""
-    import jax
-    import jax.numpy as jnp
-    from jax.flatten_util import ravel_pytree
-
-    import lagrangian_nn as lnn
-    from lagrangian_nn import nn
-
-    rng = np.random.default_rng(seed)
-    x = jnp.asarray(rng.standard_normal((6, model.sizes[0])))
-    y = jnp.asarray(rng.standard_normal((6, model.sizes[-1])))
-    loss = nn.make_loss(x, y, kind="squared_error")
-    L = {
-        "nd": lambda: lnn.dynamics.newtonian(loss),
-        "heavy_ball": lambda: lnn.dynamics.damped(loss, 1.0 / damping),
-        "nagf": lambda: lnn.dynamics.nesterov(loss),
-    }[flow]()
-    flat, unravel = ravel_pytree(model)
-    D = flat.shape[0]
-    n = 2 * D
-    iu, ju = np.triu_indices(n)
-    out = []
-    for h in range(1, model.depth):
-        d = model.sizes[h]
-        for a in range(d):
-            for b in range(a if skew else a, d):
-                if skew and a == b:
-                    continue
-                A = np.zeros((d, d))
-                A[a, b] += 1.0
-                A[b, a] += -1.0 if skew else 1.0
-                Q = lnn.noether_charge(L, nn.gl(model, h, jnp.asarray(A)), reduced=True)
-                f = (
-                    lambda zz, Q=Q: Q(  # noqa: E731
-                        jnp.asarray(1.0), unravel(zz[:D]), unravel(zz[D:])
-                    )
-                )
-                z0 = jnp.zeros(n)
-                H = np.asarray(jax.hessian(f)(z0))
-                gr = np.asarray(jax.grad(f)(z0))
-                quad = np.where(iu == ju, np.diag(H)[iu] / 2, H[iu, ju])
-                out.append(np.concatenate([quad, gr]))
-    return np.array(out)
-
-
-def subspace_distance(A, B) -> float:
-    """The sine of the largest principal angle between the row spaces of `A` and `B`
-    (1 when their dimensions differ)."""
-    if A.shape[0] != B.shape[0] or A.shape[0] == 0:
-        return 1.0 if A.shape[0] != B.shape[0] else 0.0
-    Qa, _ = np.linalg.qr(A.T)
-    Qb, _ = np.linalg.qr(B.T)
-    return float(np.linalg.norm(Qb - Qa @ (Qa.T @ Qb), 2))
-
-
 def compute(cfg):
     enable_float64()
     import jax
@@ -267,36 +91,13 @@ def compute(cfg):
     metrics, arrays, claims = {}, {}, []
     key = lambda k: jax.random.key(cfg["seed"] * 100_003 + k)  # noqa: E731
 
-    refused = []  # every count the certificate refused: a failure of its claim
-
-    def count(section, sizes, **kw):
-        """`count_laws(...).count`, or None (recorded in `refused`) when refused."""
-        try:
-            return sy.count_laws(n_points=cfg["n_points"], **kw).count
-        except sy.LawCountError as e:
-            refused.append({"section": section, "sizes": sizes, "error": str(e)})
-            return None
-
-    def count_momentum(section, sizes, model, k):
-        """The counts of the momentum flows on `model` (keyed by flow), and their mean
-        time."""
-        t0 = time.perf_counter()
-        counts = {
-            f: count(
-                f"{section}_{f}",
-                sizes,
-                model=model,
-                flow=f,
-                key=key(k),
-                damping=cfg["damping"],
-            )
-            for f in MOMENTUM
-        }
-        return counts, (time.perf_counter() - t0) / len(MOMENTUM)
-
-    def misses(counts, expected):
-        """Counts that differ from the prediction, refusals included."""
-        return int(sum(c is None or c != e for c, e in zip(counts, expected)))
+    counter = Counter(cfg, key)
+    count, count_momentum, misses = (
+        counter.count,
+        counter.count_momentum,
+        Counter.misses,
+    )
+    refused = counter.refused  # every count the certificate refused: a failure
 
     # 1. GF, deep ReLU, with and without biases; control: tanh (no rescaling symmetry)
     relu = {"sizes": [], "expected": [], "count": [], "count_bias": [], "time": []}
@@ -427,19 +228,11 @@ def compute(cfg):
         for f in MOMENTUM:
             ml_count[f].append(counts[f])
         ml_time.append(seconds)
-        dist = ctrl_dist = 0.0
+        quad, dist, ctrl_dist = momentum_laws(
+            m, MOMENTUM, damping=cfg["damping"], seed=k
+        )
         for f in MOMENTUM:
-            null, _, _ = quadratic_laws(m, f, damping=cfg["damping"], seed=k)
-            ml_quad[f].append(len(null))
-            ch = charge_coefficients(m, f, damping=cfg["damping"])
-            dist = max(dist, subspace_distance(ch, null))
-            if f == "nd":  # control: symmetric generators' charges are not laws
-                chs = charge_coefficients(m, f, skew=False)
-                Qn, _ = np.linalg.qr(null.T)
-                res = chs.T - Qn @ (Qn.T @ chs.T)
-                ctrl_dist = float(
-                    np.min(np.linalg.norm(res, axis=0) / np.linalg.norm(chs.T, axis=0))
-                )
+            ml_quad[f].append(quad[f])
         ml_noether.append(dist)
         ml_noether_ctrl.append(ctrl_dist)
         ml_ctrl.append(
@@ -480,36 +273,9 @@ def compute(cfg):
     metrics["refused"] = refused
 
     # scaling: two-layer ReLU networks of growing width (GF)
-    sc_w, sc_t, sc_c, sc_d = [], [], [], []
-    for w in progress(cfg["scaling_widths"], desc="scaling"):
-        sizes = [cfg["scaling_d0"], w, cfg["scaling_d_out"]]
-        net = _net(sizes, nn.ReLU(), seed=w)
-        t0 = time.perf_counter()
-        c = count("scaling", sizes, model=net, key=key(w))
-        dt = time.perf_counter() - t0
-        c = -1 if c is None else c
-        n_par = sum(int(np.size(x)) for x in jax.tree.leaves(net))
-        sc_w.append(w), sc_t.append(dt), sc_c.append(c), sc_d.append(n_par)
-        if c != w or dt > cfg["scaling_budget_s"]:
-            break
-    arrays.update(
-        scaling_width=np.array(sc_w),
-        scaling_seconds=np.array(sc_t),
-        scaling_count=np.array(sc_c),
-        scaling_parameters=np.array(sc_d),
-    )
-    ok = [
-        i
-        for i in range(len(sc_w))
-        if sc_c[i] == sc_w[i] and sc_t[i] <= cfg["scaling_budget_s"]
-    ]
-    big = ok[-1] if ok else None
-    metrics.update(
-        largest_certified_width=sc_w[big] if ok else 0,
-        largest_certified_parameters=sc_d[big] if ok else 0,
-        largest_certified_seconds=sc_t[big] if ok else float("nan"),
-        published_seconds=PUBLISHED,
-    )
+    sc_arrays, sc_metrics = scaling(cfg, counter)
+    arrays.update(sc_arrays)
+    metrics.update(**sc_metrics, published_seconds=PUBLISHED)
 
     nrc = len(relu["control"])
     n_relu, n_mrelu = len(relu["sizes"]), len(mr_sizes)
@@ -657,39 +423,6 @@ def draw(folder: Path):
     m = res["metrics"]
     (folder / "table.md").write_text(table_markdown(res))
     del m
-
-
-def table_markdown(res) -> str:
-    m, c = res["metrics"], res["config"]
-    pub = PUBLISHED
-    nr, nm = len(m["relu_architectures"]), len(m["momentum_relu_architectures"])
-    rows = [
-        "| result | architectures | reproduced | our time (2-core CPU) | published time "
-        "(64 cores, SageMath) |",
-        "| --- | --- | --- | --- | --- |",
-        f"| GF, deep ReLU, no biases / biases: N = Σ hidden widths | {nr} "
-        f"(depth 2–4, widths 2–9; {m['refused_by_section']['relu']} refused) | "
-        f"{nr - m['relu_mismatches']}/{nr} and {nr - m['relu_bias_mismatches']}/{nr} | "
-        f"{m['relu_sweep_seconds']:.0f} s (both) | {pub['gf_relu_50'][0] // 60} min to "
-        f"{pub['gf_relu_50'][1] // 60} min per sweep |",
-        f"| GF, deep linear: N = rank of the known laws | {c['n_linear']} | "
-        f"{c['n_linear'] - m['linear_mismatches']}/{c['n_linear']} | "
-        f"{m['linear_sweep_seconds']:.0f} s | – |",
-        f"| ND, heavy ball, NAGF, deep ReLU: N = 0 | {nm} "
-        f"({m['refused_by_section']['momentum_relu']} refused) | "
-        f"max N = {m['momentum_relu_max_count']} | "
-        f"{m['momentum_relu_sweep_seconds']:.0f} s (3 flows) | "
-        f"{pub['momentum_relu_20']} s |",
-        f"| ND, heavy ball, NAGF, deep linear: N = degree-2 laws = Noether charges of "
-        f"so(d_h) | {c['n_momentum_linear']} | "
-        f"{3 * c['n_momentum_linear'] - m['momentum_linear_mismatches']}/"
-        f"{3 * c['n_momentum_linear']} | {m['momentum_linear_sweep_seconds']:.0f} s "
-        f"(3 flows) | {pub['momentum_linear_20']} s |",
-        f"| largest two-layer ReLU net certified in < 1 min | width "
-        f"{m['largest_certified_width']} ({m['largest_certified_parameters']} "
-        f"parameters) | N = width | {m['largest_certified_seconds']:.1f} s | widths ≤ 9 |",
-    ]
-    return "\n".join(rows)
 
 
 def report(results):
