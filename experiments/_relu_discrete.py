@@ -26,7 +26,7 @@ def discrete_runs(cfg, loss, model, norms, L0):
     # every step up to 4,000 saved points (evenly strided, the last step included)
     gd_opt, laws = gd_laws(lr, {"acc": nn.rescale(model, h)})
     track = {"norms": lambda s: norms(0, s.q, None)}
-    n0 = np.asarray(norms(0, model, None))[None]
+    n0 = np.array([[np.sum(np.asarray(w) ** 2) for w in model.weights[h - 1 : h + 1]]])
 
     # eq. 21's kinetic energy ½‖(w_k − w_k−1)/√η‖², for its energy along the run
     def kinetic(s):

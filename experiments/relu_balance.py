@@ -72,8 +72,7 @@ def compute(cfg):
     enable_float64()
     import jax.numpy as jnp
 
-    import lagrangian_nn as lnn
-    from lagrangian_nn import dynamics, nn
+    from lagrangian_nn import nn
 
     x, y = N.load_data(cfg)
     sizes = [x.shape[1], *cfg["hidden"], 10]
@@ -102,21 +101,21 @@ def compute(cfg):
         }
         runs.update({tag + k: v for k, v in fl.items()})
     fl = {k: v for k, v in runs.items() if not k.startswith("control_")}
+    # what is measured along the runs, from their saved states in NumPy (no program to
+    # compile per run and per quantity), except the loss: one compiled evaluation per
+    # save grid
+    sq_norms = {name: _squared_norms(traj) for name, traj in runs.items()}
     norms = lambda t, q, v: jnp.stack(
         [jnp.sum(q.weights[h - 1] ** 2), jnp.sum(q.weights[h] ** 2)]
     )
-    K = len(sizes) - 1
-    S = lambda t, q, v: sum(
-        jnp.abs(jnp.sum(q.weights[i] ** 2) - jnp.sum(q.weights[i + 1] ** 2))
-        for i in range(K - 1)
-    )
     arrays, metrics = {}, {}
     L0 = float(loss(model))
+    loss_along = lambda t, q, v: loss(q)
     for name, traj in runs.items():
         arrays[f"{name}_ts"] = np.asarray(traj.ts)
-        arrays[f"{name}_norms"] = N.along(traj, norms)
+        arrays[f"{name}_norms"] = sq_norms[name]["q"][:, h - 1 : h + 1]
         if not name.startswith("control_"):
-            arrays[f"{name}_loss"] = N.along(traj, lambda t, q, v: loss(q))
+            arrays[f"{name}_loss"] = N.along(traj, loss_along)
     # GF: eq. 31, the drift of C = ‖W2‖² − ‖W3‖² relative to how far ‖W2‖² moves
     for tag in ("", "control_"):
         n = arrays[f"{tag}gf_norms"]
@@ -130,14 +129,6 @@ def compute(cfg):
     # integrated Table-2 balance (C̈ = 2f under ND, d/dt(t³Ċ) = 2t³f under NAGF, with
     # f = ‖Ẇ2‖² − ‖Ẇ3‖²), the integrals by cumulative Simpson on the dense save grid;
     # the ND control measures the same along the softplus network's ND run
-    kin = lambda t, q, v: jnp.sum(v.weights[h - 1] ** 2) - jnp.sum(v.weights[h] ** 2)
-    Cdot = lambda t, q, v: (
-        2
-        * (
-            jnp.sum(q.weights[h - 1] * v.weights[h - 1])
-            - jnp.sum(q.weights[h] * v.weights[h])
-        )
-    )
     forms = {"nd": N.nd_balance, "nagf": N.nagf_balance}
     # the NAGF balance's control is the wrong dynamics: the same t³-weighted balance
     # along the undamped ND run, from its first saved time after 0
@@ -149,11 +140,14 @@ def compute(cfg):
     }
     for name, (run, flow) in cases.items():
         form = forms[flow]
-        traj = runs[run][1:] if name == "control_nagf" else runs[run]
-        ts, nrm = np.asarray(traj.ts), N.along(traj, norms)
+        start = 1 if name == "control_nagf" else 0
+        ts = np.asarray(runs[run].ts)[start:]
+        sn = {k: v[start:] for k, v in sq_norms[run].items()}
+        nrm = sn["q"][:, h - 1 : h + 1]
         C = nrm[:, 0] - nrm[:, 1]
-        f = N.along(traj, kin)
-        Cd0 = float(N.along(traj[:1], Cdot)[0])
+        f = sn["v"][:, h - 1] - sn["v"][:, h]
+        # Ċ(t0) = 2(⟨W2, Ẇ2⟩ − ⟨W3, Ẇ3⟩)
+        Cd0 = float(2 * (sn["qv"][0, h - 1] - sn["qv"][0, h]))
         lhs = C - C[0]
         rhs = form(ts, Cd0, f)
         arrays[f"{name}_balance_lhs"] = lhs
@@ -167,18 +161,19 @@ def compute(cfg):
                 lhs[::2], form(ts[::2], Cd0, f[::2])
             )
     # ND bound, eqs. 33–34 (L* ≥ 0 for NLL): a consequence of energy conservation
-    Snd = N.along(fl["nd"], S)
+    w2 = sq_norms["nd"]["q"]
+    Snd = np.sum(np.abs(w2[:, :-1] - w2[:, 1:]), axis=1)
     bound = 4 * L0 * arrays["nd_ts"] ** 2
     arrays["nd_S"], arrays["nd_bound"] = Snd, bound
     ratio = (Snd[1:] - Snd[0]) / bound[1:]
     metrics["nd_bound_max_ratio"] = float(np.max(ratio))
-    H = N.along(fl["nd"], lnn.energy(dynamics.newtonian(loss)))
+    # the energy ½‖ẇ‖² + L (Example 5), from the loss and the speed along each run
+    speed2 = {k: np.sum(sq_norms[k]["v"], axis=1) for k in ("gf", "nd", "nagf")}
+    energy = {k: 0.5 * speed2[k] + arrays[f"{k}_loss"] for k in speed2}
+    H = energy["nd"]
     metrics["nd_energy_drift_over_L0"] = float(np.max(np.abs(H - H[0]))) / L0
     # NAGF energy, eq. 35: E(t) − E(t0) against −∫ 3/t ‖ẇ‖² dt (Simpson, dense grid)
-    energy = lambda t, q, v: 0.5 * N.tree_dot(v, v) + loss(q)
-    speed2 = lambda t, q, v: N.tree_dot(v, v)
-    ag = fl["nagf"]
-    E, vv = N.along(ag, energy), N.along(ag, speed2)
+    E, vv = energy["nagf"], speed2["nagf"]
     ts = arrays["nagf_ts"]
     integral = N.cumulative_integral(-3.0 / ts * vv, ts)
     arrays["nagf_energy"], arrays["nagf_energy_predicted"] = E, E[0] + integral
@@ -189,11 +184,11 @@ def compute(cfg):
     # controls, the wrong dynamics: ND's energy along GF (which descends the loss,
     # ẇ = −∇L), and eq. 35 along the undamped ND run from its first saved time after 0
     # (where E stays constant while eq. 35 predicts a loss)
-    Egf = N.along(fl["gf"], energy)
+    Egf = energy["gf"]
     metrics["control_nd_energy_along_gf_drift_over_L0"] = (
         float(np.max(np.abs(Egf - Egf[0]))) / L0
     )
-    End, vnd = N.along(fl["nd"][1:], energy), N.along(fl["nd"][1:], speed2)
+    End, vnd = energy["nd"][1:], speed2["nd"][1:]
     tnd = arrays["nd_ts"][1:]
     metrics["control_nagf_energy_balance_along_nd_rel_error"] = N.balance_error(
         End - End[0], N.cumulative_integral(-3.0 / tnd * vnd, tnd)
@@ -284,6 +279,17 @@ def compute(cfg):
         ),
     ]
     return metrics, arrays, claims
+
+
+def _squared_norms(traj):
+    """Per saved time and layer: ‖W_h‖² (`"q"`), ‖Ẇ_h‖² (`"v"`) and ⟨W_h, Ẇ_h⟩
+    (`"qv"`), arrays (time, layer), from the saved states."""
+    q = [np.asarray(w) for w in traj.q.weights]
+    v = [np.asarray(w) for w in traj.qdot.weights]
+    per = lambda a, b: np.stack(
+        [np.sum((x * y).reshape(len(x), -1), axis=1) for x, y in zip(a, b)], axis=1
+    )
+    return {"q": per(q, q), "v": per(v, v), "qv": per(q, v)}
 
 
 def draw(folder: Path):
