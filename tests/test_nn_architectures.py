@@ -291,3 +291,60 @@ def test_lone_layers_are_walked_like_a_sequence_of_one():
     mlp = eqx.nn.MLP(3, 2, 4, 1, key=k2, dtype=jnp.float64)
     with pytest.raises(ValueError, match="not in the catalogue.*MLP"):
         nn.symmetries(mlp, v, strict=True)
+
+
+def test_catalogue_certifies_in_chunks_of_bounded_memory(monkeypatch):
+    # The certificate maps every candidate's full-size field ξ; at once, that holds
+    # (#candidates) × (#parameters) numbers (two copies each here). In chunks of c
+    # candidates the compiled program holds O(c) copies of the parameters, whatever
+    # the number of candidates, and certifies exactly the same generators.
+    from lagrangian_nn.nn import _symmetries as S
+
+    k1, k2, k3 = jax.random.split(jax.random.key(6), 3)
+    model = [
+        eqx.nn.Linear(4, 64, key=k1, dtype=jnp.float64),
+        jax.nn.relu,
+        eqx.nn.Linear(64, 64, key=k2, dtype=jnp.float64),
+        jax.nn.relu,
+        eqx.nn.Linear(64, 3, key=k3, dtype=jnp.float64),
+    ]
+    x = jnp.asarray(_rng(7).standard_normal((8, 4)))
+
+    def loss(m):  # weight decay on one factor: layers[0]'s rescalings are refused
+        out = jax.vmap(lambda v: m[4](jax.nn.relu(m[2](jax.nn.relu(m[0](v))))))(x)
+        return jnp.sum(jax.nn.log_softmax(out)) + 1e-3 * jnp.sum(m[0].weight ** 2)
+
+    params, _ = eqx.partition(model, eqx.is_inexact_array)
+    n = S._size(params)
+    # the library's chunk never exceeds its budget of numbers
+    assert S._chunk(10**4, 10**6) * 10**6 <= S._CHUNK_NUMBERS
+    assert S._chunk(10**4, 10**9) == 1 and S._chunk(5, 1) == 5
+    whole = nn.symmetries(model, x, loss=loss, softmax_head=True)
+    monkeypatch.setattr(S, "_CHUNK_NUMBERS", 4 * n)  # chunks of 4 candidates
+    chunked = nn.symmetries(model, x, loss=loss, softmax_head=True)
+    assert sorted(chunked) == sorted(whole) and len(whole) > 64
+    assert chunked.refused == whole.refused
+    assert all(
+        whole.refused[f"[0]:rescale[{c}]"].startswith("not a symmetry")
+        for c in range(64)
+    )
+    for k in whole:  # (r, s): r is rounding, s the size of its terms
+        (r1, s1), (r0, s0) = chunked._terms[k], whole._terms[k]
+        np.testing.assert_allclose(s1, s0, rtol=64 * EPS64)
+        assert abs(r1 - r0) <= 64 * EPS64 * s0
+    assert sorted(chunked.isometries()) == sorted(whole.isometries())
+
+    # the compiled programs' scratch memory, in copies of the parameters
+    cands = [(k, g, "quadratic", "out") for k, g in whole.candidates.items()]
+    groups = S._stacked(cands)
+    grads = {"out": params}
+
+    def copies(chunk):
+        gs = [(*g, min(g[2], chunk)) for _, g in groups]
+        compiled = S._all_residuals.lower(gs, grads, params).compile()
+        return compiled.compiled.memory_analysis().temp_size_in_bytes / (8 * n)
+
+    assert len(cands) > 128
+    assert copies(4) < 8 + 4 * 4
+    # control: all at once, the scratch memory grows with the number of candidates
+    assert copies(len(cands)) > len(cands) / 2

@@ -1021,20 +1021,42 @@ def _pairing(g, xi, gen, params):
     return tree_dot(a, b), tree_dot(abs_(a), abs_(b))
 
 
+# The certificate evaluates each candidate's full-size field ξ; a vectorised map over
+# all of them at once would hold (#candidates) × (#parameters) numbers (a unit
+# rescaling of every unit of a wide layer: gigabytes). They are mapped in chunks of at
+# most this many numbers in all (a few times the size of the parameters), one chunk
+# after another (`jax.lax.map`): memory O(a few gradients), whatever their number.
+_CHUNK_NUMBERS = 2**22
+
+
+def _chunk(n, size):
+    """How many of `n` candidates to map at once when each touches `size` numbers:
+    all of them if they fit in `_CHUNK_NUMBERS`, else as many as fit (at least 1)."""
+    return int(max(1, min(n, _CHUNK_NUMBERS // max(size, 1))))
+
+
+def _map(fn, stacked, n, chunk):
+    """`fn` over the `n` stacked generators, `chunk` of them at a time."""
+    if chunk >= n:
+        return eqx.filter_vmap(fn, axis_size=n)(stacked)
+    dynamic, static = eqx.partition(stacked, eqx.is_array)
+    return jax.lax.map(lambda d: fn(eqx.combine(d, static)), dynamic, batch_size=chunk)
+
+
 @eqx.filter_jit
 def _all_residuals(groups, grads, params):
     """r = ⟨g, ξ⟩ (the value of `lnn.symmetry_residual` with gradient `g`) and the
     size of its terms s = ⟨|g|, |ξ|⟩ for every generator: `groups` holds, per
-    generator structure, (stacked generators, probe, count)."""
+    generator structure, (stacked generators, probe, count, chunk)."""
     t = jnp.zeros((), tree_dtype(params))
     out = []
-    for stacked, probe, n in groups:
+    for stacked, probe, n, chunk in groups:
         g = grads[probe]
 
         def one(gen):
             return _pairing(g, gen.xi(t, params), gen, params)
 
-        out.append(eqx.filter_vmap(one, axis_size=n)(stacked))
+        out.append(_map(one, stacked, n, chunk))
     return out
 
 
@@ -1044,7 +1066,7 @@ def _all_kinetic(groups, velocities, params):
     its terms ⟨|v|, |∂ξ(θ)·v|⟩, for every generator and every probe velocity v."""
     t = jnp.zeros((), tree_dtype(params))
     out = []
-    for stacked, _, n in groups:
+    for stacked, _, n, chunk in groups:
 
         def one(gen):
             def at(v):
@@ -1053,7 +1075,7 @@ def _all_kinetic(groups, velocities, params):
 
             return jax.vmap(at)(velocities)
 
-        out.append(eqx.filter_vmap(one, axis_size=n)(stacked))
+        out.append(_map(one, stacked, n, chunk))
     return out
 
 
@@ -1084,8 +1106,14 @@ def _gather(groups, results, n, shape=()):
 def _residuals(candidates, grads, params):
     """Residuals of all candidates, in one compiled program."""
     groups = _stacked(candidates)
-    results = _all_residuals([g for _, g in groups], grads, params)
+    size = _size(params)
+    chunked = [(*g, _chunk(g[2], size)) for _, g in groups]
+    results = _all_residuals(chunked, grads, params)
     return _gather(groups, results, len(candidates))
+
+
+def _size(params):
+    return sum(int(np.size(a)) for a in jax.tree.leaves(params))
 
 
 def _kinetic(candidates, params, n_probes=2):
@@ -1106,7 +1134,9 @@ def _kinetic(candidates, params, n_probes=2):
             for a in leaves
         ],
     )
-    results = _all_kinetic([g for _, g in groups], velocities, params)
+    size = n_probes * _size(params)
+    chunked = [(*g, _chunk(g[2], size)) for _, g in groups]
+    results = _all_kinetic(chunked, velocities, params)
     return _gather(groups, results, len(candidates), (n_probes,))
 
 
