@@ -304,3 +304,53 @@ def test_bad_input_each_gets_its_own_error():
         state = tracker.update(state, model, grads, opt_state, other)
     with pytest.raises(ValueError, match="more than the tracker's `n_steps` = 2"):
         tracker.report(state)
+
+
+def test_equal_trackers_share_their_compiled_programs():
+    # a second tracker of the same generators on the same model probes its fields
+    # with the programs the first one compiled, and is the same pytree structure, so
+    # a user's step that takes the tracker as an argument compiles once for both
+    compiles = []
+
+    def listen(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    model = _model(jnp.float64)
+    batches = _batches(2, jnp.float64)
+    chain = optim.sgd_chain(LR, momentum=BETA, weight_decay=DECAY)
+    opt = _optax_sgd()
+
+    @eqx.filter_jit
+    def step(tracker, tstate, params, opt_state, batch):
+        grads = jax.grad(_loss)(params, batch)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        new = optax.apply_updates(params, updates)
+        return tracker.update(tstate, params, grads, opt_state, new), new, opt_state
+
+    def run(tracker):
+        tstate, params, opt_state = tracker.init(model), model, opt.init(model)
+        for k in range(2):
+            batch = jax.tree.map(lambda b: b[k], batches)
+            tstate, params, opt_state = step(tracker, tstate, params, opt_state, batch)
+        return tracker.report(tstate)
+
+    first = optim.tracker(_generators(model), chain, model, 2)
+    reported = run(first)
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        second = optim.tracker(_generators(model), chain, model, 2)
+        again = run(second)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert compiles == []
+    assert jax.tree.structure(second) == jax.tree.structure(first)
+    for name in reported.charges:
+        np.testing.assert_array_equal(again.charges[name], reported.charges[name])
+    # control: the listener sees a compilation when there is one
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        jax.jit(lambda v: v * 3.0 + 1.0)(jnp.ones(7))
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert compiles

@@ -334,7 +334,6 @@ def _probe(name, generator, layout, w, kind):
     return found, support, symmetric
 
 
-@functools.lru_cache(maxsize=4)
 @functools.lru_cache(maxsize=64)
 def _field_fn(static, layout):
     def field(dynamic, arrays):
