@@ -17,6 +17,29 @@ if os.environ.get("LNN_TEST_FULL_OPT") != "1":
     _flags += [f for f in _FAST_COMPILE if f.split("=")[0] not in _given]
     os.environ["XLA_FLAGS"] = " ".join(_flags)
 
+# Many tests compile the same program again (a fresh closure per test or per hypothesis
+# example, the same experiment in a worker and in a notebook kernel). JAX's persistent
+# compilation cache turns those into look-ups: one folder per test run, made by the
+# controlling process (so the xdist workers, the sharding subprocess and the docs
+# build's notebook kernels inherit it) and removed when that process exits. Nothing is
+# carried between runs, so a clean checkout behaves as here. A test that checks that a
+# program compiles once counts traces or its jit cache, which the persistent cache does
+# not touch. Set LNN_TEST_NO_COMPILE_CACHE=1 to run without it.
+if (
+    os.environ.get("LNN_TEST_NO_COMPILE_CACHE") != "1"
+    and "PYTEST_XDIST_WORKER" not in os.environ
+    and "JAX_COMPILATION_CACHE_DIR" not in os.environ
+):
+    import atexit
+    import shutil
+    import tempfile
+
+    _cache = tempfile.mkdtemp(prefix="lnn-test-jax-cache-")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
 import jax  # noqa: E402
 
 # Tests compare against closed forms to ~1e-10; they need float64. The library itself
