@@ -533,7 +533,8 @@ def charge_law(
     _check_generator(generator, kind)
     if not isinstance(optimizer, SGDChain):
         raise NoExactLaw(
-            f"no exact law for the optimiser {optimizer!r}: `lnn.optim` has exact "
+            f"no exact law for `optimizer`, a {type(optimizer).__name__} (not an "
+            "`lnn.optim.sgd_chain`): `lnn.optim` has exact "
             "charge laws only for SGD chains described by `lnn.optim.sgd_chain` "
             "(optax transforms are opaque closures, and adaptive ones such as "
             "`optax.adam` rescale each coordinate, so a charge has no closed law). "
