@@ -86,3 +86,27 @@ def kepler(k=1.0):
         return 0.5 * jnp.sum(v**2) + k / jnp.linalg.norm(q)
 
     return L
+
+
+def compiles_during(fn):
+    """The number of XLA compilations requested while `fn()` runs, and its result: the
+    programs compiled and those answered by a persistent compilation cache (the suite
+    runs with one; a recompiled program is a compilation all the same)."""
+    n = [0]
+
+    def on_duration(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            n[0] += 1
+
+    def on_event(event, **kwargs):
+        if event == "/jax/compilation_cache/cache_hits":
+            n[0] += 1
+
+    jax.monitoring.register_event_duration_secs_listener(on_duration)
+    jax.monitoring.register_event_listener(on_event)
+    try:
+        out = fn()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(on_duration)
+        jax.monitoring.unregister_event_listener(on_event)
+    return n[0], out

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import compiles_during
 
 import lagrangian_nn as lnn
 from experiments import __main__ as cli, conservation_counts as cc
@@ -114,30 +115,6 @@ def test_user_model():
     assert r.count == 1 and r.dimension == 5
 
 
-def _compiles_during(fn):
-    """The number of XLA compilations requested while `fn()` runs, and its result: the
-    programs compiled and those answered by a persistent compilation cache (the suite
-    runs with one; a recompiled program is a compilation all the same)."""
-    n = [0]
-
-    def on_duration(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            n[0] += 1
-
-    def on_event(event, **kwargs):
-        if event == "/jax/compilation_cache/cache_hits":
-            n[0] += 1
-
-    jax.monitoring.register_event_duration_secs_listener(on_duration)
-    jax.monitoring.register_event_listener(on_event)
-    try:
-        out = fn()
-    finally:
-        jax.monitoring.unregister_event_duration_listener(on_duration)
-        jax.monitoring.unregister_event_listener(on_event)
-    return n[0], out
-
-
 def test_callable_model_compiles_once():
     # A second count of the same φ (same θ layout, a new key) compiles nothing: the
     # bracket programs and the input sampler are kept per φ and `inputs`. Control:
@@ -152,8 +129,8 @@ def test_callable_model_compiles_once():
             f, p, key=jax.random.key(k), inputs=i, **P1
         ).count
     )
-    first, c1 = _compiles_during(lambda: count(phi, params, inputs, 0))
-    again, c2 = _compiles_during(lambda: count(phi, params, inputs, 1))
+    first, c1 = compiles_during(lambda: count(phi, params, inputs, 0))
+    again, c2 = compiles_during(lambda: count(phi, params, inputs, 1))
     assert first > 0 and again == 0 and c1 == c2 == 1
     # `model_phi` of two models of the same structure: equal φ, shared programs
     lin = lambda k, n: eqx.nn.Linear(  # noqa: E731
@@ -161,10 +138,10 @@ def test_callable_model_compiles_once():
     )
     runs = [sy.model_phi(lin(k, 2), (3,)) for k in (0, 1)]
     counts = [count(f, p, i, 2) for f, p, i in runs[:1]]
-    shared, c = _compiles_during(lambda: count(*runs[1], 3))
+    shared, c = compiles_during(lambda: count(*runs[1], 3))
     assert shared == 0 and counts == [c] == [0]  # φ = Wx: no law
     # control: another structure (3 outputs) compiles its own programs
-    other, c = _compiles_during(lambda: count(*sy.model_phi(lin(2, 3), (3,)), 4))
+    other, c = compiles_during(lambda: count(*sy.model_phi(lin(2, 3), (3,)), 4))
     assert other > 0 and c == 0
 
 

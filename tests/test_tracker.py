@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import compiles_during
 
 import lagrangian_nn as lnn
 from lagrangian_nn import nn, optim
@@ -310,16 +311,6 @@ def test_equal_trackers_share_their_compiled_programs():
     # a second tracker of the same generators on the same model probes its fields
     # with the programs the first one compiled, and is the same pytree structure, so
     # a user's step that takes the tracker as an argument compiles once for both
-    compiles = []
-
-    def listen(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiles.append(event)
-
-    def listen_cache(event, **kwargs):  # a recompilation that the suite's
-        if event == "/jax/compilation_cache/cache_hits":  # persistent cache answers
-            compiles.append(event)
-
     model = _model(jnp.float64)
     batches = _batches(2, jnp.float64)
     chain = optim.sgd_chain(LR, momentum=BETA, weight_decay=DECAY)
@@ -341,22 +332,16 @@ def test_equal_trackers_share_their_compiled_programs():
 
     first = optim.tracker(_generators(model), chain, model, 2)
     reported = run(first)
-    jax.monitoring.register_event_duration_secs_listener(listen)
-    jax.monitoring.register_event_listener(listen_cache)
-    try:
+
+    def build_and_run():
         second = optim.tracker(_generators(model), chain, model, 2)
-        again = run(second)
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listen)
-        jax.monitoring.unregister_event_listener(listen_cache)
-    assert compiles == []
+        return second, run(second)
+
+    compiles, (second, again) = compiles_during(build_and_run)
+    assert compiles == 0
     assert jax.tree.structure(second) == jax.tree.structure(first)
     for name in reported.charges:
         np.testing.assert_array_equal(again.charges[name], reported.charges[name])
-    # control: the listener sees a compilation when there is one
-    jax.monitoring.register_event_duration_secs_listener(listen)
-    try:
-        jax.jit(lambda v: v * 3.0 + 1.0)(jnp.ones(7))
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listen)
-    assert compiles
+    # control: the counter sees a compilation when there is one
+    compiles, _ = compiles_during(lambda: jax.jit(lambda v: v * 3.0 + 1.0)(jnp.ones(7)))
+    assert compiles > 0
