@@ -544,7 +544,9 @@ def draw_figure(folder: Path, model_word: str, focus: tuple):
         dev_c = np.max(a[f"sgd_{tag}_control_deviation"], axis=1)
         eps = np.finfo(np.float64 if tag == "f64" else np.float32).eps
         ax3.semilogy(steps, np.maximum(dev, tiny), color=c, label=f"{bits}-bit")
-        ax3.semilogy(steps[1:], 100 * eps * np.sqrt(steps[1:]), color=c, ls="--", lw=0.8)
+        ax3.semilogy(
+            steps[1:], 100 * eps * np.sqrt(steps[1:]), color=c, ls="--", lw=0.8
+        )
         ax3.semilogy(steps, np.maximum(dev_c, tiny), color=c, ls=":", lw=1.3)
     ax3.plot([], [], color="0.3", ls="--", lw=0.8, label="rounding bound")
     ax3.plot([], [], **st.CONTROL, label="control")

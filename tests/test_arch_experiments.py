@@ -51,4 +51,6 @@ def test_arch_experiment_claims_hold(module, tmp_path):
     assert any(n.startswith("SGD, 32-bit") for n in names)
     # the float32 law is bounded by float32's rounding, float64's by float64's
     eps32 = float(np.finfo(np.float32).eps)
-    assert m["sgd_f32_tolerance"] == pytest.approx(100 * eps32 * np.sqrt(res["config"]["steps"]))
+    assert m["sgd_f32_tolerance"] == pytest.approx(
+        100 * eps32 * np.sqrt(res["config"]["steps"])
+    )

@@ -348,3 +348,64 @@ def test_catalogue_certifies_in_chunks_of_bounded_memory(monkeypatch):
     assert copies(4) < 8 + 4 * 4
     # control: all at once, the scratch memory grows with the number of candidates
     assert copies(len(cands)) > len(cands) / 2
+
+
+def test_charges_and_rates_of_every_generator_in_chunks_of_bounded_memory(monkeypatch):
+    # `noether_charges(L)` and `invariance_residuals(L)` give, per generator, exactly
+    # what `lnn.noether_charge` and `lnn.invariance_residual` give for it alone (a
+    # conformal L, reduced or not), reading L's derivatives once; each generator's
+    # field is evaluated chunk by chunk, so memory does not grow with their number.
+    from lagrangian_nn.nn import _symmetries as S
+
+    k1, k2 = jax.random.split(jax.random.key(8))
+    model = [
+        eqx.nn.Linear(3, 48, key=k1, dtype=jnp.float64),
+        jax.nn.relu,
+        eqx.nn.Linear(48, 2, key=k2, dtype=jnp.float64),
+    ]
+    x = jnp.asarray(_rng(9).standard_normal((6, 3)))
+    sym = nn.symmetries(model, x, softmax_head=True)
+    params, static = sym.params, sym.static
+
+    def loss(p):
+        m = eqx.combine(p, static)
+        out = jax.vmap(lambda u: m[2](jax.nn.relu(m[0](u))))(x)
+        return -jnp.mean(jax.nn.log_softmax(out)[:, 0])
+
+    L = lnn.dynamics.nesterov(loss)
+    rng = _rng(10)
+    v = jax.tree.map(lambda a: jnp.asarray(rng.standard_normal(a.shape)), params)
+    t, n, default = jnp.asarray(1.7), S._size(params), S._CHUNK_NUMBERS
+    assert len(sym) > 48
+    for reduced in (False, True):
+        one_by_one = {
+            k: (
+                float(lnn.noether_charge(L, g, reduced=reduced)(t, params, v)),
+                float(lnn.invariance_residual(L, g, reduced=reduced)(t, params, v)),
+            )
+            for k, g in sym.items()
+        }
+        for numbers in (default, 2 * 5 * n):  # all at once; chunks of 5
+            monkeypatch.setattr(S, "_CHUNK_NUMBERS", numbers)
+            Q = eqx.filter_jit(sym.noether_charges(L, reduced=reduced))(t, params, v)
+            R = eqx.filter_jit(sym.invariance_residuals(L, reduced=reduced))(
+                t, params, v
+            )
+            assert set(Q) == set(R) == set(sym)
+            qs = max(abs(q) for q, _ in one_by_one.values())
+            rs = max(abs(r) for _, r in one_by_one.values())
+            assert qs > 0 and rs > 0
+            for k, (q, r) in one_by_one.items():
+                assert abs(float(Q[k]) - q) <= 64 * EPS64 * qs, (k, reduced, numbers)
+                assert abs(float(R[k]) - r) <= 64 * EPS64 * rs, (k, reduced, numbers)
+
+    # the compiled program's scratch memory, in copies of the parameters
+    def copies(numbers):
+        monkeypatch.setattr(S, "_CHUNK_NUMBERS", numbers)
+        f = eqx.filter_jit(sym.invariance_residuals(L))
+        mem = f.lower(t, params, v).compile().compiled.memory_analysis()
+        return mem.temp_size_in_bytes / (8 * n)
+
+    assert copies(2 * 4 * n) < 8 + 2 * 4 * 4
+    # control: all at once, the scratch memory grows with the number of generators
+    assert copies(default) > len(sym) / 2

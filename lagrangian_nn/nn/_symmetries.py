@@ -558,58 +558,97 @@ def _forward(model):
 # --- certification ------------------------------------------------------------------
 
 
-class _Combination(eqx.Module):
-    r"""The field $\sum_k c_k\,\xi_k$ of generators stacked by structure: `groups`
-    holds (stacked generators, their indices in `c`)."""
+class _Probe(eqx.Module):
+    r"""The affine field $\xi(t', q') = Z + (t' - t_0)\dot Z$: at the state $(t_0, q)$
+    its value is $Z$ and its total time derivative along the state is $\dot Z$."""
 
-    groups: tuple
-    c: jax.Array
+    t0: jax.Array
+    value: object
+    rate: object
 
     def __call__(self, t, q):
-        total = jax.tree.map(jnp.zeros_like, q)
-        for stacked, idx in self.groups:
-            xis = eqx.filter_vmap(lambda g: g.xi(t, q), axis_size=len(idx))(stacked)
-            c = self.c[np.asarray(idx)].astype(tree_dtype(q))
-            total = jax.tree.map(lambda a, x: a + jnp.tensordot(c, x, 1), total, xis)
-        return total
+        dt = t - self.t0
+        return jax.tree.map(
+            lambda z, r: z + dt.astype(z.dtype) * r, self.value, self.rate
+        )
+
+
+def _pattern(tree, offset):
+    """A fixed pytree like `tree` with entries in [1, 2) and no simple relation
+    between them (a low-discrepancy sequence): a point where no linear function of
+    the tree vanishes by accident."""
+    leaves, treedef = jax.tree.flatten(tree)
+    out, start = [], offset
+    for a in leaves:
+        i = np.arange(start, start + np.size(a))
+        out.append(jnp.asarray(1 + np.mod(i * 0.6180339887498949, 1.0), a.dtype))
+        out[-1] = out[-1].reshape(np.shape(a))
+        start += np.size(a)
+    return jax.tree.unflatten(treedef, out)
 
 
 class _PerName(eqx.Module):
     r"""name → `make(L, gen_k)(t, q, qdot)` for every generator, where `make` is
-    `lnn.noether_charge` or `lnn.invariance_residual`: both are linear in $\xi$ (for
-    $\tau = 0$), so all of them are the gradient, with respect to $c$, of `make` for
-    the one field $\sum_k c_k\xi_k$. One evaluation of $L$'s derivatives and one
-    vectorised field evaluation per structure of generator, whatever their number."""
+    `lnn.noether_charge` or `lnn.invariance_residual`. For a generator without a time
+    component both depend on the field only through its value $\xi$ at the state and
+    its total time derivative $\dot\xi = \partial_t\xi + \partial_q\xi\cdot\dot q$,
+    and linearly: `make` $= \langle A, \xi\rangle + \langle B, \dot\xi\rangle$. $A$
+    and $B$ are read once, as the gradient of `make` for the affine field
+    `_Probe(t, Z, Ż)` with respect to $(Z, \dot Z)$ (one evaluation of $L$'s
+    derivatives, whatever the number of generators). Each generator then costs one
+    forward-mode evaluation of its own field, mapped over the generators of one
+    structure `chunk` at a time: memory O(chunk × parameters), never (number of
+    generators) × parameters."""
 
     make: Callable = eqx.field(static=True)
     lagrangian: Callable
-    groups: tuple
+    groups: tuple  # (stacked generators, their indices, count, chunk)
     names: tuple = eqx.field(static=True)
     reduced: bool = eqx.field(static=True)
 
     def __call__(self, t, q, qdot):
-        def total(c):
-            gen = Generator(_Combination(self.groups, c))
+        dtype = tree_dtype(q)
+        t = jnp.asarray(t, dtype)
+
+        def total(value, rate):
+            gen = Generator(_Probe(t, value, rate))
             return self.make(self.lagrangian, gen, reduced=self.reduced)(t, q, qdot)
 
-        # linear in c: the gradient is the same at every c. Taken at a c with no
-        # zero and no simple relation between its entries, so that the total is 0
-        # only where every term is (a conformal weight e^s is applied as
+        # linear in (Z, Ż): the gradient is the same everywhere; taken at a point
+        # where the total is not 0 by accident (a conformal weight e^s is applied as
         # `where(x == 0, 0, 2^n e^r x)`, whose gradient vanishes at x = 0)
-        n = len(self.names)
-        c = jnp.asarray(1 + np.mod(np.arange(n) * 0.6180339887498949, 1.0))
-        values = jax.grad(total)(c.astype(tree_dtype(q)))
-        return {k: values[i] for i, k in enumerate(self.names)}
+        A, B = jax.grad(total, argnums=(0, 1))(_pattern(q, 0), _pattern(q, 7919))
+        one = jnp.ones_like(t)
+        values = [None] * len(self.names)
+        for stacked, idx, n, chunk in self.groups:
+
+            def of(gen):
+                xi, xi_dot = jax.jvp(gen.xi, (t, q), (one, qdot))
+                return tree_dot(A, xi) + tree_dot(B, xi_dot)
+
+            out = _map(of, stacked, n, chunk)
+            for j, i in enumerate(idx):
+                values[i] = out[j]
+        return dict(zip(self.names, values))
 
 
-def _per_name(make, L, gens: dict, reduced) -> _PerName:
+def _per_name(make, L, gens: dict, reduced, size) -> _PerName:
     if not isinstance(reduced, (bool, np.bool_)):
         raise ValueError(f"`reduced` must be True or False; got {reduced!r}.")
     if not callable(L):
         raise ValueError(f"`L` must be a callable L(t, q, qdot); got {L!r}.")
     make(L, Generator(lambda t, q: q), reduced=reduced)  # the library's own checks
+    timed = [k for k, g in gens.items() if g.tau is not None]
+    if timed:
+        raise ValueError(
+            "`noether_charges` and `invariance_residuals` take generators without a "
+            f"time component; {timed[:3]} have one (use `lnn.noether_charge` for them)."
+        )
     items = [(k, g, None, None) for k, g in gens.items()]
-    groups = tuple((stacked, tuple(idx)) for idx, (stacked, _, _) in _stacked(items))
+    groups = tuple(
+        (stacked, tuple(idx), n, _chunk(n, 2 * size))
+        for idx, (stacked, _, n) in _stacked(items)
+    )
     return _PerName(make, L, groups, tuple(gens), bool(reduced))
 
 
@@ -678,8 +717,13 @@ class Symmetries(dict):
         \mathrm{loss})$ the charge is $m(t)\langle\dot\theta, \xi(\theta)\rangle$:
         conserved for the generators of `isometries()`, and for the others it obeys
         the exact balance $Q(t) - Q(t_0) = \int R\,dt$ with $R$ from
-        `invariance_residuals(L)`. `reduced` as in `lnn.noether_charge`."""
-        return _per_name(noether_charge, L, self, reduced)
+        `invariance_residuals(L)`. `reduced` as in `lnn.noether_charge`.
+
+        $L$'s derivatives are evaluated once per state, whatever the number of
+        generators; the generators' fields are evaluated in chunks, so memory stays
+        a few copies of the parameters. Wrap it in `eqx.filter_jit` (not `jax.jit`)
+        to compile it yourself."""
+        return _per_name(noether_charge, L, self, reduced, _size(self.params))
 
     def invariance_residuals(self, L, *, reduced: bool = False) -> Callable:
         r"""`R(t, q, qdot) -> {name: rate}`: `lnn.invariance_residual(L, gen)` of
@@ -689,7 +733,7 @@ class Symmetries(dict):
         symmetry of the loss, $R = m(t)\langle\dot\theta, \partial\xi\cdot
         \dot\theta\rangle$: zero for an isometry, $m(|\dot W_{in}|^2 -
         p|\dot W_{out}|^2)$ for a rescaling."""
-        return _per_name(invariance_residual, L, self, reduced)
+        return _per_name(invariance_residual, L, self, reduced, _size(self.params))
 
     def isometries(self) -> "Symmetries":
         r"""The symmetries that also leave the kinetic energy $\tfrac12|\dot\theta|^2$
