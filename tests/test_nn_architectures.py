@@ -350,6 +350,10 @@ def test_catalogue_certifies_in_chunks_of_bounded_memory(monkeypatch):
     assert copies(len(cands)) > len(cands) / 2
 
 
+def _dot(a, b):
+    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
 def test_charges_and_rates_of_every_generator_in_chunks_of_bounded_memory(monkeypatch):
     # `noether_charges(L)` and `invariance_residuals(L)` give, per generator, exactly
     # what `lnn.noether_charge` and `lnn.invariance_residual` give for it alone (a
@@ -377,6 +381,13 @@ def test_charges_and_rates_of_every_generator_in_chunks_of_bounded_memory(monkey
     v = jax.tree.map(lambda a: jnp.asarray(rng.standard_normal(a.shape)), params)
     t, n, default = jnp.asarray(1.7), S._size(params), S._CHUNK_NUMBERS
     assert len(sym) > 48
+    # the gradient-flow charges ⟨θ, ξ(θ)⟩, vectorised, equal each generator's own
+    Q = eqx.filter_jit(sym.charges)(params)
+    zero = jnp.zeros(())
+    own = {k: float(_dot(params, g.xi(zero, params))) for k, g in sym.items()}
+    assert set(Q) == set(own)
+    top = max(abs(q) for q in own.values())
+    assert all(abs(float(Q[k]) - q) <= 64 * EPS64 * top for k, q in own.items())
     for reduced in (False, True):
         one_by_one = {
             k: (

@@ -706,9 +706,20 @@ class Symmetries(dict):
         r"""name → the charge at `params`: $\langle\theta, \xi(\theta)\rangle$ for
         every generator (for a constant field this is $\langle\xi,\theta\rangle$).
         Conserved along gradient flow of any loss that the generators leave
-        invariant. Jittable."""
+        invariant. Jittable. The generators of one structure are evaluated as one
+        vectorised map, in chunks (memory a few copies of the parameters, and a
+        compiled program whose size does not grow with their number)."""
         t = jnp.zeros((), tree_dtype(params))
-        return {k: tree_dot(params, g.xi(t, params)) for k, g in self.items()}
+        names = list(self)
+        items = [(k, g, None, None) for k, g in self.items()]
+        size, values = _size(params), [None] * len(names)
+        for idx, (stacked, _, n) in _stacked(items):
+            out = _map(
+                lambda g: tree_dot(params, g.xi(t, params)), stacked, n, _chunk(n, size)
+            )
+            for j, i in enumerate(idx):
+                values[i] = out[j]
+        return dict(zip(names, values))
 
     def noether_charges(self, L, *, reduced: bool = False) -> Callable:
         r"""`Q(t, q, qdot) -> {name: charge}`: `lnn.noether_charge(L, gen)` of every
