@@ -14,7 +14,7 @@ logits (the column sums of the classifier).
   layer, while the parameters move.
 - **SGD with momentum and weight decay** on mini-batches: each charge follows its
   exact per-step law (`lnn.optim.sgd_chain`, `lnn.optim.tracker`), to rounding in
-  float64 and within the law's rounding bound $100\,\varepsilon\,n$ in float32.
+  float64 and within the law's rounding bound $100\,\varepsilon\sqrt{n}$ in float32.
 - **AdamW** has no exact law: its quadratic charges drift far beyond the bound
   $\eta^2\sum_k|\langle g_k, Ag_k\rangle|$ that plain SGD with the same gradients
   obeys (the median over the charges, by more than a factor $10^3$).

@@ -17,7 +17,7 @@ and the translation of the logits.
 - **SGD with momentum and weight decay** on mini-batches: the charges are not
   conserved (weight decay shrinks them), but each follows its exact per-step law
   (`lnn.optim.sgd_chain`, `lnn.optim.tracker`) within the law's rounding bound
-  $100\,\varepsilon\,n$ after $n$ steps (relative to the largest charge of its head
+  $100\,\varepsilon\sqrt{n}$ after $n$ steps (relative to the largest charge of its head
   or layer), in float64 and in float32.
 - **AdamW** has no exact law: its quadratic charges drift far beyond the bound
   $\eta^2\sum_k|\langle g_k, Ag_k\rangle|$ that plain SGD with the same gradients
