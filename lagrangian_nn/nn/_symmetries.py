@@ -580,9 +580,9 @@ def _pattern(tree, offset):
     leaves, treedef = jax.tree.flatten(tree)
     out, start = [], offset
     for a in leaves:
-        i = np.arange(start, start + np.size(a))
-        out.append(jnp.asarray(1 + np.mod(i * 0.6180339887498949, 1.0), a.dtype))
-        out[-1] = out[-1].reshape(np.shape(a))
+        # computed in the program, not embedded in it as a constant of its size
+        i = start + jnp.arange(np.size(a), dtype=a.dtype)
+        out.append((1 + jnp.mod(i * 0.6180339887498949, 1.0)).reshape(np.shape(a)))
         start += np.size(a)
     return jax.tree.unflatten(treedef, out)
 
