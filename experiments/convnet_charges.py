@@ -95,4 +95,4 @@ def compute(cfg):
 
 
 def draw(folder: Path):
-    A.draw_figure(folder, "convolution layer", ("rescale",))
+    A.draw_figure(folder, "layer", ("rescale",))
