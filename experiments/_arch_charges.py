@@ -29,7 +29,10 @@ def run_config(quick):
         # solver's steps small, so their number grows with the samples, the units,
         # the horizon and the tolerance
         "gf_samples": 32,
-        "gf_t1": 1.0,
+        "gf_t1": 0.5 if quick else 1.0,
+        # the solver's six stages in a loop: the same tableau and steps, a program
+        # a sixth the size (compiles in half the time, runs slightly slower)
+        "gf_looped_stages": quick,
         "gf_max_steps": 100_000 if quick else 250_000,
         "n_save": 5 if quick else 31,
         "rtol": 1e-8 if quick else 1e-9,
@@ -135,6 +138,9 @@ def gradient_flow(label, loss, params, cfg, charges):
             rtol=cfg["rtol"],
             atol=cfg["atol"],
             max_steps=cfg["gf_max_steps"],
+            solver=lnn.FusedTsit5(
+                unroll_stages=False if cfg.get("gf_looped_stages") else None
+            ),
             progress=True,
         ),
     )

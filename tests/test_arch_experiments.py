@@ -3,9 +3,7 @@ end with `quick=True`, and every claim they report holds: along gradient flow th
 certified charges stay at their initial values, under SGD with momentum and weight
 decay each follows its exact per-step law to the rounding bound in float64 and in
 float32, AdamW breaks the SGD bound, and each claim's negative control (the same
-measurement with the symmetry broken) misses its bound by the recorded factor.
-
-Not in the default run: `python -m pytest -m slow tests/test_arch_experiments.py`."""
+measurement with the symmetry broken) misses its bound by the recorded factor."""
 
 import json
 
@@ -14,10 +12,6 @@ import pytest
 
 import experiments
 from experiments import _common, convnet_charges, transformer_charges
-
-# their quick runs take minutes each on a 2-core CPU (compiling the catalogue, six
-# training scans and gradient flows through ReLU kinks): `python -m pytest -m slow`
-pytestmark = pytest.mark.slow
 
 
 def _check(module, folder):
