@@ -41,7 +41,30 @@ if (
     os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
 # Tests compare against closed forms to ~1e-10; they need float64. The library itself
 # never switches this on.
 jax.config.update("jax_enable_x64", True)
+
+
+# Every compiled XLA program holds a few memory maps of its code for as long as a jit
+# cache keeps it, and a worker runs dozens of test files: tens of thousands of
+# programs pass the kernel's limit on memory maps (`vm.max_map_count`, 65,530 by
+# default), after which XLA crashes the worker with a segmentation fault while it
+# compiles or serialises the next program. When a file is done and the worker holds
+# more than a third of that many maps, its compiled programs are dropped (the
+# persistent cache above still serves them to later files).
+@pytest.fixture(scope="module", autouse=True)
+def _drop_compiled_programs():
+    yield
+    try:
+        with open(f"/proc/{os.getpid()}/maps") as f:
+            n = sum(1 for _ in f)
+    except OSError:  # not Linux: no such limit
+        return
+    if n > 20_000:
+        import gc
+
+        jax.clear_caches()
+        gc.collect()
