@@ -13,6 +13,10 @@ import pytest
 import experiments
 from experiments import _common, convnet_charges, transformer_charges
 
+# about a minute each on a 2-core CPU (compiling the catalogue, two gradient flows
+# and six training scans): `python -m pytest -m slow`
+pytestmark = pytest.mark.slow
+
 
 def _check(module, folder):
     res = json.loads((folder / "results.json").read_text())
