@@ -53,7 +53,7 @@ jax.config.update("jax_enable_x64", True)
 # programs pass the kernel's limit on memory maps (`vm.max_map_count`, 65,530 by
 # default), after which XLA crashes the worker with a segmentation fault while it
 # compiles or serialises the next program. When a file is done and the worker holds
-# more than a third of that many maps, its compiled programs are dropped (the
+# more than 40,000 maps, its compiled programs are dropped (the
 # persistent cache above still serves them to later files).
 @pytest.fixture(scope="module", autouse=True)
 def _drop_compiled_programs():
@@ -63,7 +63,7 @@ def _drop_compiled_programs():
             n = sum(1 for _ in f)
     except OSError:  # not Linux: no such limit
         return
-    if n > 20_000:
+    if n > 40_000:
         import gc
 
         jax.clear_caches()
