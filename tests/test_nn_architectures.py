@@ -425,3 +425,26 @@ def test_charges_and_rates_of_every_generator_in_chunks_of_bounded_memory(monkey
     assert copies(2 * 4 * n) < 8 + 2 * 4 * 4
     # control: all at once, the scratch memory grows with the number of generators
     assert copies(default) > len(sym) / 2
+
+
+def test_charges_and_rates_refuse_a_generator_with_a_time_component():
+    # `noether_charges` reads each field through ξ and ξ̇ only; a generator that also
+    # moves time (τ ≠ 0) needs L's energy term and is refused, naming it
+    model = [eqx.nn.Linear(2, 1, key=jax.random.key(0), dtype=jnp.float64)]
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    gen = lnn.Generator(lambda t, q: q, tau=lambda t, q: jnp.ones_like(t))
+    S = nn.Symmetries(
+        {"dilation": gen},
+        candidates={},
+        kinds={"dilation": "quadratic"},
+        residuals={},
+        tolerance=0.0,
+        refused={},
+        unknown=(),
+        params=params,
+        static=static,
+    )
+    L = lnn.dynamics.newtonian(lambda p: jnp.sum(p[0].weight ** 2))
+    for method in (S.noether_charges, S.invariance_residuals):
+        with pytest.raises(ValueError, match=r"time component; \['dilation'\]"):
+            method(L)

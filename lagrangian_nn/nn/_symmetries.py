@@ -587,6 +587,27 @@ def _pattern(tree, offset):
     return jax.tree.unflatten(treedef, out)
 
 
+def _by_structure(gens: dict, size: int) -> tuple:
+    """The generators grouped by structure, for `_each`: (stacked generators, their
+    positions in `gens`, count, chunk for fields of `size` numbers each)."""
+    items = [(k, g, None, None) for k, g in gens.items()]
+    return tuple(
+        (stacked, tuple(idx), n, _chunk(n, size))
+        for idx, (stacked, _, n) in _stacked(items)
+    )
+
+
+def _each(fn, groups, names):
+    """name → `fn(generator)` for every generator of `groups` (`_by_structure`),
+    mapped over each structure in its chunks."""
+    values = [None] * len(names)
+    for stacked, idx, n, chunk in groups:
+        out = _map(fn, stacked, n, chunk)
+        for j, i in enumerate(idx):
+            values[i] = out[j]
+    return dict(zip(names, values))
+
+
 class _PerName(eqx.Module):
     r"""name → `make(L, gen_k)(t, q, qdot)` for every generator, where `make` is
     `lnn.noether_charge` or `lnn.invariance_residual`. For a generator without a time
@@ -619,17 +640,12 @@ class _PerName(eqx.Module):
         # `where(x == 0, 0, 2^n e^r x)`, whose gradient vanishes at x = 0)
         A, B = jax.grad(total, argnums=(0, 1))(_pattern(q, 0), _pattern(q, 7919))
         one = jnp.ones_like(t)
-        values = [None] * len(self.names)
-        for stacked, idx, n, chunk in self.groups:
 
-            def of(gen):
-                xi, xi_dot = jax.jvp(gen.xi, (t, q), (one, qdot))
-                return tree_dot(A, xi) + tree_dot(B, xi_dot)
+        def of(gen):
+            xi, xi_dot = jax.jvp(gen.xi, (t, q), (one, qdot))
+            return tree_dot(A, xi) + tree_dot(B, xi_dot)
 
-            out = _map(of, stacked, n, chunk)
-            for j, i in enumerate(idx):
-                values[i] = out[j]
-        return dict(zip(self.names, values))
+        return _each(of, self.groups, self.names)
 
 
 def _per_name(make, L, gens: dict, reduced, size) -> _PerName:
@@ -644,11 +660,8 @@ def _per_name(make, L, gens: dict, reduced, size) -> _PerName:
             "`noether_charges` and `invariance_residuals` take generators without a "
             f"time component; {timed[:3]} have one (use `lnn.noether_charge` for them)."
         )
-    items = [(k, g, None, None) for k, g in gens.items()]
-    groups = tuple(
-        (stacked, tuple(idx), n, _chunk(n, 2 * size))
-        for idx, (stacked, _, n) in _stacked(items)
-    )
+    # each generator's field and its time derivative: 2 × size numbers
+    groups = _by_structure(gens, 2 * size)
     return _PerName(make, L, groups, tuple(gens), bool(reduced))
 
 
@@ -710,16 +723,8 @@ class Symmetries(dict):
         vectorised map, in chunks (memory a few copies of the parameters, and a
         compiled program whose size does not grow with their number)."""
         t = jnp.zeros((), tree_dtype(params))
-        names = list(self)
-        items = [(k, g, None, None) for k, g in self.items()]
-        size, values = _size(params), [None] * len(names)
-        for idx, (stacked, _, n) in _stacked(items):
-            out = _map(
-                lambda g: tree_dot(params, g.xi(t, params)), stacked, n, _chunk(n, size)
-            )
-            for j, i in enumerate(idx):
-                values[i] = out[j]
-        return dict(zip(names, values))
+        groups = _by_structure(self, _size(params))
+        return _each(lambda g: tree_dot(params, g.xi(t, params)), groups, list(self))
 
     def noether_charges(self, L, *, reduced: bool = False) -> Callable:
         r"""`Q(t, q, qdot) -> {name: charge}`: `lnn.noether_charge(L, gen)` of every
