@@ -2,6 +2,7 @@
 completeness verdict, every bad input, and the experiment's --quick run."""
 
 import json
+from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -113,6 +114,45 @@ def test_user_model():
         **P1,
     )
     assert r.count == 1 and r.dimension == 5
+
+
+def test_counts_of_many_structures_free_the_programs_of_the_oldest():
+    # Each structure counted (φ, flow, damping, ...) keeps its compiled bracket
+    # programs for the next count of the same structure; deep brackets of a real model
+    # hold thousands of the process's memory maps each (the kernel allows about 65,000
+    # before XLA aborts), so only the last few are kept and an evicted one's programs
+    # are freed. Four structures: the same φ under heavy ball with four dampings.
+    from lagrangian_nn.symmetry import _count_brackets as cb
+
+    def phi(theta, x):
+        return jnp.dot(theta["u"], x) * theta["v"]
+
+    params = {"u": jnp.ones(2), "v": jnp.ones(3)}
+    inputs = lambda k: jax.random.normal(k, (2,), jnp.float64)  # noqa: E731
+    maps = Path("/proc/self/maps")
+    n_maps = [len(maps.read_text().splitlines())] if maps.exists() else None
+    first = None
+    for damping in (1.0, 2.0, 3.0, 4.0):
+        r = sy.count_laws(
+            phi,
+            params,
+            flow="heavy_ball",
+            damping=damping,
+            key=jax.random.key(0),
+            inputs=inputs,
+            n_points=1,
+        )
+        assert r.count == 0  # (u, v) ↦ (cu, v/c) is not an isometry: no law
+        if first is None:
+            first = list(cb.CACHE.values())[-1]
+        if n_maps is not None:
+            n_maps.append(len(maps.read_text().splitlines()))
+    assert len(cb.CACHE) == cb.CACHE_SIZE
+    assert all(b is not first for b in cb.CACHE.values())
+    assert first and all(fn._cache_size() == 0 for fn in first.values())
+    if n_maps is not None:  # Linux: the process's memory maps stop growing
+        one = n_maps[2] - n_maps[1]
+        assert one > 0 and n_maps[4] - n_maps[2] < one / 2, n_maps
 
 
 def test_callable_model_compiles_once():

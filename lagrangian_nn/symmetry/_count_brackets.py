@@ -18,9 +18,14 @@ from ._gap import TOL_FACTOR
 # to rounding (e.g. [X, X]); normalising it would turn rounding into a direction.
 ZERO_FACTOR = 1e4
 
-# the bracket functions of the last few MLP structures counted (most recent last)
+# The bracket functions of the last few structures counted (most recent last). Each
+# structure's compiled programs stay in memory while it is cached, and deep brackets
+# of a model make large programs (measured: two heads under heavy ball, 3,200 memory
+# maps of the process; a block with LayerNorm under ND, 18,000), against a kernel
+# limit of about 65,000 maps per process (`vm.max_map_count`), past which XLA
+# aborts. So few are kept, and an evicted structure's programs are freed.
 CACHE: dict = {}
-CACHE_SIZE = 8
+CACHE_SIZE = 2
 
 
 class Brackets(dict):
@@ -33,6 +38,12 @@ class Brackets(dict):
     def __missing__(self, depth):
         fn = self[depth] = bracket_fn(self.X, depth)
         return fn
+
+    def release(self):
+        """Frees the compiled programs of every depth (the functions stay usable and
+        compile again if called)."""
+        for fn in self.values():
+            fn.clear_cache()
 
 
 class JetBrackets:
@@ -79,7 +90,9 @@ def lru(cache: dict, key, make, size: int = CACHE_SIZE):
         value = make()
     cache[key] = value
     while len(cache) > size:
-        cache.pop(next(iter(cache)))
+        evicted = cache.pop(next(iter(cache)))
+        if hasattr(evicted, "release"):
+            evicted.release()
     return value
 
 
