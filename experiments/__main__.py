@@ -303,9 +303,15 @@ def _load(names):
     """Imports the experiments and JAX and starts its backend, before the Ctrl-C
     handler of a run is installed. Under `python -m experiments` a Ctrl-C meanwhile
     ends the process at once (`_interrupted_while_loading`): a KeyboardInterrupt
-    raised while JAX initialises can crash the interpreter instead of unwinding."""
-    for name in names:
-        get(name)
+    raised while JAX initialises can crash the interpreter instead of unwinding.
+    When every experiment named is compile-bound (`COMPILE_BOUND`), the backend
+    starts with `_common.FAST_COMPILE` (for `attention_counts`, measured: 4 min instead
+    of 52)."""
+    modules = [get(name) for name in names]
+    if all(getattr(m, "COMPILE_BOUND", False) for m in modules):
+        os.environ["XLA_FLAGS"] = _common.with_fast_compile(
+            os.environ.get("XLA_FLAGS", "")
+        )
     import jax
 
     jax.devices()

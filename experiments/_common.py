@@ -23,6 +23,24 @@ import numpy as np
 
 DEFAULT_OUT = "outputs"
 
+# Less LLVM optimisation of the machine code XLA's CPU backend generates (XLA's own
+# HLO passes are unchanged, and so are the results' precision and the certificates).
+# An experiment whose time is mostly compiling many short-lived programs declares
+# `COMPILE_BOUND = True`, and `python -m experiments run` then starts JAX with these
+# flags (a flag the user set in `XLA_FLAGS` wins); the test suite uses them too.
+FAST_COMPILE = (
+    "--xla_backend_optimization_level=0",
+    "--xla_llvm_disable_expensive_passes=true",
+)
+
+
+def with_fast_compile(xla_flags: str) -> str:
+    """`xla_flags` (the value of `XLA_FLAGS`) with `FAST_COMPILE` added, except the
+    flags it already sets."""
+    flags = xla_flags.split()
+    given = {f.split("=")[0] for f in flags}
+    return " ".join(flags + [f for f in FAST_COMPILE if f.split("=")[0] not in given])
+
 
 def enable_float64():
     import jax
@@ -60,6 +78,7 @@ def versions() -> dict:
         "lagrangian_nn": lagrangian_nn.__version__,
         "device": str(jax.devices()[0]),
         "float64": bool(jax.config.read("jax_enable_x64")),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
 
 

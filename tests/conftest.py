@@ -8,14 +8,9 @@ import os
 # backend; subprocesses (the sharding checks, the docs build's notebook kernels)
 # inherit it.
 if os.environ.get("LNN_TEST_FULL_OPT") != "1":
-    _FAST_COMPILE = (
-        "--xla_backend_optimization_level=0",
-        "--xla_llvm_disable_expensive_passes=true",
-    )
-    _flags = os.environ.get("XLA_FLAGS", "").split()
-    _given = {f.split("=")[0] for f in _flags}  # a flag the user set wins
-    _flags += [f for f in _FAST_COMPILE if f.split("=")[0] not in _given]
-    os.environ["XLA_FLAGS"] = " ".join(_flags)
+    from experiments._common import with_fast_compile  # a flag the user set wins
+
+    os.environ["XLA_FLAGS"] = with_fast_compile(os.environ.get("XLA_FLAGS", ""))
 
 # Many tests compile the same program again (a fresh closure per test or per hypothesis
 # example, the same experiment in a worker and in a notebook kernel). JAX's persistent

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from experiment_checks import _evidence_and_consequences, _run
 
 from experiments import _attention_laws as al, attention_counts as ac
 from lagrangian_nn import nn, symmetry as sy
@@ -100,3 +101,30 @@ def test_model_phi_refuses_bad_models():
         model_phi(att, (3, 5))
     with pytest.raises(ValueError, match="no floating-point parameters"):
         model_phi(nn.sequential([nn.TokenMean()]), (3, 2))
+
+
+def test_experiment_quick(tmp_path):
+    # end to end: the smallest head under GF, two heads of width 1 under ND, and the
+    # controls (rotated queries under GF, tanh queries under ND); every count is
+    # certified and equals the number of independent known laws, and the controls
+    # miss theirs
+    m = _run("attention_counts", tmp_path, ["counts"])
+    _evidence_and_consequences(tmp_path, "attention_counts", [])
+    assert m["refused"] == []
+    for key in ("heads_gf", "momentum", "momentum_prediction", "degree2"):
+        assert m[f"{key}_mismatches"] == 0, key
+    assert m["control_gf_gap"] > 0 and m["control_momentum_gap"] > 0
+    flows = {(r["kind"], f["flow"]) for r in m["rows"] for f in r["flows_out"]}
+    assert {("head", "gf"), ("head", "nd"), ("rotated", "gf")} <= flows
+    assert ("tanh_queries", "nd") in flows
+    counts = {
+        (r["label"], f["flow"]): f["count"] for r in m["rows"] for f in r["flows_out"]
+    }
+    assert counts[("attention d=2 k=2 H=1", "gf")] == 6  # 2 symmetric 2 × 2 matrices
+    assert counts[("attention d=2 k=1 H=2", "nd")] == 0  # O(1) is discrete
+    # certified by a wide margin: the certificate asks a gap of 100 rounding levels
+    for r in m["rows"]:
+        for f in r["flows_out"]:
+            assert f["gap"] > 1e6, (r["label"], f)
+    table = (tmp_path / "attention_counts" / "table.md").read_text().splitlines()
+    assert len(table) == 2 + sum(len(r["flows_out"]) for r in m["rows"])
