@@ -90,16 +90,27 @@ def params_in(params, dtype):
 
 
 def charges_fn(tracker):
-    """`params -> all charges of the tracker's generators` (in `tracker.names`
-    order), jitted: the families' charges, computed together."""
-    import equinox as eqx
+    """`(params at several times, their tracker) -> every charge of `tracker`'s
+    generators at each time` (in `tracker.names` order): one compiled map of the
+    families' charges, shared by every parameter tree whose arrays have the shapes of
+    `tracker`'s (a model and its control, whose trees differ in static parts only)."""
+    import jax
     import jax.numpy as jnp
 
-    @eqx.filter_jit
-    def f(p):
-        return jnp.concatenate(
-            [fam.charge(tracker.layout.arrays(p, "params")) for fam in tracker.families]
-        )
+    @jax.jit
+    @jax.vmap
+    def on_arrays(arrays):
+        return jnp.concatenate([fam.charge(arrays) for fam in tracker.families])
+
+    def f(qs, other):
+        layout = other.layout
+        if layout.shapes != tracker.layout.shapes:
+            raise ValueError(
+                f"the parameters' arrays have shapes {layout.shapes}, the tracker's "
+                f"{tracker.layout.shapes}."
+            )
+        leaves = jax.tree.leaves(qs, is_leaf=lambda x: x is None)
+        return on_arrays([leaves[i] for i in layout.positions])
 
     return f
 
@@ -120,18 +131,24 @@ def scaled_drift(Q, names):
 
 
 def gradient_flow(label, loss, params, cfg, charges):
-    """GF of `loss` from `params`; the charges at the saved times."""
+    """GF of `loss` from `params`; the charges at the saved times (`charges`: the
+    parameters at those times -> their charges)."""
     import jax
     import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
 
     import lagrangian_nn as lnn
 
     ts = jnp.linspace(0.0, cfg["gf_t1"], cfg["n_save"])
+    # the flow of one flat vector: the solver's stages are then one array operation
+    # each, not one per array of the model, and compile in about half the time; the
+    # step-size controller's norm (the RMS over every entry) is the same
+    flat, unravel = ravel_pytree(params)
     traj = stage(
         f"{label}GF",
         lambda: lnn.simulate(
-            lnn.dynamics.gradient_flow(loss),
-            params,
+            lnn.dynamics.gradient_flow(lambda v: loss(unravel(v))),
+            flat,
             t0=0.0,
             t1=cfg["gf_t1"],
             ts=ts,
@@ -144,9 +161,10 @@ def gradient_flow(label, loss, params, cfg, charges):
             progress=True,
         ),
     )
-    Q = np.asarray(jax.vmap(charges)(traj.q))
+    q = jax.vmap(unravel)(traj.q)
+    Q = np.asarray(charges(q))
     sq = lambda p: sum(jnp.sum(a**2) for a in jax.tree.leaves(p))  # noqa: E731
-    moved = float(sq(jax.tree.map(lambda a: a[-1] - a[0], traj.q)) / sq(params))
+    moved = float(sq(jax.tree.map(lambda a: a[-1] - a[0], q)) / sq(params))
     return np.asarray(ts), Q, moved
 
 
@@ -359,13 +377,20 @@ def run(cfg, arch):  # noqa: C901
         tr = optim.tracker(gf["gens"], chain, gf["params"], 1)
         tr_c = optim.tracker(gf["gens"], chain, gf["params_c"], 1)
     names = list(tr.names)
+    assert list(tr_c.names) == names
     xg, yg = x[: cfg["gf_samples"]], y[: cfg["gf_samples"]]
     loss, loss_c = _losses(arch, gf, mu)
+    # a charge depends on the parameters alone: one compiled map serves both runs
+    charges = charges_fn(tr)
     ts, Q, moved = gradient_flow(
-        "", lambda p: loss(p, xg, yg), gf["params"], cfg, charges_fn(tr)
+        "", lambda p: loss(p, xg, yg), gf["params"], cfg, lambda q: charges(q, tr)
     )
     _, Qc, moved_c = gradient_flow(
-        "control: ", lambda p: loss_c(p, xg, yg), gf["params_c"], cfg, charges_fn(tr_c)
+        "control: ",
+        lambda p: loss_c(p, xg, yg),
+        gf["params_c"],
+        cfg,
+        lambda q: charges(q, tr_c),
     )
     drift, _ = scaled_drift(Q, names)
     drift_c, _ = scaled_drift(Qc, names)

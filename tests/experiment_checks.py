@@ -3,6 +3,10 @@ with controls that missed."""
 
 import json
 
+import numpy as np
+import pytest
+
+import experiments
 from experiments import __main__ as cli, _common
 
 
@@ -48,3 +52,39 @@ def _evidence_and_consequences(tmp_path, name, consequences, identities=()):
     got = sorted(c["name"] for c in res["claims"] if c["basis"] == "identity")
     assert got == sorted(identities)
     _controls_missed(res)
+
+
+def check_arch_experiment(module, tmp_path):
+    """`module` (`transformer_charges` or `convnet_charges`) run end to end with
+    `quick=True`: its files, and every claim it reports holds, with its negative
+    control (the same measurement with the symmetry broken) missing its bound by the
+    recorded factor; along gradient flow the certified charges stay at their initial
+    values, under SGD with momentum and weight decay each follows its exact per-step
+    law to the rounding bound in float64 and in float32, and AdamW breaks the SGD
+    bound."""
+    res = experiments.run(module.NAME, quick=True, out=tmp_path)
+    folder = tmp_path / module.NAME
+    saved = _check_outputs(folder, ["charges"])
+    assert saved["quick"] is True
+    assert saved["claims"], "no claims reported"
+    for c in saved["claims"]:
+        assert c["holds"], c
+        assert c["evidence"] and c["basis"] == "trajectory", c
+        ctrl = c["control"]
+        assert ctrl["missed"], c
+        assert float(ctrl["miss_factor"]) > ctrl["margin"], c
+    assert saved["claims"] == _common._jsonable(res["claims"])
+    m = res["metrics"]
+    # the flows and the training really moved the parameters and the charges
+    assert m["gf_relative_parameter_change"] > 1e-3
+    assert m["sgd_f64_max_drift"] > 1e3 * m["sgd_f64_tolerance"]
+    # each family the claims name was certified and measured, in both precisions
+    names = {c["name"].split(":")[0] for c in res["claims"]}
+    assert any(n.startswith("SGD, 64-bit") for n in names)
+    assert any(n.startswith("SGD, 32-bit") for n in names)
+    # the float32 law is bounded by float32's rounding, float64's by float64's
+    eps32 = float(np.finfo(np.float32).eps)
+    assert m["sgd_f32_tolerance"] == pytest.approx(
+        100 * eps32 * np.sqrt(res["config"]["steps"])
+    )
+    return res
