@@ -71,10 +71,10 @@ def as_array_if_numbers(a, name: str):
 
 @jax.jit
 def _nonfinite_counts(leaves):
-    """`[[#NaN, #inf], ...]`, one row per leaf, computed where the leaves live."""
-    return jnp.stack(
-        [jnp.stack([jnp.sum(jnp.isnan(x)), jnp.sum(jnp.isinf(x))]) for x in leaves]
-    )
+    """The number of non-finite entries of each leaf, computed where the leaves live
+    (one pass over each; how many of them are NaN is counted only for a leaf that has
+    any, on the way to the error)."""
+    return jnp.stack([jnp.sum(~jnp.isfinite(x)) for x in leaves])
 
 
 def check_finite_trees(*named) -> None:
@@ -105,9 +105,12 @@ def check_finite_trees(*named) -> None:
         with jax.ensure_compile_time_eval():
             counts = np.asarray(_nonfinite_counts(device))
     for where, x, count in entries:
-        n_nan, n_inf = (
-            int(c) for c in (counts[count] if isinstance(count, int) else count)
-        )
+        if isinstance(count, int):
+            if not counts[count]:
+                continue
+            x = np.asarray(x)
+            count = (np.isnan(x).sum(), np.isinf(x).sum())
+        n_nan, n_inf = (int(c) for c in count)
         if n_nan or n_inf:
             raise ValueError(
                 f"`{where}` must be finite; it has {n_nan} NaN and {n_inf} inf "
